@@ -1,0 +1,121 @@
+"""Compositional prompt ensemble (SPEC §1): state words × templates → two text prototypes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+NORMAL_STATES: tuple[str, ...] = (
+    "{o}",
+    "flawless {o}",
+    "perfect {o}",
+    "unblemished {o}",
+    "{o} without flaw",
+    "{o} without defect",
+    "{o} without damage",
+)
+ANOMALOUS_STATES: tuple[str, ...] = (
+    "damaged {o}",
+    "{o} with flaw",
+    "{o} with defect",
+    "{o} with damage",
+)
+TEMPLATES: tuple[str, ...] = (
+    "a cropped photo of the {c}.",
+    "a cropped photo of a {c}.",
+    "a close-up photo of a {c}.",
+    "a close-up photo of the {c}.",
+    "a bright photo of a {c}.",
+    "a bright photo of the {c}.",
+    "a dark photo of the {c}.",
+    "a dark photo of a {c}.",
+    "a jpeg corrupted photo of a {c}.",
+    "a jpeg corrupted photo of the {c}.",
+    "a blurry photo of the {c}.",
+    "a blurry photo of a {c}.",
+    "a photo of a {c}.",
+    "a photo of the {c}.",
+    "a photo of a small {c}.",
+    "a photo of the small {c}.",
+    "a photo of a large {c}.",
+    "a photo of the large {c}.",
+    "a photo of the {c} for visual inspection.",
+    "a photo of a {c} for visual inspection.",
+    "a photo of the {c} for anomaly detection.",
+    "a photo of a {c} for anomaly detection.",
+)
+
+# Object names that read better spelled out (VisA class folders).
+OBJECT_NAMES: Mapping[str, str] = {
+    "pcb1": "printed circuit board",
+    "pcb2": "printed circuit board",
+    "pcb3": "printed circuit board",
+    "pcb4": "printed circuit board",
+    "macaroni1": "macaroni",
+    "macaroni2": "macaroni",
+    "pipe_fryum": "pipe fryum",
+}
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """State phrases (with `{o}`) and templates (with `{c}`) for one prompt ensemble."""
+
+    normal_states: tuple[str, ...] = NORMAL_STATES
+    anomalous_states: tuple[str, ...] = ANOMALOUS_STATES
+    templates: tuple[str, ...] = TEMPLATES
+
+    def __post_init__(self) -> None:
+        for field, items, key in (
+            ("normal_states", self.normal_states, "{o}"),
+            ("anomalous_states", self.anomalous_states, "{o}"),
+            ("templates", self.templates, "{c}"),
+        ):
+            if not items:
+                raise ValueError(f"PromptSet.{field} is empty")
+            bad = [s for s in items if key not in s]
+            if bad:
+                raise ValueError(f"PromptSet.{field}: {bad[0]!r} lacks the placeholder {key}")
+
+    def extended(
+        self, normal_states: Sequence[str] = (), anomalous_states: Sequence[str] = ()
+    ) -> PromptSet:
+        """This set with extra task-specific states appended (e.g. `{o} with missing component`)."""
+        return PromptSet(
+            self.normal_states + tuple(s for s in normal_states if s not in self.normal_states),
+            self.anomalous_states + tuple(s for s in anomalous_states if s not in self.anomalous_states),
+            self.templates,
+        )
+
+    def prompts(self, obj: str) -> tuple[list[str], list[str]]:
+        """All state × template sentences for object phrase `obj`: (normal, anomalous)."""
+
+        def expand(states: tuple[str, ...]) -> list[str]:
+            return [t.format(c=s.format(o=obj)) for s in states for t in self.templates]
+
+        return expand(self.normal_states), expand(self.anomalous_states)
+
+
+# Registry of named prompt sets: data, never code (the paper's Table 3 ablation rows).
+PROMPT_SETS: Mapping[str, PromptSet] = {
+    "winclip": PromptSet(),
+    "two-class": PromptSet(("normal {o}",), ("anomalous {o}",), ("a photo of a {c}.",)),
+    "states": PromptSet(templates=("a photo of a {c}.",)),
+}
+
+
+def object_phrase(name: str, overrides: Mapping[str, str] = OBJECT_NAMES) -> str:
+    """Class folder name → object phrase: override map first, else `_` → space."""
+    return overrides.get(name, name.replace("_", " ").strip())
+
+
+def text_prototypes(
+    encode_text: Callable[[list[str]], torch.Tensor], normal: list[str], anomalous: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of L2-normalised prompt embeddings, L2-normalised again (SPEC §1): `(D,)`, `(D,)`."""
+    t_n = F.normalize(F.normalize(encode_text(normal).float(), dim=-1).mean(0), dim=-1)
+    t_a = F.normalize(F.normalize(encode_text(anomalous).float(), dim=-1).mean(0), dim=-1)
+    return t_n, t_a

@@ -1,0 +1,64 @@
+"""Zero-shot scores, window aggregation and multi-scale fusion (SPEC §3). Pure tensor functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _reciprocal(x: torch.Tensor) -> torch.Tensor:
+    """1/x with x ≥ 0 clamped to the smallest normal float, so a zero score stays an exact limit."""
+    return 1.0 / x.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def ascore0(emb: torch.Tensor, t_n: torch.Tensor, t_a: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Two-class zero-shot anomaly score, Eq. 1: softmax([<e,t_n>, <e,t_a>]/τ)[1].
+
+    emb `(..., D)`, prototypes `(D,)` → `(...)` in [0, 1].
+    """
+    e = F.normalize(emb.float(), dim=-1)
+    protos = torch.stack([F.normalize(t_n.float(), dim=-1), F.normalize(t_a.float(), dim=-1)], dim=-1)
+    return torch.softmax(e @ protos.to(e.device) / temperature, dim=-1)[..., 1]
+
+
+def aggregate_windows(scores: torch.Tensor, coverage: torch.Tensor, mode: str = "harmonic") -> torch.Tensor:
+    """Window scores → patch scores, Eq. 3: M[j] = |U_j| / Σ_{w∈U_j} 1/s_w.
+
+    scores `(N, W)`, coverage `(L, W)` 0/1 → `(N, L)`. `mode="mean"` is the
+    arithmetic mean over U_j (the paper's "without harmonic averaging" ablation).
+    """
+    cov = coverage.to(device=scores.device, dtype=torch.float32)
+    count = cov.sum(dim=1)
+    s = scores.float()
+    if mode == "harmonic":
+        return count / (_reciprocal(s) @ cov.T)
+    if mode == "mean":
+        return (s @ cov.T) / count
+    raise ValueError(f"unknown aggregation {mode!r}; use 'harmonic' or 'mean'")
+
+
+def harmonic_fusion(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Harmonic mean of same-shape score maps (SPEC §3 multi-scale: M0 = n / Σ 1/M_i)."""
+    if not maps:
+        raise ValueError("harmonic_fusion needs at least one map")
+    stacked = torch.stack([m.float() for m in maps])
+    return len(maps) / _reciprocal(stacked).sum(dim=0)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (align_corners=False): `(N, h, w)` → `(N, *size)`."""
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of `(N, H, W)` maps (truncated at 4σ, reflect padding)."""
+    radius = max(1, int(4.0 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = maps[:, None].float()
+    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return out[:, 0]
