@@ -1,0 +1,227 @@
+"""Profiles: round trip, no encoding on load, add_good, calibration semantics, model mismatch, decisions."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, textured
+from PIL import Image
+from scipy import ndimage
+
+from winclip.profile import (
+    Inspector,
+    Profile,
+    ProfileMismatchError,
+    apply_roi,
+    confidence,
+    f1_best_threshold,
+    find_regions,
+    fpr_threshold,
+    label_of,
+)
+
+
+def _save_images(folder: Path, rng: np.random.Generator, n: int, size=(64, 64)) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(textured(rng, *size)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def images(tmp_path, rng):
+    return {
+        "refs": _save_images(tmp_path / "refs", rng, 2),
+        "queries": _save_images(tmp_path / "queries", rng, 3, size=(48, 80)),
+        "holdout": _save_images(tmp_path / "holdout", rng, 5),
+    }
+
+
+def test_round_trip_scores_match_the_in_memory_model(tmp_path, images):
+    model = make_model()
+    profile = Profile.create(model, "screw", images["refs"], normal_states=["shiny {o}"])
+    expected = model.predict(images["queries"])
+    folder = profile.save(tmp_path / "screw.winclip")
+    assert sorted(p.name for p in folder.iterdir()) == ["profile.json", "tensors.safetensors"]
+    loaded = Profile.load(folder)
+    assert loaded.digest() == profile.digest()
+    assert loaded.normal_states[-1] == "shiny {o}" and loaded.shots == 2
+    got = Inspector(loaded, make_model()).inspect(images["queries"])
+    assert len(got) == 3
+    for r, score, full in zip(got, expected.scores, expected.maps):
+        assert r.error is None and r.score == pytest.approx(float(score), abs=1e-6)
+        assert r.map.shape == tuple(full.shape) == (48, 80)
+        np.testing.assert_allclose(r.map, full.numpy(), atol=1e-6)
+
+
+def test_loading_and_applying_a_profile_encodes_nothing(tmp_path, images, monkeypatch):
+    Profile.create(make_model(), "screw", images["refs"]).save(tmp_path / "p")
+    model = make_model()
+    calls = {"image": 0, "text": 0}
+    real_encode = model.encode
+    real_text = model.clip.encode_text
+
+    def count_image(x):
+        calls["image"] += 1
+        return real_encode(x)
+
+    def count_text(x):
+        calls["text"] += 1
+        return real_text(x)
+
+    monkeypatch.setattr(model, "encode", count_image)
+    monkeypatch.setattr(model.clip, "encode_text", count_text)
+    inspector = Inspector(Profile.load(tmp_path / "p"), model)
+    assert calls == {"image": 0, "text": 0}
+    inspector.inspect(images["queries"][:1])
+    assert calls == {"image": 1, "text": 0}  # only the query
+
+
+def test_add_good_makes_the_image_its_own_reference(tmp_path, images, monkeypatch):
+    model = make_model()
+    profile = Profile.create(model, "screw", images["refs"])
+    target = images["queries"][0]
+    before = Inspector(profile, model).inspect([target])[0]
+    assert before.score > 0.5 * before.zero_shot + 1e-4  # not yet a reference
+    encoded = []
+    real_encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: encoded.append(len(x)) or real_encode(x))
+    grown = profile.add_good(model, [target])
+    assert encoded == [1]  # only the new image was encoded
+    assert grown.shots == 3 and grown.reference_names[-1] == target
+    assert len(grown.references) == 3 and torch.equal(grown.references.image[:2], profile.references.image)
+    after = Inspector(grown, model).inspect([target])[0]
+    assert after.score == pytest.approx(0.5 * after.zero_shot, abs=1e-5)
+    assert after.zero_shot == pytest.approx(before.zero_shot, abs=1e-6)
+
+
+def test_add_good_recalibrates_from_the_stored_calibration_images(images):
+    model = make_model()
+    profile = Profile.create(model, "screw", images["refs"]).calibrate(model, images["holdout"], target_fpr=0.2)
+    grown = profile.add_good(model, images["holdout"][:1])
+    assert grown.calibration is not None and grown.calibration.target_fpr == 0.2
+    assert [g.name for g in grown.calibration.good] == images["holdout"]
+    rescored = [r.score for r in Inspector(grown, model).inspect(images["holdout"])]
+    assert [g.score for g in grown.calibration.good] == pytest.approx(rescored, abs=1e-6)
+    assert grown.threshold == pytest.approx(float(np.quantile(rescored, 0.8)), abs=1e-6)
+    assert grown.calibration.good[0].score < profile.calibration.good[0].score  # now a reference
+
+
+def test_fpr_threshold_is_numpys_quantile_and_hits_the_target_rate():
+    rng = np.random.default_rng(1)
+    good = rng.beta(2, 5, size=20_000)
+    for target in (0.01, 0.05, 0.2):
+        t = fpr_threshold(good, target)
+        assert t == float(np.quantile(good, 1 - target))
+        assert abs((good >= t).mean() - target) <= 1 / len(good)
+        fresh = rng.beta(2, 5, size=200_000)
+        assert abs((fresh >= t).mean() - target) < 0.25 * target
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        fpr_threshold(good, 0.0)
+    with pytest.raises(ValueError, match="at least one good"):
+        fpr_threshold([], 0.1)
+
+
+def test_f1_best_threshold_against_brute_force():
+    rng = np.random.default_rng(2)
+    good, bad = rng.random(40) * 0.7, rng.random(15) * 0.6 + 0.4
+    t, f1 = f1_best_threshold(good, bad)
+    scores = np.concatenate([good, bad])
+    truth = np.r_[np.zeros(40), np.ones(15)]
+    best = max(
+        (2 * ((scores >= c) & (truth == 1)).sum() / ((scores >= c).sum() + 15), c) for c in np.unique(scores)
+    )
+    assert f1 == pytest.approx(best[0]) and t == best[1]
+
+
+def test_calibrate_sets_thresholds_report_and_survives_a_round_trip(tmp_path, images):
+    model = make_model()
+    profile = Profile.create(model, "screw", images["refs"])
+    bad = [str(tmp_path / "missing.png")] + images["queries"]
+    cal = profile.calibrate(model, images["holdout"], bad, target_fpr=0.2, review_fpr=0.6)
+    scores = [r.score for r in Inspector(profile, model).inspect(images["holdout"])]
+    assert cal.threshold == pytest.approx(float(np.quantile(scores, 0.8)), abs=1e-7)
+    assert cal.review_threshold == pytest.approx(float(np.quantile(scores, 0.4)), abs=1e-7)
+    c = cal.calibration
+    assert len(c.good) == 5 and len(c.bad) == 3 and c.skipped[0][0] == "bad" and "not found" in c.skipped[0][2]
+    assert c.fpr == pytest.approx(np.mean(np.array(scores) >= cal.threshold))
+    assert c.recall is not None and c.f1_threshold is not None
+    report = c.report()
+    assert "threshold" in report and "review" in report and "#" in report
+    cal.save(tmp_path / "cal")
+    back = Profile.load(tmp_path / "cal")
+    assert back.digest() == cal.digest() and back.calibration == c
+    with pytest.raises(ValueError, match="review FPR"):
+        profile.calibrate(model, images["holdout"], target_fpr=0.2, review_fpr=0.1)
+
+
+def test_a_profile_from_another_backbone_or_checkpoint_is_refused(tmp_path, images):
+    profile = Profile.create(make_model(), "screw", images["refs"])
+    data = json.loads((profile.save(tmp_path / "p") / "profile.json").read_text())
+    data["weights_id"] = "sha256:" + "ab" * 32
+    (tmp_path / "p" / "profile.json").write_text(json.dumps(data))
+    with pytest.raises(ProfileMismatchError, match="made with tiny-vit \\(sha256:abab.*loaded model is tiny-vit \\(random:seed=0\\)"):
+        Inspector(Profile.load(tmp_path / "p"), make_model())
+    with pytest.raises(ProfileMismatchError, match="options"):
+        profile.apply(make_model(temperature=0.1))
+
+
+def test_save_refuses_to_overwrite_and_load_rejects_non_profiles(tmp_path, images):
+    profile = Profile.create(make_model(), "screw")
+    assert profile.references is None and profile.shots == 0
+    profile.save(tmp_path / "p")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        profile.save(tmp_path / "p")
+    profile.with_thresholds(0.7, review=0.6).save(tmp_path / "p", overwrite=True)
+    assert Profile.load(tmp_path / "p").review_threshold == 0.6
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "profile.json").write_text('{"format": "pickle"}')
+    with pytest.raises(ValueError, match="not a winclip-profile"):
+        Profile.load(tmp_path / "q")
+    with pytest.raises(FileNotFoundError, match="not a winclip profile"):
+        Profile.load(tmp_path)
+
+
+def test_labels_and_confidence():
+    assert confidence(0.3, 0.3, 0.05) == 0.5
+    xs = np.linspace(0, 1, 201)
+    cs = [confidence(x, 0.3, 0.05) for x in xs]
+    assert len(cs) == 201 and all(a < b for a, b in zip(cs, cs[1:]) if 0 < a < 1 and 0 < b < 1)
+    assert all(a <= b for a, b in zip(cs, cs[1:]))
+    assert confidence(0.4, 0.3, 0.05) == pytest.approx(1 / (1 + math.exp(-2)))
+    assert [label_of(s, 0.5, 0.4) for s in (0.39, 0.4, 0.49, 0.5)] == ["normal", "review", "review", "anomalous"]
+    assert label_of(0.45, 0.5) == "normal"
+
+
+def test_regions_are_the_8_connected_components(rng):
+    score_map = rng.random((40, 60)).astype(np.float32) ** 4
+    regions = find_regions(score_map, 0.6)
+    labels, n = ndimage.label(score_map >= 0.6, structure=[[1, 1, 1]] * 3)
+    assert n > 3 and len(regions) == n
+    expected = set()
+    for i in range(1, n + 1):
+        ys, xs = np.nonzero(labels == i)
+        box = (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        expected.add((*map(int, box), len(xs), float(score_map[labels == i].max())))
+    assert {(r.x, r.y, r.width, r.height, r.area, r.peak) for r in regions} == expected
+    big = find_regions(score_map, 0.6, min_area=3)
+    assert [r for r in regions if r.area >= 3] == sorted(big, key=lambda r: -r.peak) == list(big)
+
+
+def test_roi_definition():
+    m = np.zeros((10, 10), np.float32)
+    m[1, 1], m[8, 8] = 0.9, 0.3
+    roi = np.zeros((5, 5), bool)
+    roi[3:, 3:] = True  # bottom-right quarter, resized to 10x10 with nearest neighbour
+    score, masked = apply_roi(0.6, m, roi)
+    assert score == pytest.approx(0.6 * 0.3 / 0.9) and masked[1, 1] == 0 and masked[8, 8] == np.float32(0.3)
+    assert apply_roi(0.6, m, np.ones((3, 3), bool))[0] == 0.6
+    assert apply_roi(0.6, m, None)[0] == 0.6
