@@ -1,0 +1,458 @@
+"""Evaluation runs (SPEC §5): every class × shots × seed over a content-keyed feature cache, resumable.
+
+Each test and reference image is encoded once per run and its features are
+stored in ``<cache>/<settings>/<sha256 of the file>.safetensors`` (fp32,
+never pickle), where ``<settings>`` digests everything that changes features:
+backbone, weights identity, input size, window scales, precision, resize mode
+and tiling, preprocessing mean/std. Scoring options (prompts, aggregation,
+temperature, image scale) are applied to cached features, so their ablations
+encode nothing. Each finished class × shots × seed row is saved at once under
+``<out>/rows/`` keyed by everything that determines it, so an interrupted run
+resumes where it stopped and a changed image recomputes only what it touches.
+
+Pixel metrics use one exact ``PixelMetricAccumulator`` per row (about 8 bytes
+per evaluated pixel: at 240×240 that is 0.46 MB per image; at the original
+resolution of VisA, about 1.5k×1k, some 12 MB per image, so ~2.4 GB for a
+200-image class); maps are never all held at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .backbone import Features
+from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
+from .images import ImageError, load_image, square_tiles
+from .metrics import PixelMetricAccumulator, image_metrics
+from .model import GridScores, WinCLIP
+from .report import RowResult, summary_markdown, write_results_csv, write_scores
+
+CACHE_FORMAT = 1
+DEFAULT_SHOTS = (0, 1, 2, 4)
+DEFAULT_EVAL_RESOLUTION = 240
+
+
+@dataclass(frozen=True)
+class Run:
+    """One class × shots × seed to evaluate; seed is None for zero-shot."""
+
+    data: ClassData
+    shots: int
+    seed: int | None
+    references: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """A validated dataset and every run to do on it."""
+
+    dataset: str
+    root: Path
+    classes: tuple[ClassData, ...]
+    shots: tuple[int, ...]
+    seeds: int
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What an evaluation produced."""
+
+    rows: tuple[RowResult, ...]
+    out: Path
+    encoded: int  # images encoded in this run (0 when every feature came from the cache)
+    reused_rows: int  # rows taken from an earlier, interrupted or identical run
+    errors: tuple[str, ...]  # one line per unreadable image or skipped row
+
+
+def plan_eval(
+    dataset: str,
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: int = 5,
+) -> EvalPlan:
+    """Validate the dataset and list the runs; every layout problem is raised at once as a DatasetError."""
+    shots = tuple(sorted(set(int(k) for k in shots)))
+    if not shots or shots[0] < 0:
+        raise ValueError(f"shots must be >= 0, got {list(shots)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    data = load_dataset(dataset, root, classes)
+    problems, runs = [], []
+    for cls in data:
+        if shots[-1] > len(cls.train_good):  # one line per class, for its largest K
+            try:
+                sample_references(cls, shots[-1], 0)
+            except DatasetError as err:
+                problems += err.problems
+            continue
+        runs += [
+            Run(cls, k, None if k == 0 else seed, tuple(sample_references(cls, k, seed)) if k else ())
+            for k in shots
+            for seed in (range(1) if k == 0 else range(seeds))
+        ]
+    if problems:
+        raise DatasetError(problems)
+    return EvalPlan(dataset, Path(root), tuple(data), shots, seeds, tuple(runs))
+
+
+def parse_resolution(text: str) -> int | None:
+    """``"240"`` → 240 (square evaluation size), ``"original"`` → None (each image's own size)."""
+    if text == "original":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"evaluation resolution must be a positive integer or 'original', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"evaluation resolution must be a positive integer or 'original', got {text!r}")
+    return value
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def feature_settings(model: WinCLIP) -> dict:
+    """Everything that changes the encoded features of an image file."""
+    info = model.info
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": info.name,
+        "weights": info.weights_id,
+        "image_size": list(info.image_size),
+        "patch_size": list(info.patch_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "scales": list(model.scales),
+        "precision": model.precision,
+        "resize": model.resize,
+        "tile_overlap": model.tile_overlap if model.resize == "tile" else None,
+    }
+
+
+def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
+    """Everything besides features and files that changes a row's results."""
+    prompts = model.prompts
+    return {
+        "temperature": model.temperature,
+        "aggregation": model.aggregation,
+        "image_scale": model.image_scale,
+        "prompts": [list(prompts.normal_states), list(prompts.anomalous_states), list(prompts.templates)],
+        "tile_reduce": model.tile_reduce,
+        "smooth_sigma": model.smooth_sigma,
+        "eval_resolution": resolution,
+    }
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file then rename, so an interrupted write leaves nothing half-done."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Features of one image file's views (1 for squash, its tiles for tile) and its decoded size (H, W)."""
+
+    features: Features
+    size: tuple[int, int]
+
+
+class FeatureCache:
+    """One safetensors file per image content under a folder per feature settings (fp32)."""
+
+    def __init__(self, root: Path, model: WinCLIP) -> None:
+        settings = feature_settings(model)
+        self.folder = Path(root) / _digest(settings)[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    def path(self, sha: str) -> Path:
+        return self.folder / f"{sha}.safetensors"
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def save(self, sha: str, item: Encoded) -> None:
+        f = item.features.to("cpu")
+        tensors = {"image": f.image, "patches": f.patches, **{f"windows.{k}": v for k, v in f.windows.items()}}
+        tensors = {k: v.contiguous().clone() for k, v in tensors.items()}
+        meta = {"height": str(item.size[0]), "width": str(item.size[1])}
+        _atomic_write(self.path(sha), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+    def load(self, sha: str) -> Encoded:
+        path = self.path(sha)
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+        windows = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("windows.")}
+        return Encoded(Features(tensors["image"], windows, tensors["patches"]), (int(meta["height"]), int(meta["width"])))
+
+
+def encode_files(
+    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
+) -> dict[str, ImageError]:
+    """Encode the (path, sha) files not yet cached, ``model.batch_size`` views at a time; return decode errors by sha."""
+    errors: dict[str, ImageError] = {}
+    todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
+    for start in range(0, len(todo), model.batch_size):
+        chunk = todo[start : start + model.batch_size]
+        views, owners, sizes = [], [], {}
+        for sha, path in chunk:
+            try:
+                img = load_image(path, str(path), model.min_size)
+            except ImageError as err:
+                errors[sha] = err
+                bar.update(1)
+                continue
+            v = model._views(img)[0]
+            views += v
+            owners += [sha] * len(v)
+            sizes[sha] = (img.height, img.width)
+        feats = [model.encode(torch.stack(views[i : i + model.batch_size])) for i in range(0, len(views), model.batch_size)]
+        if feats:
+            all_feats = Features.cat(feats)
+            owner = np.array(owners)
+            for sha in sizes:
+                sel = np.flatnonzero(owner == sha)
+                cache.save(sha, Encoded(all_feats[int(sel[0]) : int(sel[-1]) + 1], sizes[sha]))
+                bar.update(1)
+    return errors
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """Cached features of several images, all views concatenated, and which image each view belongs to."""
+
+    features: Features
+    owner: torch.Tensor  # (V,) index of the image of each view
+    sizes: tuple[tuple[int, int], ...]  # (H, W) per image
+
+    @staticmethod
+    def load(cache: FeatureCache, shas: Sequence[str]) -> ViewSet:
+        items = [cache.load(sha) for sha in shas]
+        owner = torch.cat([torch.full((len(e.features),), i) for i, e in enumerate(items)])
+        return ViewSet(Features.cat([e.features for e in items]), owner, tuple(e.size for e in items))
+
+
+def score_views(model: WinCLIP, views: ViewSet) -> GridScores:
+    """``model.score`` over every view, ``model.batch_size`` views at a time; on the CPU."""
+    parts = [
+        model.score(views.features[i : i + model.batch_size])
+        for i in range(0, len(views.features), model.batch_size)
+    ]
+    return GridScores(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("scores", "zero_shot", "maps")))
+
+
+def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
+    """An image's map at the evaluation resolution from its view maps on the patch grid `(V, h, w)` → `(H', W')`.
+
+    Squash: bilinear upsampling of the grid map straight to the evaluation size.
+    Tile: tile maps stitched at the image's own size, then resized (bilinear, antialiased).
+    """
+    target = size if resolution is None else (resolution, resolution)
+    if model.resize == "squash":
+        return model._full_map(grid_maps, [None], target)
+    full = model._full_map(grid_maps, list(square_tiles(size[0], size[1], model.tile_overlap)), size)
+    if target == size:
+        return full
+    return F.interpolate(full[None, None], size=target, mode="bilinear", align_corners=False, antialias=True)[0, 0]
+
+
+def sample_mask(sample: Sample, size: tuple[int, int], resolution: int | None) -> np.ndarray:
+    """Ground truth at the evaluation resolution: nearest-neighbour resized; all False for good images."""
+    target = size if resolution is None else (resolution, resolution)
+    if sample.mask is None:
+        return np.zeros(target, dtype=bool)
+    mask = load_mask(sample.mask, size)
+    return mask if target == size else resize_mask(mask, target)
+
+
+def evaluate_run(
+    model: WinCLIP,
+    run: Run,
+    test: ViewSet,
+    samples: Sequence[Sample],
+    references: ViewSet | None,
+    resolution: int | None,
+    masks: dict[Path, np.ndarray] | None,
+    root: Path,
+) -> RowResult:
+    """Score one class × shots × seed from cached features and compute its six metrics."""
+    model.set_object(run.data.name)
+    if references is None:
+        model.fit(None)
+    else:
+        model.fit_features(references.features)
+    grid = score_views(model, test)
+    scores, zero = [], []
+    with_masks = all(s.mask is not None for s in samples if s.label == 1)
+    acc = PixelMetricAccumulator() if with_masks else None
+    for i, sample in enumerate(samples):
+        sel = (test.owner == i).nonzero()[:, 0]
+        scores.append(model._reduce(grid.scores[sel]))
+        zero.append(model._reduce(grid.zero_shot[sel]))
+        if acc is not None:
+            amap = image_map(model, grid.maps[sel], test.sizes[i], resolution)
+            if masks is not None and sample.path in masks:
+                mask = masks[sample.path]
+            else:
+                mask = sample_mask(sample, test.sizes[i], resolution)
+                if masks is not None:
+                    masks[sample.path] = mask
+            acc.update(amap.numpy()[None], mask[None])
+    labels = [s.label for s in samples]
+    metrics = image_metrics(np.array(scores), np.array(labels))
+    if acc is not None:
+        metrics.update(acc.compute())
+    return RowResult(
+        run.data.name,
+        run.shots,
+        run.seed,
+        metrics,
+        tuple(_relative(s.path, root) for s in samples),
+        tuple(labels),
+        tuple(s.defect for s in samples),
+        tuple(scores),
+        tuple(zero),
+        tuple(_relative(p, root) for p in run.references),
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class _ClassState:
+    """Hashes, row keys and lazily loaded features of one class."""
+
+    def __init__(self, runs: list[Run], hashes: dict[Path, str], rows_dir: Path, base: dict, root: Path) -> None:
+        self.runs = runs
+        self.data = runs[0].data
+        self.hashes = hashes
+        test = [
+            [_relative(s.path, root), hashes[s.path], s.label, hashes[s.mask] if s.mask else None]
+            for s in self.data.test
+        ]
+        self.keys = [
+            _digest({**base, "class": self.data.name, "shots": r.shots, "seed": r.seed, "test": test,
+                     "references": [hashes[p] for p in r.references]})
+            for r in runs
+        ]
+        self.row_paths = [rows_dir / f"{key[:32]}.json" for key in self.keys]
+
+    def pending(self) -> list[int]:
+        return [i for i, p in enumerate(self.row_paths) if not p.is_file()]
+
+    def files(self, pending: list[int]) -> list[tuple[Path, str]]:
+        """The (path, sha) of every image the pending runs need: test images and their references."""
+        paths = [s.path for s in self.data.test] + [p for i in pending for p in self.runs[i].references]
+        return [(p, self.hashes[p]) for p in dict.fromkeys(paths)]
+
+
+def evaluate(
+    model: WinCLIP,
+    plan: EvalPlan,
+    out: str | Path,
+    *,
+    cache: str | Path | None = None,
+    resolution: int | None = DEFAULT_EVAL_RESOLUTION,
+    progress: bool = True,
+    settings: Sequence[tuple[str, str]] = (),
+) -> EvalResult:
+    """Run every planned class × shots × seed and write results.csv, scores.npz and summary.md into ``out``.
+
+    ``cache`` defaults to ``<out>/cache``; ``resolution`` is the square evaluation
+    size or None for each image's own size.
+    """
+    out = Path(out)
+    rows_dir = out / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    features = FeatureCache(Path(cache) if cache is not None else out / "cache", model)
+    base = {"features": feature_settings(model), "scoring": scoring_settings(model, resolution), "format": CACHE_FORMAT}
+
+    by_class: dict[str, list[Run]] = {}
+    for run in plan.runs:
+        by_class.setdefault(run.data.name, []).append(run)
+    states = []
+    for runs in tqdm(list(by_class.values()), desc="hash", unit="class", disable=not progress):
+        data = runs[0].data
+        paths = [s.path for s in data.test] + [s.mask for s in data.test if s.mask] + [p for r in runs for p in r.references]
+        hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
+        states.append(_ClassState(runs, hashes, rows_dir, base, plan.root))
+    missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha)} if states else set()
+
+    errors: list[str] = []
+    rows: list[RowResult] = []
+    encoded = reused = 0
+    encode_bar = tqdm(total=len(missing), desc="encode", unit="img", disable=not progress, position=0)
+    row_bar = tqdm(total=len(plan.runs), desc="evaluate", unit="row", disable=not progress, position=1)
+    try:
+        for st in states:
+            pending = st.pending()
+            for i, path in enumerate(st.row_paths):
+                if i not in pending:
+                    rows.append(RowResult.from_json(json.loads(path.read_text())))
+                    reused += 1
+                    row_bar.update(1)
+            if not pending:
+                continue
+            files = st.files(pending)
+            before = encode_bar.n
+            bad = encode_files(model, features, files, encode_bar)
+            encoded += encode_bar.n - before - len(bad)
+            errors += [str(e) for e in bad.values()]
+            samples = [s for s in st.data.test if st.hashes[s.path] not in bad]
+            test = ViewSet.load(features, [st.hashes[s.path] for s in samples])
+            masks = {} if resolution is not None else None
+            for i in pending:
+                run = st.runs[i]
+                if any(st.hashes[p] in bad for p in run.references):
+                    errors.append(f"{run.data.name} {run.shots}-shot seed {run.seed}: skipped, a reference is unreadable")
+                    row_bar.update(1)
+                    continue
+                refs = ViewSet.load(features, [st.hashes[p] for p in run.references]) if run.shots else None
+                row = evaluate_run(model, run, test, samples, refs, resolution, masks, plan.root)
+                _atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
+                rows.append(row)
+                row_bar.update(1)
+    finally:
+        encode_bar.close()
+        row_bar.close()
+    order = {(r.data.name, r.shots, r.seed): i for i, r in enumerate(plan.runs)}
+    rows.sort(key=lambda r: order[(r.cls, r.shots, r.seed)])
+    notes = []
+    if model.info.checkpoint is None:
+        notes.append("**RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.**")
+    notes += [f"not evaluated: {line}" for line in errors]
+    write_results_csv(out / "results.csv", plan.dataset, rows)
+    write_scores(out / "scores.npz", rows)
+    (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
+    return EvalResult(tuple(rows), out, encoded, reused, tuple(errors))

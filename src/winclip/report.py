@@ -1,0 +1,227 @@
+"""Evaluation reports: results.csv, scores.npz and summary.md with the paper's figures alongside (SPEC §5).
+
+``results.csv`` holds fractions in [0, 1] at full precision, one row per
+class × shots × seed × metric; ``summary.md`` shows percentages like the paper
+(Table 1 / Table 4 layouts, then per-class tables), mean ± std over seeds, the
+published figure and our difference to it in percentage points.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_METRICS = ("image_auroc", "image_aupr", "image_f1max")
+PIXEL_METRICS = ("pixel_auroc", "pixel_pro", "pixel_f1max")
+METRICS = IMAGE_METRICS + PIXEL_METRICS
+METRIC_NAMES = {
+    "image_auroc": "AUROC",
+    "image_aupr": "AUPR",
+    "image_f1max": "F1-max",
+    "pixel_auroc": "pixel AUROC",
+    "pixel_pro": "PRO",
+    "pixel_f1max": "pixel F1-max",
+}
+PAPER_CSV = "paper_winclip_per_class.csv"
+PAPER_DATASETS = ("mvtec", "visa")
+ZERO_SHOT_SEED = -1  # the seed stored in scores.npz for zero-shot rows (seeds do not apply)
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One evaluated class × shots × seed: metrics (fractions) and every per-image score.
+
+    seed is None for zero-shot. Paths are relative to the dataset root. ``metrics``
+    lacks the pixel metrics when the class has no masks.
+    """
+
+    cls: str
+    shots: int
+    seed: int | None
+    metrics: dict[str, float]
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    defects: tuple[str, ...]
+    scores: tuple[float, ...]
+    zero_shot: tuple[float, ...]
+    references: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (floats round-trip exactly through JSON)."""
+        return {
+            "cls": self.cls,
+            "shots": self.shots,
+            "seed": self.seed,
+            "metrics": self.metrics,
+            "paths": list(self.paths),
+            "labels": list(self.labels),
+            "defects": list(self.defects),
+            "scores": list(self.scores),
+            "zero_shot": list(self.zero_shot),
+            "references": list(self.references),
+        }
+
+    @staticmethod
+    def from_json(data: Mapping) -> RowResult:
+        return RowResult(
+            str(data["cls"]),
+            int(data["shots"]),
+            None if data["seed"] is None else int(data["seed"]),
+            {str(k): float(v) for k, v in data["metrics"].items()},
+            tuple(data["paths"]),
+            tuple(int(v) for v in data["labels"]),
+            tuple(data["defects"]),
+            tuple(float(v) for v in data["scores"]),
+            tuple(float(v) for v in data["zero_shot"]),
+            tuple(data["references"]),
+        )
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """A published figure in percent: mean and std over seeds (std 0 for zero-shot)."""
+
+    mean: float
+    std: float | None
+
+
+def paper_table() -> dict[tuple[str, str, str, int], PaperValue]:
+    """WinCLIP (0-shot) and WinCLIP+ (1/2/4-shot) rows of the paper, keyed (dataset, metric, class, shots)."""
+    text = resources.files("winclip").joinpath("resources", PAPER_CSV).read_text(encoding="utf-8")
+    table = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        if row["method"] in ("WinCLIP", "WinCLIP+"):
+            key = (row["dataset"], row["metric"], row["class"], int(row["shots"]))
+            table[key] = PaperValue(float(row["mean"]), float(row["std"]))
+    return table
+
+
+def paper_value(
+    table: Mapping[tuple[str, str, str, int], PaperValue], dataset: str, metric: str, cls: str, shots: int,
+    classes: Sequence[str] = (),
+) -> PaperValue | None:
+    """The paper's figure for one class, or for ``cls == "mean"`` the mean over ``classes``.
+
+    The paper's own mean row is used when ``classes`` is exactly its class set;
+    for a subset the paper's per-class means are averaged (no std); None when
+    the paper has no such figure.
+    """
+    if cls != "mean":
+        return table.get((dataset, metric, cls, shots))
+    paper_classes = {c for d, m, c, s in table if d == dataset and m == metric and s == shots and c != "mean"}
+    if paper_classes and set(classes) == paper_classes:
+        return table.get((dataset, metric, "mean", shots))
+    values = [table.get((dataset, metric, c, shots)) for c in classes]
+    if not values or any(v is None for v in values):
+        return None
+    return PaperValue(float(np.mean([v.mean for v in values])), None)
+
+
+def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> None:
+    """dataset,class,shots,seed,metric,value; value a fraction; seed empty for zero-shot."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dataset", "class", "shots", "seed", "metric", "value"])
+        for row in rows:
+            for metric in METRICS:
+                if metric in row.metrics:
+                    seed = "" if row.seed is None else row.seed
+                    writer.writerow([dataset, row.cls, row.shots, seed, metric, repr(row.metrics[metric])])
+
+
+def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
+    """Every per-image score as flat arrays (no pickle): class, path, defect, label, shots, seed, score, zero_shot."""
+    def column(get, dtype) -> np.ndarray:
+        return np.array([v for row in rows for v in get(row)], dtype=dtype)
+
+    np.savez(
+        path,
+        **{
+            "class": column(lambda r: [r.cls] * len(r.paths), np.str_),
+            "path": column(lambda r: r.paths, np.str_),
+            "defect": column(lambda r: r.defects, np.str_),
+            "label": column(lambda r: r.labels, np.int8),
+            "shots": column(lambda r: [r.shots] * len(r.paths), np.int32),
+            "seed": column(lambda r: [ZERO_SHOT_SEED if r.seed is None else r.seed] * len(r.paths), np.int32),
+            "score": column(lambda r: r.scores, np.float64),
+            "zero_shot": column(lambda r: r.zero_shot, np.float64),
+        },
+    )
+
+
+def seed_values(rows: Sequence[RowResult], metric: str, cls: str, shots: int) -> list[float]:
+    """Per-seed values of one class (``cls == "mean"``: per-seed means over the classes having the metric)."""
+    picked = [r for r in rows if r.shots == shots and metric in r.metrics]
+    if cls != "mean":
+        return [r.metrics[metric] for r in picked if r.cls == cls]
+    by_seed: dict[int | None, list[float]] = {}
+    for r in picked:
+        by_seed.setdefault(r.seed, []).append(r.metrics[metric])
+    return [float(np.mean(v)) for _, v in sorted(by_seed.items(), key=lambda kv: -1 if kv[0] is None else kv[0])]
+
+
+def format_cell(values: Sequence[float], paper: PaperValue | None) -> str:
+    """``ours ± std (paper P ± s, ±diff)`` in percent; std over seeds is the population std (ddof=0)."""
+    if not values:
+        return "n/a"
+    mean = 100.0 * float(np.mean(values))
+    cell = f"{mean:.1f}" + (f" ± {100.0 * float(np.std(values)):.1f}" if len(values) > 1 else "")
+    if paper is None:
+        return cell
+    ref = f"{paper.mean:.1f}" + (f" ± {paper.std:.1f}" if paper.std else "")
+    return f"{cell} ({ref}, {mean - paper.mean:+.1f})"
+
+
+def _setup(shots: int) -> str:
+    return "0-shot WinCLIP" if shots == 0 else f"{shots}-shot WinCLIP+"
+
+
+def summary_markdown(
+    dataset: str,
+    rows: Sequence[RowResult],
+    settings: Sequence[tuple[str, str]],
+    notes: Sequence[str] = (),
+) -> str:
+    """The whole summary.md: settings, Table 1 and Table 4 layouts, per-class tables, references."""
+    table = paper_table() if dataset in PAPER_DATASETS else {}
+    classes = list(dict.fromkeys(r.cls for r in rows))
+    shots = sorted({r.shots for r in rows})
+    has_paper = dataset in PAPER_DATASETS
+    lines = [f"# WinCLIP evaluation: {dataset}", ""]
+    lines += [f"- {line}" for line in notes]
+    lines += ["", "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in settings] + [""]
+    legend = (
+        "Percent; few-shot cells are mean ± std over seeds (population std); "
+        + ("in brackets the paper's figure (Jeong et al., CVPR 2023) and our difference in points." if has_paper else "no paper figures for this layout.")
+    )
+    lines += [legend, ""]
+
+    def main_table(title: str, metrics: tuple[str, ...]) -> None:
+        lines.extend([f"## {title}", "", "| setup | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |"])
+        lines.append("|---" * (len(metrics) + 1) + "|")
+        for k in shots:
+            cells = [format_cell(seed_values(rows, m, "mean", k), paper_value(table, dataset, m, "mean", k, classes)) for m in metrics]
+            lines.append(f"| {_setup(k)} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    main_table(f"Classification (Table 1 layout), mean over {len(classes)} classes", IMAGE_METRICS)
+    main_table("Segmentation (Table 4 layout), mean over the classes with masks", PIXEL_METRICS)
+    lines += ["## Per class", ""]
+    for metric in METRICS:
+        lines += [f"### {METRIC_NAMES[metric]}", "", "| class | " + " | ".join(f"{k}-shot" for k in shots) + " |"]
+        lines.append("|---" * (len(shots) + 1) + "|")
+        for cls in [*classes, "mean"]:
+            cells = [format_cell(seed_values(rows, metric, cls, k), paper_value(table, dataset, metric, cls, k, classes)) for k in shots]
+            lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## References (few-shot rows)", "", "| class | shots | seed | reference files |", "|---|---|---|---|"]
+    lines += [
+        f"| {r.cls} | {r.shots} | {r.seed} | {', '.join(r.references)} |" for r in rows if r.shots > 0
+    ]
+    return "\n".join(lines) + "\n"
