@@ -195,7 +195,9 @@ def summary_markdown(
     has_paper = dataset in PAPER_DATASETS
     lines = [f"# WinCLIP evaluation: {dataset}", ""]
     lines += [f"- {line}" for line in notes]
-    lines += ["", "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in settings] + [""]
+    if settings:
+        lines += ["", "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in settings]
+    lines.append("")
     legend = (
         "Percent; few-shot cells are mean ± std over seeds (population std); "
         + ("in brackets the paper's figure (Jeong et al., CVPR 2023) and our difference in points." if has_paper else "no paper figures for this layout.")
