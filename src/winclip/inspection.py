@@ -59,7 +59,7 @@ COLORMAP: tuple[tuple[float, tuple[int, int, int]], ...] = (
 OVERLAY_ALPHA = 0.5
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(FileExistsError, ValueError):
     """The output folder already holds results and neither overwrite nor resume was asked for."""
 
 
@@ -234,8 +234,8 @@ class Summary:
         return f"{done} images: {counts}; {self.failed} failed; {self.resumed} resumed ({self.seconds:.1f} s{rate})"
 
 
-def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber earlier results unless asked; with overwrite, remove only winclip's outputs."""
+def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
+    """The winclip outputs already in `out`; OutputExistsError if there are some and neither flag is set."""
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other")
     existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES) if (out / n).exists()]
@@ -243,6 +243,12 @@ def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> None:
         raise OutputExistsError(
             f"{out}: already holds results ({', '.join(existing)}); pass --overwrite to replace them or --resume to continue"
         )
+    return existing
+
+
+def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber earlier results unless asked; with overwrite, remove only winclip's outputs."""
+    existing = check_output(out, overwrite=overwrite, resume=resume)
     if overwrite:
         for name in existing:
             target = out / name

@@ -102,6 +102,10 @@ class ProfileMismatchError(ValueError):
     """The loaded model is not the one a profile was made with."""
 
 
+class ProfileExistsError(FileExistsError, ValueError):
+    """The profile folder exists and overwriting was not asked for."""
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """The method options of `WinCLIP` that change scores; a profile pins them."""
@@ -352,6 +356,14 @@ def _roi_array(roi: ImageInput | np.ndarray | None) -> np.ndarray | None:
     if not arr.any():
         raise ValueError(f"{source_name(roi, 0)}: the ROI mask is empty (no nonzero pixel)")
     return arr
+
+
+def check_writable(folder: Path, *, overwrite: bool) -> None:
+    """Raise ProfileExistsError if `folder` exists (unless overwrite) or is not a folder."""
+    if folder.exists() and not overwrite:
+        raise ProfileExistsError(f"{folder}: already exists; pass overwrite=True (--overwrite) to replace it")
+    if folder.exists() and not folder.is_dir():
+        raise ProfileExistsError(f"{folder}: exists and is not a profile folder")
 
 
 # -- the profile -------------------------------------------------------------------------------
@@ -630,8 +642,9 @@ class Profile:
         }
 
     def digest(self) -> str:
-        """`sha256:<hex>` of the profile's content (metadata, tensors, ROI): its identity in provenance."""
-        h = hashlib.sha256(json.dumps(self._meta(), sort_keys=True).encode())
+        """`sha256:<hex>` of the content (metadata but its creation time, tensors, ROI): its identity in provenance."""
+        meta = {k: v for k, v in self._meta().items() if k != "created"}
+        h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
         for name, t in sorted(self._tensors().items()):
             h.update(name.encode())
             h.update(t.numpy().tobytes())
@@ -642,10 +655,7 @@ class Profile:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the folder `path` (profile.json, tensors.safetensors, roi.png); refuses to overwrite unless asked."""
         folder = Path(path)
-        if folder.exists() and not overwrite:
-            raise FileExistsError(f"{folder}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if folder.exists() and not folder.is_dir():
-            raise FileExistsError(f"{folder}: exists and is not a profile folder")
+        check_writable(folder, overwrite=overwrite)
         folder.mkdir(parents=True, exist_ok=True)
         files = {PROFILE_JSON: (json.dumps(self._meta(), indent=2) + "\n").encode()}
         buffer = io.BytesIO()

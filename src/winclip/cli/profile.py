@@ -1,0 +1,139 @@
+"""`winclip profile create | calibrate | add-good | show` (argument parsing only; winclip.profile computes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..inspection import discover
+from ..model import RESIZE_MODES, WinCLIP
+from pathlib import Path
+
+from ..profile import Profile, check_writable
+from ..prompts import PROMPT_SETS
+from . import add_model_options, model_from_args
+
+
+def image_paths(inputs: list[str], what: str) -> list[str]:
+    """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
+    found = discover(inputs)
+    if found.unmatched:
+        raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
+    return [str(item.path) for item in found.images]
+
+
+def add_profile_model_options(parser: argparse.ArgumentParser) -> None:
+    """Shared model options; backbone and weights default to the profile's own."""
+    add_model_options(parser)
+    parser.set_defaults(backbone=None, pretrained=None)
+
+
+def model_for_profile(args: argparse.Namespace, profile: Profile) -> WinCLIP:
+    """The model a profile was made with (device, precision, batch size from the options), profile applied."""
+    args.backbone = args.backbone or profile.backbone
+    args.pretrained = args.pretrained or profile.pretrained or "none"
+    o = profile.options
+    model = model_from_args(
+        args,
+        temperature=o.temperature,
+        scales=o.scales,
+        image_scale=o.image_scale,
+        aggregation=o.aggregation,
+        resize=o.resize,
+        tile_overlap=o.tile_overlap,
+        tile_reduce=o.tile_reduce,
+        smooth_sigma=o.smooth_sigma,
+    )
+    return profile.apply(model)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `profile` and its four verbs."""
+    p = subparsers.add_parser(
+        "profile",
+        help="create, calibrate, extend and show inspection profiles",
+        description="An inspection profile holds everything `winclip predict` needs for one product: model identity, "
+        "prompts, text prototypes, encoded good references, ROI and thresholds (safetensors + JSON, no pickle).",
+    )
+    verbs = p.add_subparsers(title="verbs", metavar="VERB", required=True)
+
+    c = verbs.add_parser("create", help="make a profile from an object name and a few good photos")
+    c.add_argument("--object", required=True, help="object name, e.g. screw or metal_nut")
+    c.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="good reference photos: files, folders, globs (none = zero-shot)")
+    c.add_argument("--out", required=True, help="profile folder to write, e.g. screw.winclip")
+    c.add_argument("--normal-state", action="append", default=[], metavar="STATE", help="extra normal state, with {o} for the object (repeatable)")
+    c.add_argument("--anomalous-state", action="append", default=[], metavar="STATE", help="extra anomalous state, e.g. '{o} with missing thread' (repeatable)")
+    c.add_argument("--roi", default=None, metavar="MASK", help="region-of-interest mask image (nonzero = inspect)")
+    c.add_argument("--threshold", type=float, default=0.5, help="threshold until calibrated (default: %(default)s)")
+    c.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set (default: %(default)s)")
+    c.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square photos (default: %(default)s)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing profile folder")
+    add_model_options(c)
+    c.set_defaults(func=run_create)
+
+    k = verbs.add_parser("calibrate", help="set the threshold from held-out good (and bad) photos")
+    k.add_argument("profile", help="profile folder")
+    k.add_argument("--good", nargs="+", required=True, metavar="IMAGE", help="held-out good photos (not the references)")
+    k.add_argument("--bad", nargs="*", default=[], metavar="IMAGE", help="held-out defective photos (for recall and F1)")
+    k.add_argument("--target-fpr", type=float, default=0.01, help="false-alarm rate on good parts (default: %(default)s)")
+    k.add_argument("--review-fpr", type=float, default=None, help="a second, lower threshold for a 'review' band at this rate")
+    add_profile_model_options(k)
+    k.set_defaults(func=run_calibrate)
+
+    a = verbs.add_parser("add-good", help="add good photos (e.g. false alarms) to the references; recalibrates")
+    a.add_argument("profile", help="profile folder")
+    a.add_argument("images", nargs="+", metavar="IMAGE", help="good photos: files, folders, globs")
+    add_profile_model_options(a)
+    a.set_defaults(func=run_add_good)
+
+    s = verbs.add_parser("show", help="print what a profile holds")
+    s.add_argument("profile", help="profile folder")
+    s.set_defaults(func=run_show)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    """Encode prompts and references, save the profile."""
+    good = image_paths(args.good, "--good")
+    check_writable(Path(args.out), overwrite=args.overwrite)  # before loading any model
+    model = model_from_args(args, prompts=args.prompts, resize=args.resize)
+    profile = Profile.create(
+        model,
+        args.object,
+        good,
+        normal_states=args.normal_state,
+        anomalous_states=args.anomalous_state,
+        roi=args.roi,
+        threshold=args.threshold,
+    )
+    folder = profile.save(args.out, overwrite=args.overwrite)
+    print(profile.summary())
+    print(f"wrote {folder}; next: winclip profile calibrate {folder} --good HELD_OUT_GOOD/", file=sys.stderr)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Score held-out photos, set the threshold(s), save in place, print the report."""
+    good, bad = image_paths(args.good, "--good"), image_paths(args.bad, "--bad")
+    profile = Profile.load(args.profile)
+    model = model_for_profile(args, profile)
+    profile = profile.calibrate(model, good, bad, target_fpr=args.target_fpr, review_fpr=args.review_fpr, progress=True)
+    profile.save(args.profile, overwrite=True)
+    print(profile.calibration.report())
+    return 0
+
+
+def run_add_good(args: argparse.Namespace) -> int:
+    """Encode only the new photos, append them, recalibrate when calibrated before, save in place."""
+    images = image_paths(args.images, "images")
+    profile = Profile.load(args.profile)
+    model = model_for_profile(args, profile)
+    profile = profile.add_good(model, images, progress=True)
+    profile.save(args.profile, overwrite=True)
+    print(profile.summary())
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print the profile's summary (loads JSON and tensors only; no model)."""
+    print(Profile.load(args.profile).summary())
+    return 0
