@@ -156,7 +156,7 @@ class _CountEncode:
         monkeypatch.setattr(WinCLIP, "encode", counting)
 
 
-def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch):
+def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch, capsys):
     root = make_mvtec(tmp_path / "data")
     counter = _CountEncode(monkeypatch)
     args = ("--shots", "0", "1", "2", "--seeds", "3")
@@ -165,6 +165,7 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch)
     needed = {s.path for c in classes for s in c.test}
     needed |= {p for c in classes for k in (1, 2) for seed in range(3) for p in sample_references(c, k, seed)}
     assert sum(counter.calls) == len(needed) == len(list((tmp_path / "out" / "cache").glob("*/*.safetensors")))
+    assert f"{len(needed)} images encoded" in capsys.readouterr().out
     first = (tmp_path / "out" / "results.csv").read_bytes()
 
     counter.calls.clear()  # the same command again: every row and every feature is reused
@@ -182,6 +183,7 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch)
     Image.fromarray(255 - np.asarray(Image.open(changed).convert("RGB"))).save(changed)
     assert _eval(root, tmp_path / "out", "mvtec", *args) == 0
     assert counter.calls == [1]
+    assert "1 images encoded" in capsys.readouterr().out
 
     # a window-scale ablation changes features: a new cache folder
     counter.calls.clear()

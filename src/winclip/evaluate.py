@@ -42,6 +42,7 @@ from .report import RowResult, summary_markdown, write_results_csv, write_scores
 CACHE_FORMAT = 1
 DEFAULT_SHOTS = (0, 1, 2, 4)
 DEFAULT_EVAL_RESOLUTION = 240
+SCORE_CHUNK = 64  # views scored together: bounds the (views, L, K*L) nearest-neighbour distance matrix
 
 
 @dataclass(frozen=True)
@@ -215,9 +216,13 @@ class FeatureCache:
 
 def encode_files(
     model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
-) -> dict[str, ImageError]:
-    """Encode the (path, sha) files not yet cached, ``model.batch_size`` views at a time; return decode errors by sha."""
+) -> tuple[int, dict[str, ImageError]]:
+    """Encode the (path, sha) files not yet cached, ``model.batch_size`` views at a time.
+
+    Returns the number of images encoded and the decode errors by sha.
+    """
     errors: dict[str, ImageError] = {}
+    encoded = 0
     todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
     for start in range(0, len(todo), model.batch_size):
         chunk = todo[start : start + model.batch_size]
@@ -241,7 +246,8 @@ def encode_files(
                 sel = np.flatnonzero(owner == sha)
                 cache.save(sha, Encoded(all_feats[int(sel[0]) : int(sel[-1]) + 1], sizes[sha]))
                 bar.update(1)
-    return errors
+                encoded += 1
+    return encoded, errors
 
 
 @dataclass(frozen=True)
@@ -260,11 +266,8 @@ class ViewSet:
 
 
 def score_views(model: WinCLIP, views: ViewSet) -> GridScores:
-    """``model.score`` over every view, ``model.batch_size`` views at a time; on the CPU."""
-    parts = [
-        model.score(views.features[i : i + model.batch_size])
-        for i in range(0, len(views.features), model.batch_size)
-    ]
+    """``model.score`` over every view, ``SCORE_CHUNK`` views at a time; results on the CPU."""
+    parts = [model.score(views.features[i : i + SCORE_CHUNK]) for i in range(0, len(views.features), SCORE_CHUNK)]
     return GridScores(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("scores", "zero_shot", "maps")))
 
 
@@ -425,9 +428,8 @@ def evaluate(
             if not pending:
                 continue
             files = st.files(pending)
-            before = encode_bar.n
-            bad = encode_files(model, features, files, encode_bar)
-            encoded += encode_bar.n - before - len(bad)
+            n, bad = encode_files(model, features, files, encode_bar)
+            encoded += n
             errors += [str(e) for e in bad.values()]
             samples = [s for s in st.data.test if st.hashes[s.path] not in bad]
             test = ViewSet.load(features, [st.hashes[s.path] for s in samples])
