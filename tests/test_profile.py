@@ -188,6 +188,23 @@ def test_save_refuses_to_overwrite_and_load_rejects_non_profiles(tmp_path, image
         Profile.load(tmp_path / "q")
     with pytest.raises(FileNotFoundError, match="not a winclip profile"):
         Profile.load(tmp_path)
+    (tmp_path / "p" / "tensors.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="malformed profile"):
+        Profile.load(tmp_path / "p")
+
+
+def test_tiled_profile_matches_the_model_fitted_on_the_same_references(tmp_path, rng):
+    refs = [Image.fromarray(textured(rng, 40, 100)) for _ in range(2)]
+    query = textured(rng, 50, 120)
+    expected = make_model(resize="tile").set_object("screw").fit(refs).predict([query])
+    profile = Profile.create(make_model(resize="tile"), "screw", refs)
+    assert profile.reference_views == (3, 3) and len(profile.references) == 6
+    profile.save(tmp_path / "t")
+    got = Inspector(Profile.load(tmp_path / "t"), make_model(resize="tile")).inspect([query])[0]
+    assert got.score == pytest.approx(float(expected.scores[0]), abs=1e-6)
+    np.testing.assert_allclose(got.map, expected.maps[0].numpy(), atol=1e-6)
+    with pytest.raises(ProfileMismatchError, match="resize='tile'"):
+        profile.apply(make_model())
 
 
 def test_labels_and_confidence():

@@ -79,6 +79,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
@@ -562,6 +563,7 @@ class Profile:
         if review_fpr is not None and not target_fpr < review_fpr < 1.0:
             raise ValueError(f"review FPR {review_fpr} must lie between the target FPR {target_fpr} and 1")
         fpr_threshold([0.0], target_fpr)  # validates target_fpr before any scoring
+        good, bad = ([str(Path(x).resolve()) if isinstance(x, (str, Path)) else x for x in imgs] for imgs in (good, bad))
         inspector = Inspector(self, model)
         scored: dict[str, list[CalibrationImage]] = {"good": [], "bad": []}
         skipped: list[tuple[str, str, str]] = []
@@ -682,14 +684,21 @@ class Profile:
             meta = json.loads((folder / PROFILE_JSON).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{folder / PROFILE_JSON}: invalid JSON ({exc})") from None
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{folder}: not a {FORMAT} version {FORMAT_VERSION} "
-                f"(found {meta.get('format')!r} version {meta.get('format_version')!r})"
+                f"(found {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})"
             )
         if not (folder / TENSORS_FILE).is_file():
             raise FileNotFoundError(f"{folder}: {TENSORS_FILE} is missing")
-        tensors = load_file(str(folder / TENSORS_FILE))
+        try:
+            return cls._from_files(folder, meta, load_file(str(folder / TENSORS_FILE)))
+        except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
+            raise ValueError(f"{folder}: malformed profile ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_files(cls, folder: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Profile:
+        """Build from the parsed profile.json, the tensors and the ROI file of `folder`."""
         refs = None
         if "reference.image" in tensors:
             windows = {
