@@ -170,6 +170,10 @@ def test_a_profile_from_another_backbone_or_checkpoint_is_refused(tmp_path, imag
     (tmp_path / "p" / "profile.json").write_text(json.dumps(data))
     with pytest.raises(ProfileMismatchError, match="made with tiny-vit \\(sha256:abab.*loaded model is tiny-vit \\(random:seed=0\\)"):
         Inspector(Profile.load(tmp_path / "p"), make_model())
+    data["backbone"] = "ViT-B-16"
+    (tmp_path / "p" / "profile.json").write_text(json.dumps(data))
+    with pytest.raises(ProfileMismatchError, match="made with ViT-B-16 .*--backbone ViT-B-16 --pretrained none"):
+        Profile.load(tmp_path / "p").apply(make_model())
     with pytest.raises(ProfileMismatchError, match="options"):
         profile.apply(make_model(temperature=0.1))
 
