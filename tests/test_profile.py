@@ -246,3 +246,15 @@ def test_roi_definition():
     assert score == pytest.approx(0.6 * 0.3 / 0.9) and masked[1, 1] == 0 and masked[8, 8] == np.float32(0.3)
     assert apply_roi(0.6, m, np.ones((3, 3), bool))[0] == 0.6
     assert apply_roi(0.6, m, None)[0] == 0.6
+
+
+def test_inspectors_sharing_a_model_rebind_their_own_profile(images):
+    model = make_model()
+    few = Inspector(Profile.create(model, "screw", images["refs"]), model)
+    zero = Inspector(Profile.create(model, "bottle"), model)
+    a = few.inspect(images["queries"][:1])[0]
+    b = zero.inspect(images["queries"][:1])[0]
+    fitted = make_model().set_object("screw").fit(images["refs"])
+    assert a.score == pytest.approx(float(fitted.predict(images["queries"][:1]).scores[0]), abs=1e-6)
+    assert b.score == pytest.approx(b.zero_shot) and b.zero_shot != pytest.approx(a.zero_shot)
+    assert few.inspect(images["queries"][:1])[0].score == pytest.approx(a.score, abs=1e-7)

@@ -31,7 +31,8 @@ API (all functions that change a profile return a new one):
     profile = profile.with_thresholds(0.7, review=0.6)
     profile.digest()                               # "sha256:..." of the content (provenance)
 
-    inspector = Inspector(profile, model, min_area=0)       # applies the profile to the model
+    inspector = Inspector(profile, model, min_area=0)       # applies the profile to the model (again,
+                                                   #   by itself, if another inspector used the model)
     for r in inspector.iter_inspect(paths, batch_size=8, progress=True): ...   # streaming
     results = inspector.inspect(paths)             # one batch -> list[Inspection]
 
@@ -791,14 +792,28 @@ class Inspection:
 
 
 class Inspector:
-    """A profile bound to a model: streams images to `Inspection` results."""
+    """A profile bound to a model: streams images to `Inspection` results.
+
+    Several inspectors may share one model: each re-applies its profile (no encoding) when
+    another one set the model's prototypes or references in between.
+    """
 
     def __init__(self, profile: Profile, model: WinCLIP, *, min_area: int = 0) -> None:
         if min_area < 0:
             raise ValueError(f"min_area must be >= 0, got {min_area}")
         self.profile = profile
-        self.model = profile.apply(model)
+        self.model = model
         self.min_area = int(min_area)
+        self._bind()
+
+    def _bind(self) -> None:
+        self.profile.apply(self.model)
+        self._state = (self.model.prototypes_, self.model.memory_)
+
+    def _ensure_bound(self) -> None:
+        prototypes, memory = self._state
+        if self.model.prototypes_ is not prototypes or self.model.memory_ is not memory:
+            self._bind()
 
     def decide(self, index: int, source: str, score: float, zero_shot: float, score_map: np.ndarray) -> Inspection:
         """ROI, label, confidence and regions for one model result (pure given the profile)."""
@@ -820,6 +835,7 @@ class Inspector:
         self, images: Sequence[ImageInput], *, batch_size: int | None = None, progress: bool = False
     ) -> Iterator[Inspection]:
         """Stream inspections in input order; a bad input yields its error and the rest go on."""
+        self._ensure_bound()
         for r in self.model.iter_predict(images, batch_size=batch_size, progress=progress):
             if r.error is not None:
                 yield Inspection(r.index, r.source, error=r.error)
