@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,8 @@ class EvalResult:
     out: Path
     encoded: int  # images encoded in this run (0 when every feature came from the cache)
     reused_rows: int  # rows taken from an earlier, interrupted or identical run
+    encode_seconds: float  # wall time spent decoding and encoding images
+    score_seconds: float  # wall time spent scoring rows and computing their metrics
     errors: tuple[str, ...]  # one line per unreadable image or skipped row
 
 
@@ -415,6 +418,7 @@ def evaluate(
     errors: list[str] = []
     rows: list[RowResult] = []
     encoded = reused = 0
+    encode_seconds = score_seconds = 0.0
     encode_bar = tqdm(total=len(missing), desc="encode", unit="img", disable=not progress, position=0)
     row_bar = tqdm(total=len(plan.runs), desc="evaluate", unit="row", disable=not progress, position=1)
     try:
@@ -428,8 +432,10 @@ def evaluate(
             if not pending:
                 continue
             files = st.files(pending)
+            start = time.perf_counter()
             n, bad = encode_files(model, features, files, encode_bar)
             encoded += n
+            encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]
             samples = [s for s in st.data.test if st.hashes[s.path] not in bad]
             test = ViewSet.load(features, [st.hashes[s.path] for s in samples])
@@ -441,7 +447,9 @@ def evaluate(
                     row_bar.update(1)
                     continue
                 refs = ViewSet.load(features, [st.hashes[p] for p in run.references]) if run.shots else None
+                start = time.perf_counter()
                 row = evaluate_run(model, run, test, samples, refs, resolution, masks, plan.root)
+                score_seconds += time.perf_counter() - start
                 _atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
                 rows.append(row)
                 row_bar.update(1)
@@ -457,4 +465,4 @@ def evaluate(
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
     (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
-    return EvalResult(tuple(rows), out, encoded, reused, tuple(errors))
+    return EvalResult(tuple(rows), out, encoded, reused, encode_seconds, score_seconds, tuple(errors))

@@ -87,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in result.errors:
         print(f"winclip: warning: {line}", file=sys.stderr)
+    computed = len(result.rows) - result.reused_rows
+    per_image = f" ({result.encode_seconds / result.encoded:.3f} s/image)" if result.encoded else ""
+    per_row = f" ({result.score_seconds / computed:.3f} s/row)" if computed else ""
     print(
-        f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded; "
+        f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded "
+        f"in {result.encode_seconds:.1f} s{per_image}, rows scored in {result.score_seconds:.1f} s{per_row}; "
         f"wrote {result.out / 'summary.md'}, results.csv, scores.npz"
     )
     return 0
