@@ -1,0 +1,315 @@
+"""The inspection station's model side: one warm model, the profiles of a folder, batched scoring.
+
+Every method that touches a model (`load`, `predict_batch`, `create`, `set_thresholds`) runs
+on the batcher's worker thread, so the model has exactly one user. The event loop only reads
+`profiles` and `refused`, dicts whose entries are replaced whole (never mutated).
+
+Models: the serve options (backbone, weights, device, precision, batch size) build one
+`WinCLIP`. Profiles made with the same backbone and weights but other method options
+(`resize="tile"`, another temperature, ...) get a shallow copy of it that shares the weights
+and differs only in those options. A profile made with another backbone or checkpoint is
+refused with the profile's own message (`ProfileMismatchError`), and the others are served.
+Per batch, items are grouped by profile and that profile's prototypes and references are set
+on the model before its group is scored (skipped when it is already set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..cli import model_from_args
+from ..model import WinCLIP
+from ..profile import PROFILE_JSON, Inspection, Inspector, ModelOptions, Profile, ProfileMismatchError
+from .db import Record, Recorder
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REFERENCES_DIR = "references"
+
+
+class UnknownProfileError(KeyError):
+    """No served profile has this name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ProfileConflictError(ValueError):
+    """A profile with this name exists already."""
+
+
+class RecordingError(RuntimeError):
+    """The predictions were made but could not be written to the database."""
+
+
+def check_name(name: str) -> str:
+    """The profile name if valid, else ValueError: letters, digits, `_ . -`, at most 64, no `..`."""
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"invalid profile name {name[:80]!r}: use 1-64 letters, digits, '_', '.', '-', starting with a letter "
+            "or digit, without '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the serve command builds its model (the shared model options)."""
+
+    backbone: str
+    pretrained: str | None
+    device: str | None = None
+    precision: str = "fp32"
+    batch_size: int = 8
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictItem:
+    """One decoded upload to score with a profile."""
+
+    profile: str
+    image: Image.Image
+    filename: str
+    sha256: str
+    received: float  # time.perf_counter() when the request arrived
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded profile, its folder, its digest and the inspector that binds it to its model."""
+
+    name: str
+    profile: Profile
+    folder: Path
+    inspector: Inspector
+    digest: str
+
+    @classmethod
+    def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int) -> Served:
+        """Bind `profile` to `model` (this sets its prototypes and references on the model)."""
+        return cls(name, profile, folder, Inspector(profile, model, min_area=min_area), profile.digest())
+
+    def reference_file(self, index: int) -> Path | None:
+        """Reference image `index` when the service saved it inside the profile folder, else None."""
+        if not 0 <= index < len(self.profile.reference_names):
+            return None
+        path = Path(self.profile.reference_names[index]).resolve()
+        inside = path.parent == (self.folder / REFERENCES_DIR).resolve()
+        return path if inside and path.is_file() else None
+
+
+def region_dicts(r: Inspection) -> list[dict]:
+    """The regions of an inspection as plain dicts."""
+    return [
+        {"x": g.x, "y": g.y, "width": g.width, "height": g.height, "area": g.area, "peak": g.peak} for g in r.regions
+    ]
+
+
+def with_options(base: WinCLIP, options: ModelOptions) -> WinCLIP:
+    """A model sharing `base`'s weights (shallow copy) with other method options."""
+    model = copy.copy(base)
+    model.prototypes_ = None
+    model.memory_ = None
+    for key in ("temperature", "scales", "image_scale", "aggregation", "resize", "tile_overlap", "tile_reduce", "smooth_sigma"):
+        setattr(model, key, getattr(options, key))
+    if ModelOptions.of(model) != options:
+        raise ProfileMismatchError(f"cannot serve method options {options}")
+    return model
+
+
+class Station:
+    """The model(s) and the profiles of one folder; see the module docstring."""
+
+    def __init__(
+        self, folder: str | Path, spec: ModelSpec, recorder: Recorder, *, min_area: int = 0, log=sys.stderr
+    ) -> None:
+        self.folder = Path(folder)
+        self.spec = spec
+        self.recorder = recorder
+        self.min_area = int(min_area)
+        self.log = log
+        self.base: WinCLIP | None = None
+        self.profiles: dict[str, Served] = {}
+        self.refused: dict[str, str] = {}
+        self._variants: dict[ModelOptions, WinCLIP] = {}
+        self._applied: dict[int, str] = {}  # id(model) -> name of the profile set on it
+
+    # -- loading (worker thread) -----------------------------------------------------------
+
+    def load(self) -> dict[str, int]:
+        """Build the model (with the CLI's banner and random-weights warning), load and warm every profile."""
+        s = self.spec
+        args = argparse.Namespace(
+            backbone=s.backbone,
+            pretrained=s.pretrained if s.pretrained is not None else "none",
+            device=None if s.device in (None, "auto") else s.device,
+            precision=s.precision,
+            batch_size=s.batch_size,
+            cache_dir=s.cache_dir,
+        )
+        self.base = model_from_args(args)
+        self._variants = {ModelOptions.of(self.base): self.base}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(p for p in self.folder.iterdir() if (p / PROFILE_JSON).is_file()):
+            self._load_one(folder)
+        return {"profiles": len(self.profiles), "refused": len(self.refused)}
+
+    def _load_one(self, folder: Path) -> None:
+        name = folder.name
+        try:
+            check_name(name)
+            profile = Profile.load(folder)
+            model = self._model_for(profile)
+            served = Served.of(name, profile, folder, model, self.min_area)
+            self._applied[id(model)] = name
+            self._warm(served)
+        except (ValueError, OSError) as exc:
+            self.refused = {**self.refused, name: str(exc)}
+            print(f"winclip serve: refused profile {name!r}: {exc}", file=self.log)
+            return
+        self.profiles = {**self.profiles, name: served}
+        print(f"winclip serve: profile {name!r} ready ({profile.object_name}, {profile.shots} shot(s))", file=self.log)
+
+    def _model_for(self, profile: Profile) -> WinCLIP:
+        """The model serving this profile (ProfileMismatchError for another backbone/checkpoint)."""
+        assert self.base is not None
+        profile.check(with_options(self.base, profile.options))  # backbone, weights, preprocessing
+        if profile.options not in self._variants:
+            self._variants[profile.options] = with_options(self.base, profile.options)
+        return self._variants[profile.options]
+
+    def _warm(self, served: Served) -> None:
+        """One inspection of a grey image: allocates buffers and proves the profile runs."""
+        h, w = served.profile.image_size
+        grey = Image.new("RGB", (w, h), (128, 128, 128))
+        (result,) = served.inspector.inspect([grey])
+        if result.error is not None:
+            raise ValueError(f"warm-up failed: {result.error}")
+
+    # -- prediction (worker thread) --------------------------------------------------------
+
+    def predict_batch(self, items: Sequence[PredictItem]) -> list[Inspection | BaseException]:
+        """Score a batch, grouped by profile; record every result in one transaction."""
+        results: list[Inspection | BaseException] = [UnknownProfileError(f"profile {it.profile!r} not found") for it in items]
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.profile, []).append(i)
+        records = []
+        now = datetime.now(timezone.utc)
+        for name, indices in groups.items():
+            served = self.profiles.get(name)
+            if served is None:
+                continue
+            inspector = served.inspector
+            if self._applied.get(id(inspector.model)) != name:
+                served.profile.apply(inspector.model)
+                self._applied[id(inspector.model)] = name
+            for i, r in zip(indices, inspector.inspect([items[i].image for i in indices])):
+                item = items[i]
+                if r.error is not None:
+                    results[i] = r.error
+                    continue
+                results[i] = r
+                records.append(
+                    Record(
+                        time=now,
+                        profile=name,
+                        filename=item.filename,
+                        image_sha256=item.sha256,
+                        score=float(r.score),
+                        threshold=served.profile.threshold,
+                        label=r.label,
+                        confidence=float(r.confidence),
+                        regions=region_dicts(r),
+                        latency_ms=(time.perf_counter() - item.received) * 1000.0,
+                    )
+                )
+        try:
+            self.recorder.record(records)
+        except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
+            failure = RecordingError(f"could not record the inspections: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            return [failure if isinstance(r, Inspection) else r for r in results]
+        return results
+
+    # -- changing profiles (worker thread) -------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        object_name: str,
+        good: Sequence[tuple[str, bytes]],
+        *,
+        normal_states: Sequence[str] = (),
+        anomalous_states: Sequence[str] = (),
+        roi: Image.Image | None = None,
+        threshold: float = 0.5,
+    ) -> Served:
+        """Save the good images under `<name>/references/`, encode them, write and serve the profile."""
+        assert self.base is not None
+        check_name(name)
+        folder = self.folder / name
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise ProfileConflictError(f"profile {name!r} exists already") from None
+        try:
+            refs = folder / REFERENCES_DIR
+            refs.mkdir()
+            paths = []
+            for i, (filename, data) in enumerate(good):
+                path = refs / f"{i:03d}_{safe_filename(filename)}"
+                path.write_bytes(data)
+                paths.append(path)
+            profile = Profile.create(
+                self.base,
+                object_name,
+                [str(p) for p in paths],
+                normal_states=normal_states,
+                anomalous_states=anomalous_states,
+                roi=None if roi is None else np.asarray(roi.convert("L")),
+                threshold=threshold,
+            )
+            self._applied[id(self.base)] = name
+            profile.save(folder, overwrite=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        served = Served.of(name, profile, folder, self.base, self.min_area)
+        self.profiles = {**self.profiles, name: served}
+        print(f"winclip serve: created profile {name!r} ({object_name}, {profile.shots} shot(s))", file=self.log)
+        return served
+
+    def set_thresholds(self, name: str, threshold: float, review: float | None) -> Served:
+        """New thresholds for a served profile, saved in place."""
+        served = self.get(name)
+        profile = served.profile.with_thresholds(threshold, review)
+        profile.save(served.folder, overwrite=True)
+        updated = Served.of(name, profile, served.folder, served.inspector.model, self.min_area)
+        self._applied[id(served.inspector.model)] = name
+        self.profiles = {**self.profiles, name: updated}
+        return updated
+
+    def get(self, name: str) -> Served:
+        """A served profile by name (UnknownProfileError)."""
+        served = self.profiles.get(name)
+        if served is None:
+            raise UnknownProfileError(f"profile {name!r} not found")
+        return served
+
+
+def safe_filename(filename: str) -> str:
+    """A file name reduced to `[A-Za-z0-9_.-]`, at most 80 characters, never hidden or empty."""
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-80:].lstrip(".")
+    return base or "image"
