@@ -14,7 +14,7 @@ from ..model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIP
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default.
-SUBCOMMANDS: tuple[str, ...] = ("eval", "profile", "predict")
+SUBCOMMANDS: tuple[str, ...] = ("eval", "profile", "predict", "serve")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
