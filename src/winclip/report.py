@@ -212,7 +212,8 @@ def summary_markdown(
             lines.append(f"| {_setup(k)} | " + " | ".join(cells) + " |")
         lines.append("")
 
-    main_table(f"Classification (Table 1 layout), mean over {len(classes)} classes", IMAGE_METRICS)
+    n = len(classes)
+    main_table(f"Classification (Table 1 layout), mean over {n} class{'es' if n != 1 else ''}", IMAGE_METRICS)
     main_table("Segmentation (Table 4 layout), mean over the classes with masks", PIXEL_METRICS)
     lines += ["## Per class", ""]
     for metric in METRICS:
