@@ -56,15 +56,21 @@ async function loadProfiles(select) {
 }
 
 async function showProfile(name) {
-  const p = await api(`/v1/profiles/${encodeURIComponent(name)}`);
+  renderProfile(await api(`/v1/profiles/${encodeURIComponent(name)}`));
+  setSlider(state.current.threshold);
+  state.results = [];
+  $("#results").replaceChildren();
+  await refreshHistory();
+}
+
+function renderProfile(p) {
   state.current = p;
   $("#profile-info").classList.remove("muted");
-  const lines = [
+  $("#profile-info").innerHTML = [
     `<b>${escapeHtml(p.name)}</b>: ${escapeHtml(p.object_name)} · ${p.shots} reference(s) · ${escapeHtml(p.backbone)}`,
     `threshold ${p.threshold.toFixed(4)}` + (p.review_threshold != null ? ` · review from ${p.review_threshold.toFixed(4)}` : "") +
       (p.calibration ? ` · calibrated at FPR ${p.calibration.target_fpr}` : " · not calibrated") + (p.roi ? " · ROI" : ""),
-  ];
-  $("#profile-info").innerHTML = lines.join("<br>");
+  ].join("<br>");
   $("#refs").replaceChildren(...p.references.map((r) => {
     const img = document.createElement("img");
     img.title = `${r.name} sha256:${r.sha256.slice(0, 12)}`;
@@ -72,10 +78,6 @@ async function showProfile(name) {
     if (r.url) img.src = r.url;
     return img;
   }));
-  setSlider(p.threshold);
-  state.results = [];
-  $("#results").replaceChildren();
-  await refreshHistory();
 }
 
 // -- histograms --------------------------------------------------------------------------
@@ -276,12 +278,12 @@ async function saveThreshold() {
   const t = Number($("#threshold").value);
   const review = p.review_threshold != null && p.review_threshold <= t ? p.review_threshold : null;
   try {
-    state.current = await api(`/v1/profiles/${encodeURIComponent(p.name)}`, {
+    renderProfile(await api(`/v1/profiles/${encodeURIComponent(p.name)}`, {
       method: "PATCH", headers: { "content-type": "application/json" },
       body: JSON.stringify({ threshold: t, review_threshold: review }),
-    });
+    }));
     message(msg, `saved: ${p.name} now uses ${t.toFixed(3)}`);
-    await showProfile(p.name);
+    drawHistograms();
   } catch (err) {
     message(msg, err.message, true);
   }
