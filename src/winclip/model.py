@@ -9,7 +9,7 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import PRECISIONS, Features, VisionTower, encode_text, load_clip
+from .backbone import PRECISIONS, Features, VisionTower, encode_text, load_clip, resolve_precision
 from .images import ImageError, ImageInput, Preprocess, Tile, load_image, source_name, square_tiles
 from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
 from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase, text_prototypes
@@ -75,7 +75,7 @@ class WinCLIP:
         pretrained: str | None = DEFAULT_PRETRAINED,
         *,
         device: str | torch.device | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         temperature: float = 0.07,
         scales: Sequence[int] = (2, 3),
         image_scale: bool = True,
@@ -89,8 +89,6 @@ class WinCLIP:
         prompts: str | PromptSet = "winclip",
         cache_dir: str | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize!r}; use one of {', '.join(RESIZE_MODES)}")
         if tile_reduce not in TILE_REDUCTIONS:
@@ -104,10 +102,8 @@ class WinCLIP:
         if isinstance(prompts, str) and prompts not in PROMPT_SETS:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
         self.device = _pick_device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 needs a GPU; use bf16 on the CPU")
-        self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        self.precision = resolve_precision(precision, self.device)  # "auto" → fp32 / bf16 / fp16
+        self.dtype = PRECISIONS[self.precision]
         self.temperature = float(temperature)
         self.scales = tuple(int(k) for k in scales)
         self.image_scale = bool(image_scale)

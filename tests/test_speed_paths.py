@@ -1,0 +1,185 @@
+"""The fast paths compute what open_clip's own modules compute (fp32 exactly, bf16 within a tolerance)."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import TINY, make_model, textured
+from PIL import Image
+from scipy.stats import spearmanr
+
+import winclip
+from winclip import backbone
+from winclip.backbone import VisionTower, fused_block_support, linear, resolve_precision
+from winclip.windows import window_indices
+
+# bf16 keeps 8 significant bits: features of the tiny random model stay within this relative error
+BF16_FEATURE_RTOL = 0.05
+
+
+def variant(tmp_path, name: str, quick_gelu: bool = False, **vision) -> winclip.WinCLIP:
+    """The tiny model with some vision-config fields changed, random weights, fp32 on the CPU."""
+    cfg = json.loads(open(TINY).read())
+    cfg["vision_cfg"].update(vision)
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", winclip.RandomWeightsWarning)
+        return winclip.WinCLIP(str(path), None, device="cpu", precision="fp32")
+
+
+def reference_features(visual: torch.nn.Module, x: torch.Tensor, scales=(2, 3)) -> winclip.Features:
+    """Features through open_clip's own modules: encode_image, output tokens and one window at a time."""
+    visual.output_tokens = True
+    try:
+        pooled, tokens = visual(x)
+    finally:
+        visual.output_tokens = False
+    seq = visual.conv1(x).flatten(2).transpose(1, 2) + visual.positional_embedding[1:]
+    cls = visual.class_embedding + visual.positional_embedding[0]
+    windows = {}
+    for k in scales:
+        idx = window_indices(tuple(visual.grid_size), k)
+        per_window = []
+        for w in idx:  # one window of every image per forward, through ln_pre → open_clip's blocks → ln_post
+            s = torch.cat([cls.expand(len(x), 1, -1), seq[:, w]], dim=1)
+            per_window.append(visual.ln_post(visual.transformer(visual.ln_pre(s)))[:, 0] @ visual.proj)
+        windows[k] = torch.stack(per_window, dim=1)
+    return winclip.Features(pooled, windows, tokens)
+
+
+def max_abs_diff(a: winclip.Features, b: winclip.Features) -> float:
+    diffs = [(a.image - b.image).abs().max(), (a.patches - b.patches).abs().max()]
+    diffs += [(a.windows[k] - b.windows[k]).abs().max() for k in b.windows]
+    assert len(diffs) == 2 + len(b.windows)
+    return max(d.item() for d in diffs)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("plain", {}),
+        ("one-block", {"layers": 1}),
+        ("layerscale", {"ls_init_value": 0.5}),
+        ("quickgelu", {"quick_gelu": True}),
+        ("three-heads", {"width": 96, "head_width": 32, "layers": 3}),
+    ],
+)
+def test_fused_path_equals_open_clip_modules_in_fp32(tmp_path, name, options):
+    m = variant(tmp_path, f"tiny-{name}", **options)
+    assert m.tower.fused and m.tower.fallback_reason is None
+    with torch.no_grad():  # LayerScale gammas and biases away from their init, so every term matters
+        for p in m.clip.visual.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        fast = m.tower.encode(x, (2, 3))
+        ref = reference_features(m.clip.visual, x)
+    assert fast.windows[2].shape == (3, 49, 32) and fast.patches.shape == ref.patches.shape
+    assert max_abs_diff(fast, ref) <= 1e-5
+
+
+def test_fused_path_with_one_scale_and_odd_batches(model):
+    x = torch.randn(5, 3, 64, 64)
+    slow = VisionTower(model.clip.visual, fused=False)
+    with torch.inference_mode():
+        for scales in ((3,), (2,), (2, 3)):
+            for n in (1, 5):
+                assert max_abs_diff(model.tower.encode(x[:n], scales), slow.encode(x[:n], scales)) <= 1e-5
+
+
+def test_unsupported_blocks_fall_back_to_open_clip(tmp_path):
+    m = variant(tmp_path, "tiny-custom", scale_attn=True)  # open_clip's CustomResidualAttentionBlock
+    assert not m.tower.fused
+    assert m.tower.fallback_reason == "CustomResidualAttentionBlock blocks are not supported by the fused path"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert max_abs_diff(m.tower.encode(x, (2, 3)), reference_features(m.clip.visual, x)) <= 1e-5
+    block = make_model().clip.visual.transformer.resblocks[0]
+    assert fused_block_support(block) is None
+    block.mlp.add_module("extra", torch.nn.Identity())
+    assert "MLP" in fused_block_support(block)
+
+
+def test_linear_equals_torch_linear():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(300, 96), torch.randn(200, 96), torch.randn(200)
+    ref = torch.nn.functional.linear(x.double(), w.double(), b.double()).float()
+    torch.testing.assert_close(linear(x, w, b), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(x, w, None), ref - b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(x[::2], w, b), ref[::2], rtol=1e-5, atol=1e-5)  # strided input
+
+
+def test_bf16_fused_path_is_close_to_fp32():
+    fp32, bf16 = make_model(precision="fp32"), make_model(precision="bf16")
+    assert bf16.tower.fused and bf16.dtype == torch.bfloat16
+    x = torch.randn(3, 3, 64, 64)
+    a, b = fp32.encode(x), bf16.encode(x)
+    slow_bf16 = VisionTower(bf16.clip.visual, fused=False)
+    with torch.inference_mode():
+        c = slow_bf16.encode(x.bfloat16(), (2, 3)).to("cpu", torch.float32)
+    pairs = [(a.image, b.image), (a.patches, b.patches)] + [(a.windows[k], b.windows[k]) for k in (2, 3)]
+    assert len(pairs) == 4
+    for ref, got in pairs:
+        assert ((got - ref).norm() / ref.norm()).item() < BF16_FEATURE_RTOL
+    assert ((b.image - c.image).norm() / c.image.norm()).item() < BF16_FEATURE_RTOL  # vs open_clip in bf16
+
+
+def fidelity(model: winclip.WinCLIP, reference: winclip.WinCLIP, images: list) -> tuple[float, float]:
+    """(Spearman of image scores, max relative map difference) of `model` against `reference`."""
+    a, b = reference.predict(images), model.predict(images)
+    rho = spearmanr(a.scores.numpy(), b.scores.numpy()).statistic
+    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(b.maps, a.maps))
+    return float(rho), rel
+
+
+def half_model(dtype: torch.dtype, refs: list) -> winclip.WinCLIP:
+    """The tiny model with its visual tower in `dtype` on the CPU (fp16 here only to measure fidelity)."""
+    m = make_model(precision="fp32").set_object("bottle")
+    m.clip.visual.to(dtype)
+    m.dtype = dtype
+    return m.fit(refs)
+
+
+def test_fidelity_on_textured_images(rng):
+    images = [textured(rng, 64, 64) for _ in range(12)]
+    refs = [textured(rng, 64, 64)]
+    reference = make_model(precision="fp32").set_object("bottle").fit(refs)
+    reference.tower = VisionTower(reference.clip.visual, fused=False)
+    fused = make_model(precision="fp32").set_object("bottle").fit(refs)
+    rho, rel = fidelity(fused, reference, images)
+    assert rho == pytest.approx(1.0) and rel < 1e-5
+    rho, rel = fidelity(half_model(torch.float16, refs), reference, images)
+    assert rho == pytest.approx(1.0) and rel < 1e-3  # measured: 1.0 and 3.4e-4, hence auto = fp16 on CUDA
+    rho, rel = fidelity(half_model(torch.bfloat16, refs), reference, images)
+    assert rho > 0.9 and rel < 1e-2  # measured: 0.965 and 3.5e-3: bf16 swaps close scores of random weights
+
+
+def test_auto_precision_is_resolved_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("auto", cuda) == "fp16"
+    m = make_model()
+    assert m.precision == "fp32" and m.dtype == torch.float32
+    assert [resolve_precision(p, cuda) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; use one of auto, fp32, bf16, fp16"):
+        resolve_precision("fp8", cpu)
+
+
+def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
+    refs = [textured(rng, 64, 64) for _ in range(2)]
+    model.fit(refs)
+    memory, protos = model.memory_, model.prototypes_
+    calls = []
+    monkeypatch.setattr(model.clip, "encode_text", lambda t: calls.append(t))
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: calls.append(len(x)) or encode(x))
+    model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)
+    assert calls == [2, 1]  # the queries only, batch by batch; no text encoding, no reference encoding
+    assert model.memory_ is memory and model.prototypes_ is protos
+
