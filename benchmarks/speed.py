@@ -1,72 +1,252 @@
-"""Time per image of WinCLIP (zero-shot) and WinCLIP+ (few-shot): prints a table.
+"""Speed, memory and fidelity of WinCLIP+ (few-shot) and WinCLIP (zero-shot): prints tables.
 
-    python benchmarks/speed.py --batch 1 8 --shots 0 1
+    python benchmarks/speed.py                                  # CPU: auto (= fp32 fused) vs the fp32 baseline
+    python benchmarks/speed.py --precision auto bf16 --batch 1  # add bf16 rows
+    python benchmarks/speed.py --device cuda --precision auto bf16 fp16 --batch 1 64
 
-Random weights (speed does not depend on them); scoring and upsampling included.
-Ratios are against the first configuration's fp32 row measured in this same process.
+Random weights (speed does not depend on them); preprocessed input at the backbone's size;
+scoring and upsampling included. The baseline is the fp32 forward through open_clip's own
+modules (`VisionTower(fused=False)`), timed interleaved with the fast path in this same
+process, so the ratio holds on a noisy shared machine. Fidelity: the fast path against the
+fp32 baseline on textured synthetic images, 1-shot: Spearman of image scores and the largest
+map difference relative to the map's maximum.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import time
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from scipy.stats import spearmanr
 
 import winclip
+from winclip.backbone import PRECISION_CHOICES, VisionTower, resolve_precision
+
+TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA allocator, or the process's RSS high-water mark on Linux)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the peak stays the process's lifetime peak
 
 
-def time_predict(model: winclip.WinCLIP, batch: int, repeats: int) -> float:
-    """Best-of-`repeats` seconds per image for one batch of preprocessed images."""
-    x = torch.randn(batch, 3, *model.info.image_size)
-    model.predict(x, batch_size=batch)  # warm-up
-    best = float("inf")
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_mb(device: torch.device) -> float:
+    """Memory in use now, MB: CUDA allocated, else resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _status_mb("VmRSS") or 0.0
+
+
+def peak_mb(device: torch.device) -> float:
+    """Peak memory since reset_peak, MB: CUDA allocated, else resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def textured(rng: np.random.Generator, h: int, w: int) -> Image.Image:
+    """A smooth random RGB image (as tests/conftest.py makes them)."""
+    small = rng.random((max(2, h // 8), max(2, w // 8), 3))
+    return Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
+
+
+class LazyImages(Sequence):
+    """`count` textured images made on access, so that only what the consumer holds stays in memory."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size = count, size
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> Image.Image:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return textured(np.random.default_rng(i), self.size, self.size)
+
+
+def build(backbone: str, device: str, precision: str) -> winclip.WinCLIP:
+    """A random-weight model with seeded random text prototypes (the same for every precision)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", winclip.RandomWeightsWarning)
+        model = winclip.WinCLIP(backbone, None, device=device, precision=precision)
+    protos = torch.randn(2, model.embed_dim, generator=torch.Generator().manual_seed(0))
+    return model.set_prototypes(protos[0], protos[1])
+
+
+def time_predict(model: winclip.WinCLIP, x: torch.Tensor) -> tuple[float, float]:
+    """Seconds per image and peak memory above what was in use before (MB) of one predict over `x`."""
+    before = current_mb(model.device)
+    reset_peak(model.device)
+    synchronize(model.device)
+    start = time.perf_counter()
+    model.predict(x, batch_size=len(x))
+    synchronize(model.device)
+    return (time.perf_counter() - start) / len(x), peak_mb(model.device) - before
+
+
+def fidelity(model: winclip.WinCLIP, reference: winclip.Prediction, images: list) -> tuple[float, float]:
+    """Spearman of image scores and max |map - reference map| / max |reference map| over the images."""
+    got = model.predict(images, batch_size=len(images))
+    rho = float(spearmanr(reference.scores.numpy(), got.scores.numpy()).statistic)
+    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(got.maps, reference.maps))
+    return rho, rel
+
+
+def speed_table(args: argparse.Namespace) -> winclip.WinCLIP:
+    """Time the baseline and each precision's fast path, interleaved; returns the first fast model."""
+    rng = np.random.default_rng(0)
+    fast32 = build(args.backbone, args.device, "fp32")
+    base = copy.copy(fast32)  # the same weights and options through open_clip's own modules
+    base.tower = VisionTower(base.clip.visual, fused=False)
+    size = base.info.image_size
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, backbone {args.backbone}, device {base.device}"
+          + (f" ({torch.cuda.get_device_name(base.device)})" if base.device.type == "cuda" else ""))
+    tower = fast32.tower
+    print(f"fast path: {'fused' if tower.fused else 'fallback: ' + str(tower.fallback_reason)}")
+    fast_models = {}
+    for precision in args.precision:
+        resolved = resolve_precision(precision, base.device)
+        fast_models[precision] = fast32 if resolved == "fp32" else build(args.backbone, args.device, resolved)
+
+    images = [textured(rng, *size) for _ in range(args.fidelity_images)]
+    references = [textured(rng, *size)]
+    fid = {}
+    if args.fidelity_images:
+        ref_pred = base.fit(references).predict(images, batch_size=len(images))
+        for precision, model in fast_models.items():
+            fid[precision] = fidelity(model.fit(references), ref_pred, images)
+    torch.manual_seed(0)
+    shot_sets = {k: torch.randn(k, 3, *size) for k in args.shots if k}
+    inputs = {b: torch.randn(b, 3, *size) for b in args.batch}
+
+    print(f"\n{'device':>6} {'path':>8} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
+          f"{'+peak MB':>8} {'ratio':>6} {'spearman':>9} {'max rel map':>11}", flush=True)
+    for shots in args.shots:
+        for model in [base, *fast_models.values()]:
+            model.fit(shot_sets.get(shots))
+        for batch in args.batch:
+            x = inputs[batch]
+            for model in [base, *fast_models.values()]:
+                time_predict(model, x[:1])  # warm-up (plans, kernels)
+            best: dict[str, tuple[float, float]] = {}
+            for _ in range(args.repeats):  # interleaved, so both see the same machine load
+                for name, model in [("baseline", base), *fast_models.items()]:
+                    sec, mb = time_predict(model, x)
+                    if name not in best or sec < best[name][0]:
+                        best[name] = (sec, mb)
+            for name, model in [("baseline", base), *fast_models.items()]:
+                sec, mb = best[name]
+                rho, rel = fid.get(name, (1.0, 0.0))
+                prec = "fp32" if name == "baseline" else f"{name}={model.precision}" if name == "auto" else name
+                print(f"{model.device.type:>6} {'baseline' if name == 'baseline' else 'fused':>8} {prec:>9} "
+                      f"{batch:>5} {shots:>5} {1 / sec:8.3f} {1000 * sec:9.1f} {mb:8.0f} "
+                      f"{best['baseline'][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}", flush=True)
+    return next(iter(fast_models.values()))
+
+
+def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
+    """Time of model.score (nearest neighbours over K references + fusion) vs encode, one image."""
+    size = model.info.image_size
+    x = torch.randn(1, 3, *size)
+    model.encode(x)
+    encode = float("inf")
     for _ in range(repeats):
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(model.device)
         start = time.perf_counter()
-        model.predict(x, batch_size=batch)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best / batch
+        feats = model.encode(x)
+        synchronize(model.device)
+        encode = min(encode, time.perf_counter() - start)
+    print(f"\nnearest-neighbour search (model.score, 1 image) vs encode ({1000 * encode:.0f} ms/image):")
+    print(f"{'shots':>5} {'score ms':>9} {'share':>7}")
+    for k in shots:
+        # K references' features: random values, the right shapes (the time does not depend on them)
+        refs = winclip.Features(
+            torch.randn(k, model.embed_dim),
+            {s: torch.randn(k, f.shape[1], f.shape[2]) for s, f in feats.windows.items()},
+            torch.randn(k, *feats.patches.shape[1:]),
+        )
+        model.fit_features(refs.to(model.device))
+        model.score(feats)
+        sec = float("inf")
+        for _ in range(repeats):
+            synchronize(model.device)
+            start = time.perf_counter()
+            model.score(feats)
+            synchronize(model.device)
+            sec = min(sec, time.perf_counter() - start)
+        print(f"{k:>5} {1000 * sec:9.1f} {sec / (sec + encode):7.1%}", flush=True)
+
+
+def memory_check(backbone: str, device: str, counts: list[int], batch: int, size: int) -> None:
+    """Peak memory of iter_predict over more and more images: it should stay flat (one batch held)."""
+    model = build(backbone, device, "auto")
+    model.fit([textured(np.random.default_rng(999), size, size)])
+    print(f"\nstreaming memory: iter_predict, {backbone}, batch {batch}, {size}x{size} images "
+          f"(one batch of maps = {batch * size * size * 4 / 2**20:.0f} MB)")
+    print(f"{'images':>6} {'peak MB':>8} {'+peak MB':>8} {'s':>6}")
+    for _ in model.iter_predict(LazyImages(batch, size), batch_size=batch):
+        pass  # warm-up
+    for count in counts:
+        before = current_mb(model.device)
+        reset_peak(model.device)
+        start = time.perf_counter()
+        done = sum(1 for r in model.iter_predict(LazyImages(count, size), batch_size=batch) if r.error is None)
+        assert done == count
+        peak = peak_mb(model.device)
+        print(f"{count:>6} {peak:8.0f} {peak - before:8.0f} {time.perf_counter() - start:6.1f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=winclip.DEFAULT_BACKBONE)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", nargs="+", default=["fp32"])
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISION_CHOICES)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--shots", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fidelity-images", type=int, default=8, help="textured images for fidelity (0: skip)")
+    parser.add_argument("--nn-shots", type=int, nargs="*", default=[1, 8, 64], help="K for the search timing")
+    parser.add_argument("--memory-images", type=int, nargs="*", default=[16, 64], help="image counts, streaming")
+    parser.add_argument("--memory-backbone", default=TINY, help="(default: the tiny test ViT)")
+    parser.add_argument("--memory-size", type=int, default=512, help="side of the streamed images")
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}")
-    print(f"{'device':>6} {'prec':>5} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} {'peak MB':>8} {'ratio':>6}")
-    baseline: dict[tuple[int, int], float] = {}
-    for precision in args.precision:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", winclip.RandomWeightsWarning)
-            model = winclip.WinCLIP(args.backbone, None, device=args.device, precision=precision)
-        model.set_prototypes(torch.randn(model.embed_dim), torch.randn(model.embed_dim))
-        for shots in args.shots:
-            model.fit(torch.randn(shots, 3, *model.info.image_size) if shots else None)
-            for batch in args.batch:
-                sec = time_predict(model, batch, args.repeats)
-                base = baseline.setdefault((shots, batch), sec)
-                print(
-                    f"{model.device.type:>6} {precision:>5} {batch:>5} {shots:>5} {1 / sec:8.2f} "
-                    f"{1000 * sec:9.1f} {peak_rss_mb():8.0f} {base / sec:6.2f}",
-                    flush=True,
-                )
+    fast = speed_table(args)
+    if args.nn_shots:
+        nn_table(fast, args.nn_shots, args.repeats)
+    if args.memory_images:
+        memory_check(args.memory_backbone, args.device, args.memory_images, 8, args.memory_size)
 
 
 if __name__ == "__main__":

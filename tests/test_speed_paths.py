@@ -65,12 +65,16 @@ def max_abs_diff(a: winclip.Features, b: winclip.Features) -> float:
         ("one-block", {"layers": 1}),
         ("layerscale", {"ls_init_value": 0.5}),
         ("quickgelu", {"quick_gelu": True}),
+        ("tanh-gelu", {"act_kwargs": {"approximate": "tanh"}}),
         ("three-heads", {"width": 96, "head_width": 32, "layers": 3}),
     ],
 )
 def test_fused_path_equals_open_clip_modules_in_fp32(tmp_path, name, options):
     m = variant(tmp_path, f"tiny-{name}", **options)
     assert m.tower.fused and m.tower.fallback_reason is None
+    act = m.clip.visual.transformer.resblocks[0].mlp.gelu
+    assert type(act).__name__ == ("QuickGELU" if name == "quickgelu" else "GELU")
+    assert getattr(act, "approximate", "none") == ("tanh" if name == "tanh-gelu" else "none")
     with torch.no_grad():  # LayerScale gammas and biases away from their init, so every term matters
         for p in m.clip.visual.parameters():
             p.add_(0.05 * torch.randn_like(p))
