@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import textured
 from test_service_support import ROOT, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")

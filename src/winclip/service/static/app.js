@@ -240,8 +240,9 @@ async function inspect(files) {
       $("#results").prepend(card);
     }
   }
-  message(msg, `${files.length - failed} inspected, ${failed} refused in ${((performance.now() - started) / 1000).toFixed(2)} s`, failed > 0);
+  const seconds = ((performance.now() - started) / 1000).toFixed(2);
   await refreshHistory();
+  message(msg, `${files.length - failed} inspected, ${failed} refused in ${seconds} s`, failed > 0);
 }
 
 async function addCard(file, result) {
@@ -310,8 +311,8 @@ async function createProfile(event) {
   $("#create").disabled = true;
   try {
     const p = await api("/v1/profiles", { method: "POST", body: form });
-    message(msg, `created ${p.name} (${p.shots} reference(s))`);
     await loadProfiles(p.name);
+    message(msg, `created ${p.name} (${p.shots} reference(s))`);
   } catch (err) {
     message(msg, err.message, true);
   } finally {
