@@ -111,6 +111,7 @@ def test_health_lists_served_and_refused_profiles(client):
     assert list(ready["refused"]) == ["alien"]
     assert "the profile was made with tiny-vit (sha256:000" in ready["refused"]["alien"]
     assert (ready["backbone"], ready["weights_id"], ready["database"]) == ("tiny-vit", "random:seed=0", "sqlite")
+    assert set(ready["batching"]) == {"batches", "images", "largest"}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/profiles", "/v1/profiles/{name}", "/v1/profiles/{name}/predict", "/v1/inspections", "/v1/inspections.csv"):

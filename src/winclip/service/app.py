@@ -398,6 +398,7 @@ def create_app(config: ServiceConfig, recorder: Recorder | None = None, *, on_fa
         if state["error"] or not state["ready"]:
             return JSONResponse({"detail": state["error"] or "not ready: loading and warming up"}, status_code=503)
         st: Station = state["station"]
+        stats = state["batcher"].stats
         return JSONResponse(
             {
                 "status": "ready",
@@ -409,6 +410,7 @@ def create_app(config: ServiceConfig, recorder: Recorder | None = None, *, on_fa
                 "database": state["recorder"].dialect,
                 "profiles": sorted(st.profiles),
                 "refused": st.refused,
+                "batching": {"batches": stats.batches, "images": stats.items, "largest": stats.largest},
             }
         )
 
