@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY
-from test_service_support import images, library_inspection, make_profiles, png_bytes
+from test_service_support import free_port, images, library_inspection, make_profiles, png_bytes
 
 from fastapi.testclient import TestClient  # noqa: E402 - after the importorskip in the support module
 
@@ -366,3 +366,11 @@ def test_serve_command_refuses_bad_options_before_loading(tmp_path, capsys):
     assert "--db: cannot open the database" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--max-batch", "0"]) == 2
     assert "--max-batch must be >= 1" in capsys.readouterr().err
+
+
+def test_serve_command_exits_2_when_the_model_cannot_be_loaded(tmp_path, capsys):
+    args = ["serve", "--profiles", str(tmp_path / "p"), "--port", str(free_port()), "--backbone", TINY,
+            "--pretrained", str(tmp_path / "missing.pt"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "winclip: error: the model could not be loaded" in err and "missing.pt" in err

@@ -23,7 +23,7 @@ import hashlib
 import io
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -285,7 +285,9 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "malformed request"
 
 
-def create_app(config: ServiceConfig, recorder: Recorder | None = None, *, on_fatal=None) -> FastAPI:
+def create_app(
+    config: ServiceConfig, recorder: Recorder | None = None, *, on_fatal: Callable[[str], None] | None = None
+) -> FastAPI:
     """The FastAPI app; the lifespan loads the model on the worker thread and drains it on shutdown.
 
     `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded.
@@ -313,7 +315,7 @@ def create_app(config: ServiceConfig, recorder: Recorder | None = None, *, on_fa
 
         batcher.call(station.load).add_done_callback(loaded)
         yield
-        state["ready"] = False
+        state.update(ready=False, error="the service is shutting down")
         await run_in_threadpool(batcher.close)
         rec.close()
 
