@@ -366,6 +366,8 @@ def test_serve_command_refuses_bad_options_before_loading(tmp_path, capsys):
     assert "--db: cannot open the database" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--max-batch", "0"]) == 2
     assert "--max-batch must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "--profiles", str(tmp_path / "p"), "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
 
 
 def test_serve_command_exits_2_when_the_model_cannot_be_loaded(tmp_path, capsys):

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, default=16, help="images per request at most (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="size limit per uploaded file in MiB (default: %(default)s)")
     p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 keeps a shared CPU from stalling the model)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options and the database, then serve until interrupted."""
     try:
         import sqlalchemy
+        import torch
         import uvicorn
 
         from ..service.app import MiB, ServiceConfig, create_app
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
                                ("--batch-size", args.batch_size, 1), ("--min-area", args.min_area, 0)):
         if value < low:
             raise ValueError(f"{option} must be >= {low}, got {value}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.port > 65535 or args.max_upload_mb <= 0 or args.batch_window_ms < 0:
         raise ValueError("--port must be <= 65535, --max-upload-mb > 0 and --batch-window-ms >= 0")
     profiles = Path(args.profiles)
@@ -84,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     app = create_app(config, recorder, on_fatal=stop)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log,
