@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import PRECISION_CHOICES, VisionTower, resolve_precision
+from winclip.backbone import PRECISION_CHOICES, PRECISIONS, VisionTower, linear, resolve_precision
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
 
@@ -208,6 +208,28 @@ def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
         print(f"{k:>5} {1000 * sec:9.1f} {sec / (sec + encode):7.1%}", flush=True)
 
 
+def gemm_table(device: torch.device, dtypes: list[str]) -> None:
+    """GFLOP/s of one MLP-sized matrix product (2896 tokens = one image, 896 → 3584) per dtype."""
+    m, k, n = 2896, 896, 3584
+    print(f"\nmatrix product {m}x{k} @ {k}x{n} (one image's tokens through c_fc), GFLOP/s:")
+    print(f"{'dtype':>5} {'F.linear':>9} {'winclip linear':>15}")
+    for name in dtypes:
+        dtype = PRECISIONS[name]
+        x, w, b = (torch.randn(*shape, device=device).to(dtype) for shape in ((m, k), (n, k), (n,)))
+        rates = []
+        for fn in (torch.nn.functional.linear, linear):
+            fn(x, w, b)
+            best = float("inf")
+            for _ in range(3):
+                synchronize(device)
+                start = time.perf_counter()
+                fn(x, w, b)
+                synchronize(device)
+                best = min(best, time.perf_counter() - start)
+            rates.append(2 * m * k * n / best / 1e9)
+        print(f"{name:>5} {rates[0]:9.1f} {rates[1]:15.1f}", flush=True)
+
+
 def memory_check(backbone: str, device: str, counts: list[int], batch: int, size: int) -> None:
     """Peak memory of iter_predict over more and more images: it should stay flat (one batch held)."""
     model = build(backbone, device, "auto")
@@ -240,8 +262,11 @@ def main() -> None:
     parser.add_argument("--memory-images", type=int, nargs="*", default=[16, 64], help="image counts, streaming")
     parser.add_argument("--memory-backbone", default=TINY, help="(default: the tiny test ViT)")
     parser.add_argument("--memory-size", type=int, default=512, help="side of the streamed images")
+    parser.add_argument("--no-gemm", dest="gemm", action="store_false", help="skip the matrix-product rates")
     args = parser.parse_args()
 
+    if args.gemm:
+        gemm_table(torch.device(args.device), ["fp32", "bf16"] + (["fp16"] if args.device != "cpu" else []))
     fast = speed_table(args)
     if args.nn_shots:
         nn_table(fast, args.nn_shots, args.repeats)
