@@ -163,3 +163,24 @@ def test_another_vit_has_its_own_grid():
     m.set_prototypes(torch.randn(512), torch.randn(512))
     p = m.predict(torch.randn(1, 3, 224, 224))
     assert p.maps[0].shape == (224, 224)
+
+
+def test_cut_text_context_equals_open_clips_encode_text(model):
+    from winclip.backbone import encode_tokens
+    from winclip.prompts import PromptSet
+
+    normal, anomalous = PromptSet().prompts("metal nut")
+    tokens = model.tokenizer(normal[:40] + anomalous[:40])
+    assert tokens.shape[1] == 77 and int(tokens.argmax(-1).max()) < 30  # the cut is real
+    torch.testing.assert_close(encode_tokens(model.clip, tokens), model.clip.encode_text(tokens), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cut_text_context_on_the_default_text_tower():
+    from winclip.backbone import encode_tokens
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = winclip.WinCLIP("ViT-B-16-plus-240", None, device="cpu")
+    tokens = m.tokenizer(["a photo of a bottle with defect for anomaly detection.", "a photo of the screw."])
+    torch.testing.assert_close(encode_tokens(m.clip, tokens), m.clip.encode_text(tokens), rtol=0, atol=1e-5)

@@ -112,8 +112,10 @@ def test_predict_needs_prototypes_and_checks_them(rng):
 def test_prototypes_are_cached_and_states_matter(model, monkeypatch):
     first = model.prototypes_
     calls = []
-    original = model.clip.encode_text
-    monkeypatch.setattr(model.clip, "encode_text", lambda t: calls.append(len(t)) or original(t))
+    import winclip.model as module
+
+    original = module.encode_text
+    monkeypatch.setattr(module, "encode_text", lambda m, tok, texts: calls.append(len(texts)) or original(m, tok, texts))
     model.set_object("bottle")
     assert calls == [] and model.prototypes_ is first
     model.set_object("bottle", anomalous_states=["{o} with a crack"])

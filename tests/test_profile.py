@@ -67,18 +67,20 @@ def test_loading_and_applying_a_profile_encodes_nothing(tmp_path, images, monkey
     model = make_model()
     calls = {"image": 0, "text": 0}
     real_encode = model.encode
-    real_text = model.clip.encode_text
+    import winclip.model as module
+
+    real_text = module.encode_text
 
     def count_image(x):
         calls["image"] += 1
         return real_encode(x)
 
-    def count_text(x):
+    def count_text(clip, tokenizer, texts):
         calls["text"] += 1
-        return real_text(x)
+        return real_text(clip, tokenizer, texts)
 
     monkeypatch.setattr(model, "encode", count_image)
-    monkeypatch.setattr(model.clip, "encode_text", count_text)
+    monkeypatch.setattr(module, "encode_text", count_text)
     inspector = Inspector(Profile.load(tmp_path / "p"), model)
     assert calls == {"image": 0, "text": 0}
     inspector.inspect(images["queries"][:1])

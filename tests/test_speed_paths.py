@@ -180,7 +180,7 @@ def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
     model.fit(refs)
     memory, protos = model.memory_, model.prototypes_
     calls = []
-    monkeypatch.setattr(model.clip, "encode_text", lambda t: calls.append(t))
+    monkeypatch.setattr("winclip.model.encode_text", lambda clip, tok, texts: calls.append(texts))
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda x: calls.append(len(x)) or encode(x))
     model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)

@@ -7,13 +7,13 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
 import open_clip
 import torch
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
+from open_clip.transformer import text_global_pool
 
 from .windows import window_indices
 
@@ -466,6 +466,31 @@ def _mlp_hidden(x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
 def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int = 256) -> torch.Tensor:
     """Text embeddings `(T, D)` in fp32, `batch` prompts at a time."""
     device = next(model.parameters()).device
-    parts = [model.encode_text(tokenizer(texts[i : i + batch]).to(device)).float() for i in range(0, len(texts), batch)]
+    parts = [encode_tokens(model, tokenizer(texts[i : i + batch]).to(device)).float() for i in range(0, len(texts), batch)]
     return torch.cat(parts)
+
+
+def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's `encode_text` with the context cut after the last end-of-text token.
+
+    The CLIP text tower is causal and pools the end-of-text position, so the padding after
+    it cannot change the result: cutting the 77-token context to the longest prompt (about
+    20 tokens for the prompt ensemble) is exact and about 4x cheaper. Other text towers
+    (custom, non-causal or non-argmax pooling) run open_clip's own forward.
+    """
+    mask = getattr(model, "attn_mask", None)
+    if (
+        getattr(model, "text_pool_type", None) != "argmax"
+        or not isinstance(mask, torch.Tensor)
+        or not all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "ln_final"))
+    ):
+        return model.encode_text(tokens)
+    n = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text token has the highest id
+    tokens = tokens[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = text_global_pool(x, tokens, "argmax")
+    proj = model.text_projection
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
