@@ -237,7 +237,7 @@ def encode_files(
                 errors[sha] = err
                 bar.update(1)
                 continue
-            v = model._views(img)[0]
+            v = model.views(img)[0]
             views += v
             owners += [sha] * len(v)
             sizes[sha] = (img.height, img.width)
@@ -282,8 +282,8 @@ def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], re
     """
     target = size if resolution is None else (resolution, resolution)
     if model.resize == "squash":
-        return model._full_map(grid_maps, [None], target)
-    full = model._full_map(grid_maps, list(square_tiles(size[0], size[1], model.tile_overlap)), size)
+        return model.full_map(grid_maps, [None], target)
+    full = model.full_map(grid_maps, list(square_tiles(size[0], size[1], model.tile_overlap)), size)
     if target == size:
         return full
     return F.interpolate(full[None, None], size=target, mode="bilinear", align_corners=False, antialias=True)[0, 0]
@@ -320,8 +320,8 @@ def evaluate_run(
     acc = PixelMetricAccumulator() if with_masks else None
     for i, sample in enumerate(samples):
         sel = (test.owner == i).nonzero()[:, 0]
-        scores.append(model._reduce(grid.scores[sel]))
-        zero.append(model._reduce(grid.zero_shot[sel]))
+        scores.append(model.reduce_views(grid.scores[sel]))
+        zero.append(model.reduce_views(grid.zero_shot[sel]))
         if acc is not None:
             amap = image_map(model, grid.maps[sel], test.sizes[i], resolution)
             if masks is not None and sample.path in masks:

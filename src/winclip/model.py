@@ -124,7 +124,7 @@ class WinCLIP:
             coverage_matrix(self.grid, k)  # validates that every window size fits the grid
         self.min_size = self.info.patch_size[0] if min_size is None else int(min_size)
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
-        self._tokenizer = open_clip.get_tokenizer(self.info.name)
+        self.tokenizer = open_clip.get_tokenizer(self.info.name)
         self._prototype_cache: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -161,7 +161,7 @@ class WinCLIP:
             normal, anomalous = prompt_set.prompts(phrase)
             with torch.inference_mode():
                 self._prototype_cache[key] = text_prototypes(
-                    lambda texts: encode_text(self.clip, self._tokenizer, texts), normal, anomalous
+                    lambda texts: encode_text(self.clip, self.tokenizer, texts), normal, anomalous
                 )
         self.object_ = phrase
         self.prototypes_ = self._prototype_cache[key]
@@ -199,7 +199,7 @@ class WinCLIP:
             batches = list(references.split(self.batch_size))
         else:
             images = [load_image(r, source_name(r, i), self.min_size) for i, r in enumerate(references)]
-            views = [v for img in images for v in self._views(img)[0]]
+            views = [v for img in images for v in self.views(img)[0]]
             batches = [torch.stack(b) for b in _chunks(views, self.batch_size)]
         feats = Features.cat([self.encode(b) for b in batches])
         return self.fit_features(feats)
@@ -244,7 +244,7 @@ class WinCLIP:
         mw = vision_map(assoc)
         return GridScores(few_shot_score(zero, mw), zero, (0.5 * (m0 + mw)).view(n, h, w))
 
-    def _views(self, img) -> tuple[list[torch.Tensor], list[Tile | None]]:
+    def views(self, img) -> tuple[list[torch.Tensor], list[Tile | None]]:
         """Preprocessed views of one image: itself (squash) or its square tiles."""
         if self.resize == "squash":
             return [self.preprocess(img)], [None]
@@ -252,7 +252,7 @@ class WinCLIP:
         crops = [img.crop((t.left, t.top, t.left + t.side, t.top + t.side)) for t in tiles]
         return [self.preprocess(c) for c in crops], list(tiles)
 
-    def _full_map(self, grid_maps: torch.Tensor, tiles: list[Tile | None], size: tuple[int, int]) -> torch.Tensor:
+    def full_map(self, grid_maps: torch.Tensor, tiles: list[Tile | None], size: tuple[int, int]) -> torch.Tensor:
         """Upsample view maps `(V, h, w)` to the image size, averaging tiles over their overlaps."""
         if tiles[0] is None:
             full = upsample(grid_maps[:1], size)[0]
@@ -267,7 +267,8 @@ class WinCLIP:
             full = gaussian_smooth(full[None], self.smooth_sigma)[0]
         return full.cpu()
 
-    def _reduce(self, values: torch.Tensor) -> float:
+    def reduce_views(self, values: torch.Tensor) -> float:
+        """One image's score from its views' scores (`tile_reduce`: max or mean)."""
         return float(values.max() if self.tile_reduce == "max" else values.mean())
 
     # -- prediction ------------------------------------------------------------------------
@@ -296,7 +297,7 @@ class WinCLIP:
         good = [(i, name, img) for i, name, img in chunk if not isinstance(img, ImageError)]
         views, owners, tiles = [], [], []
         for j, (_, _, img) in enumerate(good):
-            v, t = self._views(img)
+            v, t = self.views(img)
             views += v
             tiles += t
             owners += [j] * len(v)
@@ -308,9 +309,9 @@ class WinCLIP:
         done = {}
         for j, (i, name, img) in enumerate(good):
             sel = (owner_t == j).nonzero()[:, 0]
-            full = self._full_map(grid.maps[sel.to(grid.maps.device)], [tiles[s] for s in sel], (img.height, img.width))
+            full = self.full_map(grid.maps[sel.to(grid.maps.device)], [tiles[s] for s in sel], (img.height, img.width))
             done[i] = ImageResult(
-                i, name, self._reduce(grid.scores[sel]), self._reduce(grid.zero_shot[sel]), full
+                i, name, self.reduce_views(grid.scores[sel]), self.reduce_views(grid.zero_shot[sel]), full
             )
         for i, name, img in chunk:
             yield done[i] if i in done else ImageResult(i, name, error=img)
