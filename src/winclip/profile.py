@@ -495,7 +495,7 @@ class Profile:
         *,
         pretrained: str | None = None,
         device: str | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         batch_size: int = 8,
         cache_dir: str | None = None,
         backbone: str | None = None,

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 
 from .. import __version__
-from ..backbone import PRECISIONS, RandomWeightsWarning, WeightsUnavailableError
+from ..backbone import PRECISION_CHOICES, RandomWeightsWarning, WeightsUnavailableError
 from ..model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIP
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
@@ -29,7 +29,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--cache-dir", default=None, help="open_clip / Hugging Face cache folder holding downloaded weights")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda when available)")
-    g.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="(default: %(default)s)")
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="auto = fp32 on the CPU, fp16 on CUDA (default: %(default)s)",
+    )
     g.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
 
 

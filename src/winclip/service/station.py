@@ -70,7 +70,7 @@ class ModelSpec:
     backbone: str
     pretrained: str | None
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 8
     cache_dir: str | None = None
 
