@@ -135,6 +135,10 @@ class ModelOptions:
             model.smooth_sigma,
         )
 
+    def as_kwargs(self) -> dict[str, object]:
+        """These options as `WinCLIP(...)` keyword arguments."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True)
 class Region:
@@ -501,7 +505,6 @@ class Profile:
         backbone: str | None = None,
     ) -> WinCLIP:
         """A WinCLIP with this profile's backbone (unless given), weights tag and options, profile applied."""
-        o = self.options
         model = WinCLIP(
             backbone or self.backbone,
             self.pretrained if pretrained is None else pretrained,
@@ -509,14 +512,7 @@ class Profile:
             precision=precision,
             batch_size=batch_size,
             cache_dir=cache_dir,
-            temperature=o.temperature,
-            scales=o.scales,
-            image_scale=o.image_scale,
-            aggregation=o.aggregation,
-            resize=o.resize,
-            tile_overlap=o.tile_overlap,
-            tile_reduce=o.tile_reduce,
-            smooth_sigma=o.smooth_sigma,
+            **self.options.as_kwargs(),
         )
         return self.apply(model)
 

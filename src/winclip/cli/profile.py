@@ -32,19 +32,7 @@ def model_for_profile(args: argparse.Namespace, profile: Profile) -> WinCLIP:
     """The model a profile was made with (device, precision, batch size from the options), profile applied."""
     args.backbone = args.backbone or profile.backbone
     args.pretrained = args.pretrained or profile.pretrained or "none"
-    o = profile.options
-    model = model_from_args(
-        args,
-        temperature=o.temperature,
-        scales=o.scales,
-        image_scale=o.image_scale,
-        aggregation=o.aggregation,
-        resize=o.resize,
-        tile_overlap=o.tile_overlap,
-        tile_reduce=o.tile_reduce,
-        smooth_sigma=o.smooth_sigma,
-    )
-    return profile.apply(model)
+    return profile.apply(model_from_args(args, **profile.options.as_kwargs()))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
