@@ -112,7 +112,9 @@ def test_health_lists_served_and_refused_profiles(client):
     assert "the profile was made with tiny-vit (sha256:000" in ready["refused"]["alien"]
     assert (ready["backbone"], ready["weights_id"], ready["database"]) == ("tiny-vit", "random:seed=0", "sqlite")
     assert set(ready["batching"]) == {"batches", "images", "largest"}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text.lower()
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200  # offline: served by the app
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/profiles", "/v1/profiles/{name}", "/v1/profiles/{name}/predict", "/v1/inspections", "/v1/inspections.csv"):
         assert path in paths
