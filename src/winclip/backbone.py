@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import warnings
@@ -169,6 +170,11 @@ def resolve_checkpoint(name: str, tag: str, cache_dir: str | Path | None = None)
         raise WeightsUnavailableError(hint.format(why=str(exc).splitlines()[0])) from None
 
 
+def _quiet_random_init(record: logging.LogRecord) -> bool:
+    """Drop open_clip's "No pretrained weights loaded" line: it is wrong when a checkpoint follows."""
+    return not str(record.msg).startswith("No pretrained weights loaded")
+
+
 def load_clip(
     backbone: str,
     pretrained: str | Path | None,
@@ -193,9 +199,14 @@ def load_clip(
             quick_gelu = bool(cfg.get("quick_gelu", False))
             mean = tuple(cfg.get("mean", mean))
             std = tuple(cfg.get("std", std))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
-        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    root = logging.getLogger()
+    root.addFilter(_quiet_random_init)  # weights are loaded below, or our own warning says they are random
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        root.removeFilter(_quiet_random_init)
     if checkpoint is None:
         warnings.warn(
             f"winclip: {name} has RANDOM weights (pretrained=None): scores and maps are meaningless; "
