@@ -10,7 +10,6 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip import backbone
 from winclip.backbone import VisionTower, fused_block_support, linear, resolve_precision
 from winclip.windows import window_indices
 

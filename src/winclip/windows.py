@@ -26,12 +26,6 @@ def window_indices(grid: tuple[int, int], k: int, stride: int = 1) -> torch.Tens
     return corners[:, None] + offs[None, :]
 
 
-def window_grid(grid: tuple[int, int], k: int, stride: int = 1) -> tuple[int, int]:
-    """Number of window positions (rows, cols) for k×k windows."""
-    h, w = grid
-    return (h - k) // stride + 1, (w - k) // stride + 1
-
-
 @lru_cache(maxsize=32)
 def coverage_matrix(grid: tuple[int, int], k: int, stride: int = 1) -> torch.Tensor:
     """`(L, W)` float 0/1: entry [j, w] is 1 when window w covers patch j (the sets U_j of Eq. 3)."""

@@ -46,7 +46,7 @@ from ..images import ImageError, load_image
 from ..inspection import mask_image, overlay
 from ..profile import LABELS, Inspection, ProfileMismatchError
 from .batcher import Batcher, ShuttingDownError
-from .db import Filters, Recorder
+from .db import MAX_PAGE, Filters, Recorder
 from .station import (
     ModelSpec,
     PredictItem,
@@ -538,7 +538,7 @@ def create_app(
         label: str | None = None,
         since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict:
         f = filters(profile, label, since, until)
