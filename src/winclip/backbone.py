@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -16,6 +15,7 @@ import torch
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
 from open_clip.transformer import text_global_pool
 
+from .images import file_sha256
 from .windows import window_indices
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -97,11 +97,7 @@ class BackboneInfo:
         if self.checkpoint is None:
             return f"random:seed={RANDOM_SEED}"
         if "sha" not in self._digest:
-            h = hashlib.sha256()
-            with open(self.checkpoint, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-            self._digest["sha"] = h.hexdigest()
+            self._digest["sha"] = file_sha256(self.checkpoint)
         return f"sha256:{self._digest['sha']}"
 
 

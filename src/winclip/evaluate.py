@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .backbone import Features
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
-from .images import ImageError, load_image, square_tiles
+from .images import ImageError, file_sha256, load_image, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import GridScores, WinCLIP
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
@@ -124,15 +124,6 @@ def parse_resolution(text: str) -> int | None:
     if value < 1:
         raise ValueError(f"evaluation resolution must be a positive integer or 'original', got {text!r}")
     return value
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _digest(obj: object) -> str:

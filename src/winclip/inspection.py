@@ -37,10 +37,9 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from . import __version__
-from .images import ImageError, load_image
+from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .profile import Inspection, Inspector, Profile, Region
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 OUTPUT_TABLES = ("results.jsonl", "results.csv", "errors.csv")
 OUTPUT_TREES = ("overlays", "masks", "maps")
 CSV_COLUMNS = (

@@ -86,7 +86,7 @@ from scipy import ndimage
 
 from . import __version__
 from .backbone import Features
-from .images import ImageError, ImageInput, load_image, source_name, square_tiles
+from .images import ImageError, ImageInput, file_sha256, load_image, source_name
 from .model import WinCLIP
 from .prompts import object_phrase
 
@@ -309,24 +309,12 @@ def score_histogram(
 
 def image_digest(src: ImageInput, image: Image.Image | None = None) -> str:
     """sha256 of a file's bytes, or of the decoded RGB pixels (with the size) for in-memory images."""
-    h = hashlib.sha256()
     if isinstance(src, (str, Path)):
-        with open(src, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    else:
-        image = image if image is not None else load_image(src, source_name(src, 0))
-        h.update(f"{image.width}x{image.height}".encode())
-        h.update(image.tobytes())
+        return file_sha256(src)
+    image = image if image is not None else load_image(src, source_name(src, 0))
+    h = hashlib.sha256(f"{image.width}x{image.height}".encode())
+    h.update(image.tobytes())
     return h.hexdigest()
-
-
-def _views(model: WinCLIP, image: Image.Image) -> list[torch.Tensor]:
-    """The preprocessed views the model scores for one image: itself (squash) or its square tiles."""
-    if model.resize == "squash":
-        return [model.preprocess(image)]
-    tiles = square_tiles(image.height, image.width, model.tile_overlap)
-    return [model.preprocess(image.crop((t.left, t.top, t.left + t.side, t.top + t.side))) for t in tiles]
 
 
 @dataclass(frozen=True)
@@ -340,7 +328,7 @@ class _Encoded:
 def _encode_references(model: WinCLIP, images: Sequence[ImageInput]) -> _Encoded:
     """Decode (ImageError names a bad file), preprocess and encode reference images, batch by batch."""
     loaded = [(source_name(src, i), src, load_image(src, source_name(src, i), model.min_size)) for i, src in enumerate(images)]
-    views_per = [_views(model, img) for _, _, img in loaded]
+    views_per = [model.views(img)[0] for _, _, img in loaded]
     flat = [v for vs in views_per for v in vs]
     parts = [model.encode(torch.stack(flat[i : i + model.batch_size])) for i in range(0, len(flat), model.batch_size)]
     return _Encoded(

@@ -43,7 +43,7 @@ Layouts (``LAYOUTS``):
   to exactly one defect image. Without ``reference/`` the class supports
   zero-shot only; ``sample_references`` then raises a ``DatasetError``.
 
-Image files: png, jpg, jpeg, bmp, tif, tiff, webp (any case); names starting
+Image files: png, jpg, jpeg, bmp, tif, tiff, webp, gif (any case; winclip.images.IMAGE_EXTENSIONS); names starting
 with ``.`` are ignored. Masks: nonzero pixels are anomalous.
 """
 
@@ -57,8 +57,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..images import IMAGE_EXTENSIONS
+
 LAYOUTS = ("mvtec", "visa", "folder")
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 VISA_CSV = Path("split_csv") / "1cls.csv"
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 
