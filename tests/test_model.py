@@ -56,6 +56,7 @@ def test_fit_empty_restores_zero_shot_and_refit_replaces(model, rng):
     assert model.memory_ is None
     after = model.predict(images)
     assert torch.equal(before.scores, after.scores)
+    assert len(before.maps) == len(after.maps) == 2
     assert all(torch.equal(a, b) for a, b in zip(before.maps, after.maps))
 
 
@@ -67,7 +68,7 @@ def test_results_are_deterministic(rng):
     b1, b2 = b.predict(images), b.predict(images)
     for other in (b1, b2):
         assert torch.equal(a.scores, other.scores)
-        assert all(torch.equal(m, n) for m, n in zip(a.maps, other.maps))
+        assert len(a.maps) == len(other.maps) == 2 and all(torch.equal(m, n) for m, n in zip(a.maps, other.maps))
 
 
 def test_every_input_form_gives_the_same_result(model, tmp_path, rng):

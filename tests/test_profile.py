@@ -236,6 +236,7 @@ def test_regions_are_the_8_connected_components(rng):
         expected.add((*map(int, box), len(xs), float(score_map[labels == i].max())))
     assert {(r.x, r.y, r.width, r.height, r.area, r.peak) for r in regions} == expected
     big = find_regions(score_map, 0.6, min_area=3)
+    assert 0 < len(big) < len(regions)  # the filter drops some regions and keeps others
     assert [r for r in regions if r.area >= 3] == sorted(big, key=lambda r: -r.peak) == list(big)
 
 
