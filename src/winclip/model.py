@@ -129,6 +129,7 @@ class WinCLIP:
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
         self.memory_: ReferenceMemory | None = None
+        self._coverages: dict[tuple[tuple[int, int], int], torch.Tensor] = {}
 
     # -- text side -------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class WinCLIP:
         zero = ascore0(feats.image, t_n, t_a, self.temperature)
         maps = [
             aggregate_windows(
-                ascore0(feats.windows[k], t_n, t_a, self.temperature), coverage_matrix(self.grid, k), self.aggregation
+                ascore0(feats.windows[k], t_n, t_a, self.temperature), self._coverage(k), self.aggregation
             )
             for k in self.scales
         ]
@@ -237,12 +238,19 @@ class WinCLIP:
         mem = self.memory_
         assoc = [nearest_distance(feats.patches, mem.patches)] + [
             aggregate_windows(
-                nearest_distance(feats.windows[k], mem.windows[k]), coverage_matrix(self.grid, k), self.aggregation
+                nearest_distance(feats.windows[k], mem.windows[k]), self._coverage(k), self.aggregation
             )
             for k in self.scales
         ]
         mw = vision_map(assoc)
         return GridScores(few_shot_score(zero, mw), zero, (0.5 * (m0 + mw)).view(n, h, w))
+
+    def _coverage(self, k: int) -> torch.Tensor:
+        """Eq. 3's coverage matrix for window size k, kept on the model's device (no copy per call)."""
+        key = (self.grid, k)
+        if key not in self._coverages:
+            self._coverages[key] = coverage_matrix(self.grid, k).to(self.device)
+        return self._coverages[key]
 
     def views(self, img) -> tuple[list[torch.Tensor], list[Tile | None]]:
         """Preprocessed views of one image: itself (squash) or its square tiles."""
