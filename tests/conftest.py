@@ -11,7 +11,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import winclip  # noqa: E402
+import winclip
 
 TINY = str(Path(__file__).with_name("tiny-vit.json"))
 

@@ -12,7 +12,7 @@ def test_modes_become_rgb(tmp_path, rng):
         "gray.png": Image.fromarray(rgb[..., 0]),
         "rgba.png": Image.fromarray(np.dstack([rgb, np.full((20, 30), 255, np.uint8)])),
         "palette.png": Image.fromarray(rgb).convert("P"),
-        "deep.png": Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),
+        "deep.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
     }
     for name, img in cases.items():
         img.save(tmp_path / name)

@@ -12,7 +12,7 @@ from conftest import make_model, textured
 from PIL import Image
 from scipy import ndimage
 
-import winclip.inspection as inspection
+from winclip import inspection
 from winclip.inspection import (
     OutputExistsError,
     colorize,

@@ -5,9 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
-from winclip.metrics import PixelMetricAccumulator, aupr, auroc, f1_max, image_metrics, pixel_metrics, pro
+from winclip.metrics import (
+    PixelMetricAccumulator,
+    aupr,
+    auroc,
+    f1_max,
+    image_metrics,
+    pixel_metrics,
+    pro,
+)
 
 
 def _random_scores(rng: np.random.Generator, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +89,7 @@ def test_f1_max_matches_brute_force(ties: bool) -> None:
 def test_image_hand_cases() -> None:
     scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
     assert auroc(scores, labels) == pytest.approx(0.75)
-    assert aupr(scores, labels) == pytest.approx((0.5 * 1.0 + 0.5 * 2 / 3))
+    assert aupr(scores, labels) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
     assert f1_max(scores, labels) == pytest.approx(0.8)  # t = 0.35: TP 2, FP 1
     tied, tied_labels = np.array([0.5, 0.5]), np.array([False, True])
     assert image_metrics(tied, tied_labels) == pytest.approx(

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from winclip.prompts import ANOMALOUS_STATES, NORMAL_STATES, PROMPT_SETS, TEMPLATES, PromptSet, object_phrase, text_prototypes
+from winclip.prompts import (
+    ANOMALOUS_STATES,
+    NORMAL_STATES,
+    PROMPT_SETS,
+    TEMPLATES,
+    PromptSet,
+    object_phrase,
+    text_prototypes,
+)
 
 
 def test_paper_ensemble_sizes_and_wording():

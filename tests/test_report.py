@@ -23,7 +23,7 @@ from winclip.report import (
 
 SHARED_CSV = Path("/work/shared/paper/winclip_per_class.csv")
 MVTEC = (
-    "bottle cable capsule carpet grid hazelnut leather metal_nut pill screw tile toothbrush transistor wood zipper".split()
+    ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]
 )
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-
 from test_service_support import ROOT, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")

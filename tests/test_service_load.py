@@ -13,11 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import make_model
-
-from test_service_support import Inspector, images, make_profiles, png_bytes, rss_bytes, start_server, stop_server
+from PIL import Image
+from test_service_support import (
+    Inspector,
+    images,
+    make_profiles,
+    png_bytes,
+    rss_bytes,
+    start_server,
+    stop_server,
+)
 
 httpx = pytest.importorskip("httpx")
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY, make_model, textured
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra (fastapi)")
 
-from winclip.profile import Inspector, Profile  # noqa: E402
+from winclip.profile import Inspector, Profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

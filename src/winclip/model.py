@@ -9,11 +9,38 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import PRECISIONS, Features, VisionTower, encode_text, load_clip, resolve_precision
-from .images import ImageError, ImageInput, Preprocess, Tile, load_image, source_name, square_tiles
+from .backbone import (
+    PRECISIONS,
+    Features,
+    VisionTower,
+    encode_text,
+    load_clip,
+    resolve_precision,
+)
+from .images import (
+    ImageError,
+    ImageInput,
+    Preprocess,
+    Tile,
+    load_image,
+    source_name,
+    square_tiles,
+)
 from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
-from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase, text_prototypes
-from .scoring import aggregate_windows, ascore0, gaussian_smooth, harmonic_fusion, upsample
+from .prompts import (
+    OBJECT_NAMES,
+    PROMPT_SETS,
+    PromptSet,
+    object_phrase,
+    text_prototypes,
+)
+from .scoring import (
+    aggregate_windows,
+    ascore0,
+    gaussian_smooth,
+    harmonic_fusion,
+    upsample,
+)
 from .windows import coverage_matrix
 
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"

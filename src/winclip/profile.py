@@ -74,7 +74,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -431,7 +431,7 @@ class Profile:
             reference_hashes=encoded.hashes if encoded else (),
             roi=_roi_array(roi),
             threshold=float(threshold),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         profile._check_thresholds()
         profile.apply(model)

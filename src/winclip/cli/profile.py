@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..inspection import discover
 from ..model import RESIZE_MODES, WinCLIP
-from pathlib import Path
-
 from ..profile import Profile, check_writable
 from ..prompts import PROMPT_SETS
 from . import add_model_options, model_from_args

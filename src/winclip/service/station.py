@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,14 @@ from PIL import Image
 
 from ..cli import model_from_args
 from ..model import WinCLIP
-from ..profile import PROFILE_JSON, Inspection, Inspector, ModelOptions, Profile, ProfileMismatchError
+from ..profile import (
+    PROFILE_JSON,
+    Inspection,
+    Inspector,
+    ModelOptions,
+    Profile,
+    ProfileMismatchError,
+)
 from .db import Record, Recorder
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -207,7 +214,7 @@ class Station:
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
         records = []
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for name, indices in groups.items():
             served = self.profiles.get(name)
             if served is None:
