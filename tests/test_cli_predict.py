@@ -45,7 +45,10 @@ def test_profile_create_calibrate_add_good_show_then_predict(tmp_path, photos, c
     calibrated = Profile.load(prof)
     assert f"threshold {calibrated.threshold:.6f} = quantile(good, 1 - 0.2)" in report and "<-- threshold" in report
     assert calibrated.calibration is not None and len(calibrated.calibration.good) == 5
+    edited = photos["holdout"] / "4.png"
+    Image.fromarray(textured(np.random.default_rng(7), 48, 64)).save(edited)  # changed since calibration
     assert main(["profile", "add-good", str(prof), str(photos["holdout"] / "0.png"), "--backbone", TINY]) == 0
+    assert f"warning: 1 calibration image(s) changed on disk since calibration and are re-scored as they are now: {edited.resolve()}\n" in capsys.readouterr().err
     grown = Profile.load(prof)
     assert grown.shots == 3 and grown.reference_names[-1] == str(photos["holdout"] / "0.png")
     assert grown.calibration.good[0].score < calibrated.calibration.good[0].score

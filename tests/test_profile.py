@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from scipy import ndimage
 from winclip.profile import (
     Inspector,
     Profile,
+    CalibrationChangedWarning,
     ProfileMismatchError,
     apply_roi,
     confidence,
@@ -115,6 +118,22 @@ def test_add_good_recalibrates_from_the_stored_calibration_images(images):
     assert [g.score for g in grown.calibration.good] == pytest.approx(rescored, abs=1e-6)
     assert grown.threshold == pytest.approx(float(np.quantile(rescored, 0.8)), abs=1e-6)
     assert grown.calibration.good[0].score < profile.calibration.good[0].score  # now a reference
+
+
+def test_add_good_warns_when_a_calibration_image_changed_on_disk(images, rng):
+    model = make_model()
+    profile = Profile.create(model, "screw", images["refs"]).calibrate(model, images["holdout"], target_fpr=0.2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile.add_good(model, images["queries"][:1])
+    assert not [w for w in caught if w.category is CalibrationChangedWarning]  # nothing changed: silent
+    changed = images["holdout"][3]
+    Image.fromarray(textured(rng, 64, 64)).save(changed)
+    expected = f"1 calibration image(s) changed on disk since calibration and are re-scored as they are now: {Path(changed).resolve()}"
+    with pytest.warns(CalibrationChangedWarning, match=f"^{re.escape(expected)}$"):
+        grown = profile.add_good(model, images["queries"][:1])
+    new_score = Inspector(grown, model).inspect([changed])[0].score
+    assert grown.calibration.good[3].score == pytest.approx(new_score, abs=1e-6)  # re-scored as it is now
 
 
 def test_fpr_threshold_is_numpys_quantile_and_hits_the_target_rate():

@@ -72,6 +72,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +90,10 @@ from .backbone import Features
 from .images import ImageError, ImageInput, file_sha256, load_image, source_name
 from .model import WinCLIP
 from .prompts import object_phrase
+
+
+class CalibrationChangedWarning(UserWarning):
+    """Stored calibration images changed on disk since calibration; they are re-scored as they are now."""
 
 FORMAT = "winclip-profile"
 FORMAT_VERSION = 1
@@ -524,6 +529,14 @@ class Profile:
         cal = self.calibration
         if cal is None:
             return profile
+        changed = [c.name for c in (*cal.good, *cal.bad) if Path(c.name).is_file() and file_sha256(c.name) != c.sha256]
+        if changed:
+            warnings.warn(
+                f"{len(changed)} calibration image(s) changed on disk since calibration and are re-scored as they "
+                f"are now: {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}",
+                CalibrationChangedWarning,
+                stacklevel=2,
+            )
         return profile.calibrate(
             model,
             good=[g.name for g in cal.good] + [name for kind, name, _ in cal.skipped if kind == "good"],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ..inspection import discover
 from ..model import RESIZE_MODES, WinCLIP
-from ..profile import Profile, check_writable
+from ..profile import CalibrationChangedWarning, Profile, check_writable
 from ..prompts import PROMPT_SETS
 from . import add_model_options, model_from_args
 
@@ -114,7 +115,11 @@ def run_add_good(args: argparse.Namespace) -> int:
     images = image_paths(args.images, "images")
     profile = Profile.load(args.profile)
     model = model_for_profile(args, profile)
-    profile = profile.add_good(model, images, progress=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationChangedWarning)
+        profile = profile.add_good(model, images, progress=True)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     profile.save(args.profile, overwrite=True)
     print(profile.summary())
     return 0
