@@ -16,9 +16,9 @@ from PIL import Image
 from scipy import ndimage
 
 from winclip.profile import (
+    CalibrationChangedWarning,
     Inspector,
     Profile,
-    CalibrationChangedWarning,
     ProfileMismatchError,
     apply_roi,
     confidence,
