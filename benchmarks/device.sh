@@ -26,4 +26,4 @@ python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_cli
 
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_speed_paths.py 2>&1 | tee "$out/tests.txt"
 timeout 300 python3 benchmarks/speed.py --device cuda --precision fp32 auto bf16 --batch 1 64 --repeats 3 \
-    --fidelity-images 16 --nn-shots 1 8 64 --memory-images 64 256 --memory-size 240 2>&1 | tee "$out/speed.txt"
+    --fidelity-images 16 --nn-shots 1 8 64 --memory-images 64 256 --memory-size 240 --profile-batch 64 2>&1 | tee "$out/speed.txt"

@@ -3,6 +3,7 @@
     python benchmarks/speed.py                                  # CPU: auto (= fp32 fused) vs the fp32 baseline
     python benchmarks/speed.py --precision auto bf16 --batch 1  # add bf16 rows
     python benchmarks/speed.py --device cuda --precision auto bf16 fp16 --batch 1 64
+    python benchmarks/speed.py --batch 1 --fidelity-images 0 --profile-batch 1   # + top operators
 
 Random weights (speed does not depend on them); preprocessed input at the backbone's size;
 scoring and upsampling included. The baseline is the fp32 forward through open_clip's own
@@ -214,6 +215,21 @@ def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
         print(f"{k:>5} {1000 * sec:9.1f} {sec / (sec + encode):7.1%}", flush=True)
 
 
+def op_profile(model: winclip.WinCLIP, batch: int, rows: int = 12) -> None:
+    """torch.profiler's top operators (self time) of one encode of `batch` images on the fast path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(batch, 3, *model.info.image_size)
+    model.encode(x)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if model.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        model.encode(x)
+        synchronize(model.device)
+    key = "self_device_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
+    print(f"\noperators of one encode, batch {batch}, {model.precision} (torch.profiler, by {key}):")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+
+
 def gemm_table(device: torch.device, dtypes: list[str]) -> None:
     """GFLOP/s of one MLP-sized matrix product (2896 tokens = one image, 896 → 3584) per dtype."""
     m, k, n = 2896, 896, 3584
@@ -269,11 +285,14 @@ def main() -> None:
     parser.add_argument("--memory-backbone", default=TINY, help="(default: the tiny test ViT)")
     parser.add_argument("--memory-size", type=int, default=512, help="side of the streamed images")
     parser.add_argument("--no-gemm", dest="gemm", action="store_false", help="skip the matrix-product rates")
+    parser.add_argument("--profile-batch", type=int, default=0, help="print the profiler's top operators (0: skip)")
     args = parser.parse_args()
 
     if args.gemm:
         gemm_table(torch.device(args.device), ["fp32", "bf16"] + (["fp16"] if args.device != "cpu" else []))
     fast = speed_table(args)
+    if args.profile_batch:
+        op_profile(fast, args.profile_batch)
     if args.nn_shots:
         nn_table(fast, args.nn_shots, args.repeats)
     if args.memory_images:
