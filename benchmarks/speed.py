@@ -29,13 +29,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import (
-    PRECISION_CHOICES,
-    PRECISIONS,
-    VisionTower,
-    linear,
-    resolve_precision,
-)
+from winclip.backbone import PRECISION_CHOICES, PRECISIONS, VisionTower, linear, resolve_precision
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
 

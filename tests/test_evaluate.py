@@ -11,11 +11,7 @@ import pytest
 import torch
 from conftest import TINY, make_model
 from PIL import Image
-from sklearn.metrics import (
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from synthetic import make_folder, make_mvtec, make_visa
 
 import winclip.evaluate as ev

@@ -13,14 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from winclip import inspection
-from winclip.inspection import (
-    OutputExistsError,
-    colorize,
-    discover,
-    read_records,
-    run_predict,
-    scale_values,
-)
+from winclip.inspection import OutputExistsError, colorize, discover, read_records, run_predict, scale_values
 from winclip.profile import Inspector, Profile
 
 

@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    precision_recall_curve,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-from winclip.metrics import (
-    PixelMetricAccumulator,
-    aupr,
-    auroc,
-    f1_max,
-    image_metrics,
-    pixel_metrics,
-    pro,
-)
+from winclip.metrics import PixelMetricAccumulator, aupr, auroc, f1_max, image_metrics, pixel_metrics, pro
 
 
 def _random_scores(rng: np.random.Generator, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -16,13 +16,7 @@ import pytest
 from conftest import TINY
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_service_support import (
-    free_port,
-    images,
-    library_inspection,
-    make_profiles,
-    png_bytes,
-)
+from test_service_support import free_port, images, library_inspection, make_profiles, png_bytes
 
 from winclip.cli import main
 from winclip.profile import Profile

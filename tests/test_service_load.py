@@ -15,15 +15,7 @@ import pytest
 import torch
 from conftest import make_model
 from PIL import Image
-from test_service_support import (
-    Inspector,
-    images,
-    make_profiles,
-    png_bytes,
-    rss_bytes,
-    start_server,
-    stop_server,
-)
+from test_service_support import Inspector, images, make_profiles, png_bytes, rss_bytes, start_server, stop_server
 
 httpx = pytest.importorskip("httpx")
 

@@ -12,11 +12,7 @@ from urllib.parse import urlparse
 
 import open_clip
 import torch
-from open_clip.pretrained import (
-    download_pretrained,
-    get_pretrained_cfg,
-    list_pretrained_tags_by_model,
-)
+from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
 from open_clip.transformer import text_global_pool
 
 from .images import file_sha256

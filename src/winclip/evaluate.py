@@ -34,15 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .backbone import Features
-from .data import (
-    ClassData,
-    DatasetError,
-    Sample,
-    load_dataset,
-    load_mask,
-    resize_mask,
-    sample_references,
-)
+from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
 from .images import ImageError, file_sha256, load_image, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import GridScores, WinCLIP

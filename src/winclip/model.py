@@ -9,38 +9,11 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import (
-    PRECISIONS,
-    Features,
-    VisionTower,
-    encode_text,
-    load_clip,
-    resolve_precision,
-)
-from .images import (
-    ImageError,
-    ImageInput,
-    Preprocess,
-    Tile,
-    load_image,
-    source_name,
-    square_tiles,
-)
+from .backbone import PRECISIONS, Features, VisionTower, encode_text, load_clip, resolve_precision
+from .images import ImageError, ImageInput, Preprocess, Tile, load_image, source_name, square_tiles
 from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
-from .prompts import (
-    OBJECT_NAMES,
-    PROMPT_SETS,
-    PromptSet,
-    object_phrase,
-    text_prototypes,
-)
-from .scoring import (
-    aggregate_windows,
-    ascore0,
-    gaussian_smooth,
-    harmonic_fusion,
-    upsample,
-)
+from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase, text_prototypes
+from .scoring import aggregate_windows, ascore0, gaussian_smooth, harmonic_fusion, upsample
 from .windows import coverage_matrix
 
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"
@@ -156,7 +129,7 @@ class WinCLIP:
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
         self.memory_: ReferenceMemory | None = None
-        self._coverages: dict[tuple[tuple[int, int], int], torch.Tensor] = {}
+        self._coverages: dict[int, torch.Tensor] = {}
 
     # -- text side -------------------------------------------------------------------------
 
@@ -274,10 +247,9 @@ class WinCLIP:
 
     def _coverage(self, k: int) -> torch.Tensor:
         """Eq. 3's coverage matrix for window size k, kept on the model's device (no copy per call)."""
-        key = (self.grid, k)
-        if key not in self._coverages:
-            self._coverages[key] = coverage_matrix(self.grid, k).to(self.device)
-        return self._coverages[key]
+        if k not in self._coverages:
+            self._coverages[k] = coverage_matrix(self.grid, k).to(self.device)
+        return self._coverages[k]
 
     def views(self, img) -> tuple[list[torch.Tensor], list[Tile | None]]:
         """Preprocessed views of one image: itself (squash) or its square tiles."""

@@ -6,13 +6,7 @@ import argparse
 import sys
 
 from ..data import LAYOUTS
-from ..evaluate import (
-    DEFAULT_EVAL_RESOLUTION,
-    DEFAULT_SHOTS,
-    evaluate,
-    parse_resolution,
-    plan_eval,
-)
+from ..evaluate import DEFAULT_EVAL_RESOLUTION, DEFAULT_SHOTS, evaluate, parse_resolution, plan_eval
 from ..model import RESIZE_MODES
 from ..prompts import PROMPT_SETS
 from . import add_model_options, model_from_args

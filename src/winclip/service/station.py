@@ -31,14 +31,7 @@ from PIL import Image
 
 from ..cli import model_from_args
 from ..model import WinCLIP
-from ..profile import (
-    PROFILE_JSON,
-    Inspection,
-    Inspector,
-    ModelOptions,
-    Profile,
-    ProfileMismatchError,
-)
+from ..profile import PROFILE_JSON, Inspection, Inspector, ModelOptions, Profile, ProfileMismatchError
 from .db import Record, Recorder
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
