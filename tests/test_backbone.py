@@ -3,16 +3,16 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY, make_model
 
 import winclip
+from conftest import TINY, make_model
 from winclip.backbone import load_clip
 from winclip.windows import window_indices
 
 
 def test_all_patch_window_reproduces_the_image_embedding(model):
     x = torch.randn(3, 3, 64, 64)
-    tower = model.tower
+    tower = model.backbone.tower
     tokens = tower.tokens(x)
     everything = torch.arange(64)[None]  # one "window" holding all 8×8 patches
     window = tower.window_embeddings(tokens, everything)[:, 0]
@@ -150,7 +150,7 @@ def test_default_backbone_geometry_and_invariant():
     assert feats.windows[2].shape == (1, 196, 640)
     assert feats.windows[3].shape == (1, 169, 640)
     assert feats.patches.shape == (1, 225, 896)
-    whole = m.tower.window_embeddings(m.tower.tokens(x), torch.arange(225)[None])[:, 0]
+    whole = m.backbone.tower.window_embeddings(m.backbone.tower.tokens(x), torch.arange(225)[None])[:, 0]
     assert (whole - m.clip.encode_image(x)).abs().max().item() <= 1e-5
 
 
@@ -170,7 +170,7 @@ def test_cut_text_context_equals_open_clips_encode_text(model):
     from winclip.prompts import PromptSet
 
     normal, anomalous = PromptSet().prompts("metal nut")
-    tokens = model.tokenizer(normal[:40] + anomalous[:40])
+    tokens = model.backbone.tokenizer(normal[:40] + anomalous[:40])
     assert tokens.shape[1] == 77 and int(tokens.argmax(-1).max()) < 30  # the cut is real
     torch.testing.assert_close(encode_tokens(model.clip, tokens), model.clip.encode_text(tokens), rtol=0, atol=1e-5)
 
@@ -182,5 +182,5 @@ def test_cut_text_context_on_the_default_text_tower():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = winclip.WinCLIP("ViT-B-16-plus-240", None, device="cpu")
-    tokens = m.tokenizer(["a photo of a bottle with defect for anomaly detection.", "a photo of the screw."])
+    tokens = m.backbone.tokenizer(["a photo of a bottle with defect for anomaly detection.", "a photo of the screw."])
     torch.testing.assert_close(encode_tokens(m.clip, tokens), m.clip.encode_text(tokens), rtol=0, atol=1e-5)

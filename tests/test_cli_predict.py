@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, textured
 from PIL import Image
 
+from conftest import TINY, textured
 from winclip.cli import main
-from winclip.inspection import read_records
 from winclip.profile import Profile
+from winclip.workflow import read_records
 
 TINY_MODEL = ["--backbone", TINY, "--pretrained", "none", "--device", "cpu"]
 

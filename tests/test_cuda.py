@@ -8,12 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, textured
 from PIL import Image
-from test_speed_paths import fidelity, max_abs_diff, reference_features
 
 import winclip
-from winclip.backbone import VisionTower
+from conftest import TINY, textured
+from test_speed_paths import fidelity, max_abs_diff, reference_features
 from winclip.windows import coverage_matrix
 
 pytestmark = [
@@ -47,10 +46,10 @@ def images(n: int, seed: int = 0) -> list[Image.Image]:
 
 def test_fused_path_equals_open_clip_modules_on_cuda():
     m = cuda_model()
-    assert m.tower.fused
+    assert m.backbone.tower.fused
     x = torch.randn(3, 3, 64, 64, device="cuda")
     with torch.inference_mode():
-        fast = m.tower.encode(x, (2, 3))
+        fast = m.backbone.tower.encode(x, (2, 3))
         ref = reference_features(m.clip.visual, x)
     assert fast.image.device.type == "cuda"
     assert max_abs_diff(fast, ref) <= 1e-4
@@ -71,8 +70,7 @@ def test_cuda_fp32_matches_the_cpu():
 
 def test_auto_is_fp16_and_half_precisions_stay_faithful():
     refs, queries = images(1, seed=1), images(12)
-    reference = cuda_model("fp32").fit(refs)
-    reference.tower = VisionTower(reference.clip.visual, fused=False)
+    reference = winclip.WinCLIP(cuda_model("fp32").backbone.unfused()).set_object("bottle").fit(refs)
     auto = cuda_model("auto").fit(refs)
     assert auto.precision == "fp16" and auto.dtype == torch.float16
     rho, rel = fidelity(auto, reference, queries)
@@ -96,7 +94,7 @@ def test_scoring_state_lives_on_the_gpu():
     m = cuda_model().fit(images(2, seed=1))
     assert m.memory_.patches.device.type == "cuda"
     assert all(p.device.type == "cuda" for p in m.prototypes_)
-    for k in m.scales:
+    for k in m.options.scales:
         cov = m._coverage(k)
         assert cov.device.type == "cuda" and cov is m._coverage(k)  # cached, not copied per call
         assert torch.equal(cov.cpu(), coverage_matrix(m.grid, k))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import make_folder, make_mvtec, make_visa
 
+from synthetic import make_folder, make_mvtec, make_visa
 from winclip.data import (
     LAYOUTS,
     ClassData,

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, make_model
 from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-from synthetic import make_folder, make_mvtec, make_visa
 
 import winclip.evaluate as ev
+from conftest import TINY, make_model
+from synthetic import make_folder, make_mvtec, make_visa
 from winclip import WinCLIP
 from winclip.cli import main
 from winclip.data import load_dataset, sample_references

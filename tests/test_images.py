@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
-from conftest import textured
 from PIL import Image
 
-from winclip.images import ImageError, Preprocess, load_image, square_tiles
+from conftest import textured
+from winclip.backbone import Preprocess
+from winclip.images import ImageError, load_image, square_tiles
 
 
 def test_modes_become_rgb(tmp_path, rng):

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from conftest import make_model, textured
 from PIL import Image
 
 import winclip
+from conftest import make_model, textured
 
 
 def test_query_in_its_own_references_has_a_zero_vision_map(model, rng):
@@ -112,7 +112,7 @@ def test_predict_needs_prototypes_and_checks_them(rng):
 def test_prototypes_are_cached_and_states_matter(model, monkeypatch):
     first = model.prototypes_
     calls = []
-    import winclip.model as module
+    import winclip.backbone as module
 
     original = module.encode_text
     monkeypatch.setattr(module, "encode_text", lambda m, tok, texts: calls.append(len(texts)) or original(m, tok, texts))

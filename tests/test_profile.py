@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, textured
 from PIL import Image
 from scipy import ndimage
 
-from winclip.profile import (
-    CalibrationChangedWarning,
-    Inspector,
-    Profile,
-    ProfileMismatchError,
-    apply_roi,
-    confidence,
-    f1_best_threshold,
-    find_regions,
-    fpr_threshold,
-    label_of,
-)
+from conftest import make_model, textured
+from winclip.calibration import f1_best_threshold, fpr_threshold
+from winclip.decisions import apply_roi, confidence, find_regions, label_of
+from winclip.inspector import Inspector
+from winclip.profile import CalibrationChangedWarning, Profile, ProfileMismatchError
 
 
 def _save_images(folder: Path, rng: np.random.Generator, n: int, size=(64, 64)) -> list[str]:
@@ -69,20 +61,20 @@ def test_loading_and_applying_a_profile_encodes_nothing(tmp_path, images, monkey
     Profile.create(make_model(), "screw", images["refs"]).save(tmp_path / "p")
     model = make_model()
     calls = {"image": 0, "text": 0}
-    real_encode = model.encode
-    import winclip.model as module
+    real_encode = model.backbone.encode
+    import winclip.backbone as module
 
     real_text = module.encode_text
 
-    def count_image(x):
+    def count_image(x, scales):
         calls["image"] += 1
-        return real_encode(x)
+        return real_encode(x, scales)
 
     def count_text(clip, tokenizer, texts):
         calls["text"] += 1
         return real_text(clip, tokenizer, texts)
 
-    monkeypatch.setattr(model, "encode", count_image)
+    monkeypatch.setattr(model.backbone, "encode", count_image)
     monkeypatch.setattr(module, "encode_text", count_text)
     inspector = Inspector(Profile.load(tmp_path / "p"), model)
     assert calls == {"image": 0, "text": 0}
@@ -97,8 +89,8 @@ def test_add_good_makes_the_image_its_own_reference(tmp_path, images, monkeypatc
     before = Inspector(profile, model).inspect([target])[0]
     assert before.score > 0.5 * before.zero_shot + 1e-4  # not yet a reference
     encoded = []
-    real_encode = model.encode
-    monkeypatch.setattr(model, "encode", lambda x: encoded.append(len(x)) or real_encode(x))
+    real_encode = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda x, scales: encoded.append(len(x)) or real_encode(x, scales))
     grown = profile.add_good(model, [target])
     assert encoded == [1]  # only the new image was encoded
     assert grown.shots == 3 and grown.reference_names[-1] == target

@@ -8,8 +8,8 @@ from winclip.prompts import (
     TEMPLATES,
     PromptSet,
     object_phrase,
-    text_prototypes,
 )
+from winclip.scoring import prototype
 
 
 def test_paper_ensemble_sizes_and_wording():
@@ -45,6 +45,7 @@ def test_prompt_sets_validate_their_placeholders():
 
 def test_prototypes_are_normalised_means_of_normalised_embeddings():
     table = {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([0.0, 1.0]), "c": torch.tensor([0.0, -2.0])}
-    t_n, t_a = text_prototypes(lambda texts: torch.stack([table[t] for t in texts]), ["a", "b"], ["c"])
+    encode = lambda texts: torch.stack([table[t] for t in texts])  # noqa: E731
+    t_n, t_a = prototype(encode(["a", "b"])), prototype(encode(["c"]))
     torch.testing.assert_close(t_n, torch.tensor([2**-0.5, 2**-0.5]))
     torch.testing.assert_close(t_a, torch.tensor([0.0, -1.0]))

@@ -8,20 +8,26 @@ import hashlib
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_service_support import free_port, images, library_inspection, make_profiles, png_bytes
 
+from conftest import TINY
+from test_service_support import free_port, images, library_inspection, make_profiles, png_bytes
 from winclip.cli import main
+from winclip.options import ModelSpec
 from winclip.profile import Profile
-from winclip.service.app import ServiceConfig, UploadError, create_app, decode_upload
-from winclip.service.station import ModelSpec, check_name, safe_filename
+from winclip.service.app import create_app
+from winclip.service.config import ServiceConfig
+from winclip.service.station import check_name, safe_filename
+from winclip.service.uploads import UploadError, decode_upload
 
 LIMITS = dict(max_images=4, max_file_bytes=50_000, max_request_bytes=200_000)
 
@@ -235,7 +241,7 @@ def test_concurrent_requests_share_batches_across_profiles(profiles, tmp_path):
         wait_ready(c)
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda a: c.post(f"/v1/profiles/{a[0]}/predict", files=files("images", [a[1]])), zip(names, blobs)))
-        stats = c.app.state.service["batcher"].stats
+        stats = c.app.state.winclip.batcher.stats
         assert stats.largest >= 2  # requests were batched together
         assert stats.items == 16  # each image scored once
     assert len(answers) == 16
@@ -327,7 +333,7 @@ def test_inspections_are_recorded_paged_filtered_and_exported(profiles, tmp_path
     blobs = images(50, 7)
     with app_for(folder, tmp_path / "rec.sqlite") as c:
         wait_ready(c)
-        start = datetime.now(UTC)
+        start = datetime.now(timezone.utc)
         answers = [c.post(f"/v1/profiles/{n}/predict", files=files("images", [b])).json()["results"][0]
                    for n, b in zip(["bottle"] * 5 + ["zero"] * 2, blobs)]
         c.post("/v1/profiles/bottle/predict", files=files("images", [b"junk"]))  # refused: not recorded
@@ -343,7 +349,7 @@ def test_inspections_are_recorded_paged_filtered_and_exported(profiles, tmp_path
         assert [i["id"] for p in pages for i in p["items"]] == [i["id"] for i in everything["items"] if i["profile"] == "bottle"]
         labels = {a["label"] for a in answers}
         assert sum(c.get(f"/v1/inspections?label={lab}").json()["total"] for lab in labels) == 7
-        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
         assert c.get("/v1/inspections", params={"since": future}).json()["total"] == 0
         assert c.get("/v1/inspections", params={"until": future}).json()["total"] == 7
         assert c.get("/v1/inspections", params={"since": start.isoformat(), "profile": "zero"}).json()["total"] == 2

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+
 from PIL import Image, ImageDraw
+
 from test_service_support import ROOT, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,17 +9,21 @@ import json
 import os
 import time
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
-from conftest import TINY
-from fastapi.testclient import TestClient
-from test_service_support import images, library_inspection, make_profiles
 
-from winclip.service.app import ServiceConfig, create_app
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from conftest import TINY
+from test_service_support import images, library_inspection, make_profiles
+from winclip.options import ModelSpec
+from winclip.service.app import create_app
+from winclip.service.config import ServiceConfig
 from winclip.service.db import Filters, Record, Recorder, database_url, inspections
-from winclip.service.station import ModelSpec
 
 PG_ENV = "WINCLIP_TEST_POSTGRES_URL"
 
@@ -56,7 +60,7 @@ def record(profile: str, t: datetime, i: int, label: str) -> Record:
 def test_recorder_pages_filters_and_exports(db_url):
     rec = Recorder(db_url)
     profile = f"t-{uuid.uuid4().hex[:12]}"  # a shared PostgreSQL database: only this test's rows
-    t0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    t0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
     rows = [record(profile, t0 + timedelta(minutes=i), i, "anomalous" if i % 3 == 0 else "normal") for i in range(7)]
     try:
         rec.record(rows[:3])
@@ -104,7 +108,7 @@ def test_the_service_records_every_prediction(db_url, tmp_path):
         r = c.post(f"/v1/profiles/{name}/predict", files=[("images", (f"q{i}.png", b, "image/png")) for i, b in enumerate(blobs)])
         assert r.status_code == 200
         answers = r.json()["results"]
-        rec = c.app.state.service["recorder"]
+        rec = c.app.state.winclip.recorder
         try:
             rows = sorted(rec.page(Filters(profile=name)), key=lambda x: x["filename"])
             assert [x["image_sha256"] for x in rows] == [hashlib.sha256(b).hexdigest() for b in blobs]
@@ -115,7 +119,7 @@ def test_the_service_records_every_prediction(db_url, tmp_path):
             # the folder's own profiles are scored as the library does and recorded too
             r2 = c.post("/v1/profiles/bottle/predict", files=[("images", ("b.png", blobs[0], "image/png"))]).json()
             assert r2["results"][0]["score"] == pytest.approx(library_inspection(made["bottle"], blobs[0]).score, abs=1e-5)
-            assert rec.count(Filters(profile="bottle", since=datetime.now(UTC) - timedelta(minutes=5))) >= 1
+            assert rec.count(Filters(profile="bottle", since=datetime.now(timezone.utc) - timedelta(minutes=5))) >= 1
         finally:
             with rec.engine.begin() as conn:
                 conn.execute(inspections.delete().where(inspections.c.profile.in_([name, "bottle"])))

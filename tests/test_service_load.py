@@ -12,9 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+
 import torch
-from conftest import make_model
 from PIL import Image
+
+from conftest import make_model
 from test_service_support import Inspector, images, make_profiles, png_bytes, rss_bytes, start_server, stop_server
 
 httpx = pytest.importorskip("httpx")

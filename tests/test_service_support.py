@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, make_model, textured
+
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra (fastapi)")
-
-from winclip.profile import Inspector, Profile
+from conftest import TINY, make_model, textured
+from winclip.inspector import Inspector
+from winclip.profile import Profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,13 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY, make_model, textured
 from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import VisionTower, fused_block_support, linear, resolve_precision
+from conftest import TINY, make_model, textured
+from winclip.backbone import resolve_precision
+from winclip.vision import VisionTower, fused_block_support, linear
 from winclip.windows import window_indices
 
 # bf16 keeps 8 significant bits: features of the tiny random model stay within this relative error
@@ -70,7 +71,7 @@ def max_abs_diff(a: winclip.Features, b: winclip.Features) -> float:
 )
 def test_fused_path_equals_open_clip_modules_in_fp32(tmp_path, name, options):
     m = variant(tmp_path, f"tiny-{name}", **options)
-    assert m.tower.fused and m.tower.fallback_reason is None
+    assert m.backbone.tower.fused and m.backbone.tower.fallback_reason is None
     act = m.clip.visual.transformer.resblocks[0].mlp.gelu
     assert type(act).__name__ == ("QuickGELU" if name == "quickgelu" else "GELU")
     assert getattr(act, "approximate", "none") == ("tanh" if name == "tanh-gelu" else "none")
@@ -79,7 +80,7 @@ def test_fused_path_equals_open_clip_modules_in_fp32(tmp_path, name, options):
             p.add_(0.05 * torch.randn_like(p))
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
-        fast = m.tower.encode(x, (2, 3))
+        fast = m.backbone.tower.encode(x, (2, 3))
         ref = reference_features(m.clip.visual, x)
     assert fast.windows[2].shape == (3, 49, 32) and fast.patches.shape == ref.patches.shape
     assert max_abs_diff(fast, ref) <= 1e-5
@@ -91,16 +92,16 @@ def test_fused_path_with_one_scale_and_odd_batches(model):
     with torch.inference_mode():
         for scales in ((3,), (2,), (2, 3)):
             for n in (1, 5):
-                assert max_abs_diff(model.tower.encode(x[:n], scales), slow.encode(x[:n], scales)) <= 1e-5
+                assert max_abs_diff(model.backbone.tower.encode(x[:n], scales), slow.encode(x[:n], scales)) <= 1e-5
 
 
 def test_unsupported_blocks_fall_back_to_open_clip(tmp_path):
     m = variant(tmp_path, "tiny-custom", scale_attn=True)  # open_clip's CustomResidualAttentionBlock
-    assert not m.tower.fused
-    assert m.tower.fallback_reason == "CustomResidualAttentionBlock blocks are not supported by the fused path"
+    assert not m.backbone.tower.fused
+    assert m.backbone.tower.fallback_reason == "CustomResidualAttentionBlock blocks are not supported by the fused path"
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
-        assert max_abs_diff(m.tower.encode(x, (2, 3)), reference_features(m.clip.visual, x)) <= 1e-5
+        assert max_abs_diff(m.backbone.tower.encode(x, (2, 3)), reference_features(m.clip.visual, x)) <= 1e-5
     block = make_model().clip.visual.transformer.resblocks[0]
     assert fused_block_support(block) is None
     block.mlp.add_module("extra", torch.nn.Identity())
@@ -118,7 +119,7 @@ def test_linear_equals_torch_linear():
 
 def test_bf16_fused_path_is_close_to_fp32():
     fp32, bf16 = make_model(precision="fp32"), make_model(precision="bf16")
-    assert bf16.tower.fused and bf16.dtype == torch.bfloat16
+    assert bf16.backbone.tower.fused and bf16.dtype == torch.bfloat16
     x = torch.randn(3, 3, 64, 64)
     a, b = fp32.encode(x), bf16.encode(x)
     slow_bf16 = VisionTower(bf16.clip.visual, fused=False)
@@ -143,15 +144,14 @@ def half_model(dtype: torch.dtype, refs: list) -> winclip.WinCLIP:
     """The tiny model with its visual tower in `dtype` on the CPU (fp16 here only to measure fidelity)."""
     m = make_model(precision="fp32").set_object("bottle")
     m.clip.visual.to(dtype)
-    m.dtype = dtype
+    m.backbone.dtype = dtype
     return m.fit(refs)
 
 
 def test_fidelity_on_textured_images(rng):
     images = [textured(rng, 64, 64) for _ in range(12)]
     refs = [textured(rng, 64, 64)]
-    reference = make_model(precision="fp32").set_object("bottle").fit(refs)
-    reference.tower = VisionTower(reference.clip.visual, fused=False)
+    reference = winclip.WinCLIP(make_model(precision="fp32").backbone.unfused()).set_object("bottle").fit(refs)
     fused = make_model(precision="fp32").set_object("bottle").fit(refs)
     rho, rel = fidelity(fused, reference, images)
     assert rho == pytest.approx(1.0) and rel < 1e-5
@@ -179,9 +179,9 @@ def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
     model.fit(refs)
     memory, protos = model.memory_, model.prototypes_
     calls = []
-    monkeypatch.setattr("winclip.model.encode_text", lambda clip, tok, texts: calls.append(texts))
-    encode = model.encode
-    monkeypatch.setattr(model, "encode", lambda x: calls.append(len(x)) or encode(x))
+    monkeypatch.setattr("winclip.backbone.encode_text", lambda clip, tok, texts: calls.append(texts))
+    encode = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda x, scales: calls.append(len(x)) or encode(x, scales))
     model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)
     assert calls == [2, 1]  # the queries only, batch by batch; no text encoding, no reference encoding
     assert model.memory_ is memory and model.prototypes_ is protos

@@ -1,27 +1,49 @@
-"""WinCLIP / WinCLIP+: zero- and few-shot anomaly classification and segmentation with CLIP."""
+"""WinCLIP / WinCLIP+: zero- and few-shot anomaly classification and segmentation with CLIP.
 
-from .backbone import BackboneInfo, Features, RandomWeightsWarning, WeightsUnavailableError
-from .images import ImageError
-from .memory import ReferenceMemory
-from .model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, GridScores, ImageResult, Prediction, WinCLIP
-from .prompts import PROMPT_SETS, PromptSet
+The names below are imported on first use (PEP 562), so `import winclip` and the command
+line's `--help` do not pay for torch and open_clip.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "DEFAULT_PRETRAINED",
-    "PROMPT_SETS",
-    "BackboneInfo",
-    "Features",
-    "GridScores",
-    "ImageError",
-    "ImageResult",
-    "Prediction",
-    "PromptSet",
-    "RandomWeightsWarning",
-    "ReferenceMemory",
-    "WeightsUnavailableError",
-    "WinCLIP",
-    "__version__",
-]
+_EXPORTS = {
+    "Backbone": "backbone",
+    "BackboneInfo": "backbone",
+    "RandomWeightsWarning": "backbone",
+    "Features": "features",
+    "ImageError": "images",
+    "ReferenceMemory": "memory",
+    "GridScores": "model",
+    "ImageResult": "model",
+    "Prediction": "model",
+    "WinCLIP": "model",
+    "build_model": "model",
+    "DEFAULT_BACKBONE": "options",
+    "DEFAULT_PRETRAINED": "options",
+    "MethodOptions": "options",
+    "ModelSpec": "options",
+    "Inspection": "inspector",
+    "Inspector": "inspector",
+    "Profile": "profile",
+    "PROMPT_SETS": "prompts",
+    "PromptSet": "prompts",
+    "WeightsUnavailableError": "weights",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'winclip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

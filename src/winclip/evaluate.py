@@ -33,17 +33,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbone import Features
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
-from .images import ImageError, file_sha256, load_image, square_tiles
+from .features import Features
+from .images import ImageError, file_sha256, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
-from .model import GridScores, WinCLIP
+from .model import WinCLIP
+from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
 
 CACHE_FORMAT = 1
-DEFAULT_SHOTS = (0, 1, 2, 4)
-DEFAULT_EVAL_RESOLUTION = 240
-SCORE_CHUNK = 64  # views scored together: bounds the (views, L, K*L) nearest-neighbour distance matrix
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def plan_eval(
     root: str | Path,
     classes: Sequence[str] | None = None,
     shots: Sequence[int] = DEFAULT_SHOTS,
-    seeds: int = 5,
+    seeds: int = DEFAULT_SEEDS,
 ) -> EvalPlan:
     """Validate the dataset and list the runs; every layout problem is raised at once as a DatasetError."""
     shots = tuple(sorted(set(int(k) for k in shots)))
@@ -141,23 +139,23 @@ def feature_settings(model: WinCLIP) -> dict:
         "patch_size": list(info.patch_size),
         "mean": list(info.mean),
         "std": list(info.std),
-        "scales": list(model.scales),
+        "scales": list(model.options.scales),
         "precision": model.precision,
-        "resize": model.resize,
-        "tile_overlap": model.tile_overlap if model.resize == "tile" else None,
+        "resize": model.options.resize,
+        "tile_overlap": model.options.tile_overlap if model.options.resize == "tile" else None,
     }
 
 
 def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
     """Everything besides features and files that changes a row's results."""
-    prompts = model.prompts
+    prompts, opt = model.prompts, model.options
     return {
-        "temperature": model.temperature,
-        "aggregation": model.aggregation,
-        "image_scale": model.image_scale,
+        "temperature": opt.temperature,
+        "aggregation": opt.aggregation,
+        "image_scale": opt.image_scale,
         "prompts": [list(prompts.normal_states), list(prompts.anomalous_states), list(prompts.templates)],
-        "tile_reduce": model.tile_reduce,
-        "smooth_sigma": model.smooth_sigma,
+        "tile_reduce": opt.tile_reduce,
+        "smooth_sigma": opt.smooth_sigma,
         "eval_resolution": resolution,
     }
 
@@ -193,25 +191,21 @@ class FeatureCache:
         return self.path(sha).is_file()
 
     def save(self, sha: str, item: Encoded) -> None:
-        f = item.features.to("cpu")
-        tensors = {"image": f.image, "patches": f.patches, **{f"windows.{k}": v for k, v in f.windows.items()}}
-        tensors = {k: v.contiguous().clone() for k, v in tensors.items()}
+        tensors = {k: v.clone() for k, v in item.features.to_tensors().items()}  # not views of a larger batch
         meta = {"height": str(item.size[0]), "width": str(item.size[1])}
         _atomic_write(self.path(sha), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     def load(self, sha: str) -> Encoded:
         path = self.path(sha)
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata()
-        windows = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("windows.")}
-        return Encoded(Features(tensors["image"], windows, tensors["patches"]), (int(meta["height"]), int(meta["width"])))
+        return Encoded(Features.from_tensors(load_file(str(path))), (int(meta["height"]), int(meta["width"])))
 
 
 def encode_files(
     model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
 ) -> tuple[int, dict[str, ImageError]]:
-    """Encode the (path, sha) files not yet cached, ``model.batch_size`` views at a time.
+    """Encode the (path, sha) files not yet cached, ``model.batch_size`` images at a time.
 
     Returns the number of images encoded and the decode errors by sha.
     """
@@ -219,28 +213,20 @@ def encode_files(
     encoded = 0
     todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
     for start in range(0, len(todo), model.batch_size):
-        chunk = todo[start : start + model.batch_size]
-        views, owners, sizes = [], [], {}
-        for sha, path in chunk:
+        decoded = []
+        for sha, path in todo[start : start + model.batch_size]:
             try:
-                img = load_image(path, str(path), model.min_size)
+                decoded.append((sha, model.load(path)))
             except ImageError as err:
                 errors[sha] = err
                 bar.update(1)
-                continue
-            v = model.views(img)[0]
-            views += v
-            owners += [sha] * len(v)
-            sizes[sha] = (img.height, img.width)
-        feats = [model.encode(torch.stack(views[i : i + model.batch_size])) for i in range(0, len(views), model.batch_size)]
-        if feats:
-            all_feats = Features.cat(feats)
-            owner = np.array(owners)
-            for sha in sizes:
-                sel = np.flatnonzero(owner == sha)
-                cache.save(sha, Encoded(all_feats[int(sel[0]) : int(sel[-1]) + 1], sizes[sha]))
-                bar.update(1)
-                encoded += 1
+        if not decoded:
+            continue
+        enc = model.encode_images([img for _, img in decoded])
+        for i, (sha, _) in enumerate(decoded):
+            cache.save(sha, Encoded(enc.features[enc.views_of(i)], enc.sizes[i]))
+            bar.update(1)
+            encoded += 1
     return encoded, errors
 
 
@@ -259,12 +245,6 @@ class ViewSet:
         return ViewSet(Features.cat([e.features for e in items]), owner, tuple(e.size for e in items))
 
 
-def score_views(model: WinCLIP, views: ViewSet) -> GridScores:
-    """``model.score`` over every view, ``SCORE_CHUNK`` views at a time; results on the CPU."""
-    parts = [model.score(views.features[i : i + SCORE_CHUNK]) for i in range(0, len(views.features), SCORE_CHUNK)]
-    return GridScores(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("scores", "zero_shot", "maps")))
-
-
 def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
     """An image's map at the evaluation resolution from its view maps on the patch grid `(V, h, w)` → `(H', W')`.
 
@@ -272,9 +252,9 @@ def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], re
     Tile: tile maps stitched at the image's own size, then resized (bilinear, antialiased).
     """
     target = size if resolution is None else (resolution, resolution)
-    if model.resize == "squash":
+    if model.options.resize == "squash":
         return model.full_map(grid_maps, [None], target)
-    full = model.full_map(grid_maps, list(square_tiles(size[0], size[1], model.tile_overlap)), size)
+    full = model.full_map(grid_maps, list(square_tiles(size[0], size[1], model.options.tile_overlap)), size)
     if target == size:
         return full
     return F.interpolate(full[None, None], size=target, mode="bilinear", align_corners=False, antialias=True)[0, 0]
@@ -305,7 +285,7 @@ def evaluate_run(
         model.fit(None)
     else:
         model.fit_features(references.features)
-    grid = score_views(model, test)
+    grid = model.score(test.features)
     scores, zero = [], []
     with_masks = all(s.mask is not None for s in samples if s.label == 1)
     acc = PixelMetricAccumulator() if with_masks else None
@@ -374,6 +354,20 @@ class _ClassState:
         return [(p, self.hashes[p]) for p in dict.fromkeys(paths)]
 
 
+def _class_states(plan: EvalPlan, rows_dir: Path, base: dict, progress: bool) -> list[_ClassState]:
+    """Per class: the sha256 of every file it uses and the keys of its rows."""
+    by_class: dict[str, list[Run]] = {}
+    for run in plan.runs:
+        by_class.setdefault(run.data.name, []).append(run)
+    states = []
+    for runs in tqdm(list(by_class.values()), desc="hash", unit="class", disable=not progress):
+        data = runs[0].data
+        paths = [s.path for s in data.test] + [s.mask for s in data.test if s.mask] + [p for r in runs for p in r.references]
+        hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
+        states.append(_ClassState(runs, hashes, rows_dir, base, plan.root))
+    return states
+
+
 def evaluate(
     model: WinCLIP,
     plan: EvalPlan,
@@ -395,15 +389,7 @@ def evaluate(
     features = FeatureCache(Path(cache) if cache is not None else out / "cache", model)
     base = {"features": feature_settings(model), "scoring": scoring_settings(model, resolution), "format": CACHE_FORMAT}
 
-    by_class: dict[str, list[Run]] = {}
-    for run in plan.runs:
-        by_class.setdefault(run.data.name, []).append(run)
-    states = []
-    for runs in tqdm(list(by_class.values()), desc="hash", unit="class", disable=not progress):
-        data = runs[0].data
-        paths = [s.path for s in data.test] + [s.mask for s in data.test if s.mask] + [p for r in runs for p in r.references]
-        hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
-        states.append(_ClassState(runs, hashes, rows_dir, base, plan.root))
+    states = _class_states(plan, rows_dir, base, progress)
     missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha)} if states else set()
 
     errors: list[str] = []

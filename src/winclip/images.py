@@ -1,4 +1,4 @@
-"""Thin image I/O at the edge: decoding, preprocessing (SPEC §2) and square tiling."""
+"""Thin image I/O at the edge: decoding any input into RGB, file hashes and square tiling. No torch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -105,23 +104,6 @@ def load_image(src: ImageInput, name: str, min_size: int = 1) -> Image.Image:
     if min(img.size) < min_size:
         raise ImageError(name, f"image is {img.width}x{img.height} pixels, smaller than the minimum {min_size}")
     return img
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Bicubic resize (Pillow) to the model input and normalisation (SPEC §2)."""
-
-    size: tuple[int, int]  # (H, W)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        """RGB image → `(3, H, W)` float32."""
-        resized = img.resize((self.size[1], self.size[0]), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,31 @@
-"""The WinCLIP estimator: set_object / fit / encode / score / predict (SPEC §3-§4)."""
+"""The WinCLIP estimator: set_object / fit / encode / score / predict (SPEC §3-§4).
+
+The constructor stores options and takes (or loads) a `Backbone`; `set_object` (or
+`set_prototypes`) sets the text prototypes, `fit` the normal references (none = zero-shot),
+`predict` scores images. What was learned from data ends in `_` (scikit-learn style).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import open_clip
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .backbone import PRECISIONS, Features, VisionTower, encode_text, load_clip, resolve_precision
-from .images import ImageError, ImageInput, Preprocess, Tile, load_image, source_name, square_tiles
+from . import __version__
+from .backbone import Backbone, BackboneInfo, Preprocess
+from .features import Features
+from .images import ImageError, ImageInput, Tile, load_image, source_name, square_tiles
 from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
-from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase, text_prototypes
+from .options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, MethodOptions, ModelSpec
+from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase
 from .scoring import aggregate_windows, ascore0, gaussian_smooth, harmonic_fusion, upsample
 from .windows import coverage_matrix
 
-DEFAULT_BACKBONE = "ViT-B-16-plus-240"
-DEFAULT_PRETRAINED = "laion400m_e31"
-RESIZE_MODES = ("squash", "tile")
-TILE_REDUCTIONS = ("max", "mean")
+SCORE_CHUNK = 64  # views scored together: bounds the (views, L, K*L) nearest-neighbour similarities
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,11 @@ class GridScores:
     zero_shot: torch.Tensor
     maps: torch.Tensor
 
+    @staticmethod
+    def cat(parts: list[GridScores]) -> GridScores:
+        """Concatenate along the view axis."""
+        return GridScores(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(GridScores)))
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -45,33 +56,62 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image of a streamed prediction: a score and a map, or the error that stopped it."""
+    """One image of a streamed prediction: the decoded image, a score and a map, or the error that stopped it."""
 
     index: int
     source: str
     score: float | None = None
     zero_shot: float | None = None
     map: torch.Tensor | None = None
+    image: Image.Image | None = None
     error: ImageError | None = None
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+@dataclass(frozen=True)
+class EncodedImages:
+    """Features of every view of N images (one view when squashed, its tiles when tiled) and their owners.
+
+    features `(V, ...)`; owner `(V,)` the image of each view; tiles: the tile of each view
+    (None = the whole image); sizes: (H, W) of each image.
+    """
+
+    features: Features
+    owner: torch.Tensor
+    tiles: tuple[Tile | None, ...]
+    sizes: tuple[tuple[int, int], ...]
+
+    def views_of(self, image: int) -> torch.Tensor:
+        """Indices of the views of one image `(v,)`."""
+        return (self.owner == image).nonzero()[:, 0]
+
+
+def _check_shared(backbone: Backbone, pretrained: str | None, device, precision: str, cache_dir: str | None) -> None:
+    """A given Backbone fixes the weights: loading options may only be left at their defaults or agree."""
+    clashes = [
+        name
+        for name, given, default, actual in (
+            ("pretrained", pretrained, DEFAULT_PRETRAINED, backbone.info.pretrained),
+            ("device", None if device is None else str(torch.device(device)), None, str(backbone.device)),
+            ("precision", precision, "auto", backbone.precision),
+            ("cache_dir", cache_dir, None, None),
+        )
+        if given != default and given != actual
+    ]
+    if clashes:
+        raise ValueError(f"{', '.join(clashes)}: fixed by the given Backbone; leave them out or build a new Backbone")
 
 
 class WinCLIP:
     """Zero-shot WinCLIP and few-shot WinCLIP+ over an open_clip ViT.
 
-    The constructor loads the backbone and stores options; `set_object` (or
-    `set_prototypes`) sets the text prototypes, `fit` the normal references
-    (none = zero-shot), `predict` scores images.
+    `backbone` is an open_clip model name (or config JSON), loaded with `pretrained`, `device`,
+    `precision` and `cache_dir`, or an already loaded `Backbone` to share. `with_options`
+    gives another configuration on the same backbone without reloading anything.
     """
 
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
+        backbone: str | Backbone = DEFAULT_BACKBONE,
         pretrained: str | None = DEFAULT_PRETRAINED,
         *,
         device: str | torch.device | None = None,
@@ -85,63 +125,86 @@ class WinCLIP:
         tile_reduce: str = "max",
         smooth_sigma: float = 0.0,
         min_size: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         prompts: str | PromptSet = "winclip",
         cache_dir: str | None = None,
     ) -> None:
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"unknown resize mode {resize!r}; use one of {', '.join(RESIZE_MODES)}")
-        if tile_reduce not in TILE_REDUCTIONS:
-            raise ValueError(f"unknown tile reduction {tile_reduce!r}; use one of {', '.join(TILE_REDUCTIONS)}")
-        if aggregation not in ("harmonic", "mean"):
-            raise ValueError(f"unknown aggregation {aggregation!r}; use 'harmonic' or 'mean'")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        options = MethodOptions(
+            temperature, tuple(scales), image_scale, aggregation, resize, tile_overlap, tile_reduce, smooth_sigma
+        )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(prompts, str) and prompts not in PROMPT_SETS:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
-        self.device = _pick_device(device)
-        self.precision = resolve_precision(precision, self.device)  # "auto" → fp32 / bf16 / fp16
-        self.dtype = PRECISIONS[self.precision]
-        self.temperature = float(temperature)
-        self.scales = tuple(int(k) for k in scales)
-        self.image_scale = bool(image_scale)
-        if not self.scales and not self.image_scale:
-            raise ValueError("zero-shot maps need at least one window scale or the image scale")
-        self.aggregation = aggregation
-        self.resize = resize
-        self.tile_overlap = float(tile_overlap)
-        self.tile_reduce = tile_reduce
-        self.smooth_sigma = float(smooth_sigma)
+        if isinstance(backbone, Backbone):
+            _check_shared(backbone, pretrained, device, precision, cache_dir)
+        else:
+            backbone = Backbone(backbone, pretrained, device=device, precision=precision, cache_dir=cache_dir)
+        for k in options.scales:
+            coverage_matrix(backbone.grid, k)  # validates that every window size fits the grid
+        self.backbone = backbone
+        self.options = options
         self.batch_size = int(batch_size)
+        self.min_size = backbone.info.patch_size[0] if min_size is None else int(min_size)
         self.prompts = PROMPT_SETS[prompts] if isinstance(prompts, str) else prompts
-
-        self.clip, self.info = load_clip(backbone, pretrained, self.device, cache_dir)
-        self.clip.visual.to(self.dtype)
-        self.tower = VisionTower(self.clip.visual)
-        for k in self.scales:
-            coverage_matrix(self.grid, k)  # validates that every window size fits the grid
-        self.min_size = self.info.patch_size[0] if min_size is None else int(min_size)
-        self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
-        self.tokenizer = open_clip.get_tokenizer(self.info.name)
-        self._prototype_cache: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
         self.memory_: ReferenceMemory | None = None
         self._coverages: dict[int, torch.Tensor] = {}
 
-    # -- text side -------------------------------------------------------------------------
+    def with_options(self, **changes: object) -> WinCLIP:
+        """A new, unfitted WinCLIP on this backbone with some options changed (validated as in the constructor)."""
+        current = {
+            **dataclasses.asdict(self.options),
+            "min_size": self.min_size,
+            "batch_size": self.batch_size,
+            "prompts": self.prompts,
+        }
+        unknown = sorted(set(changes) - set(current))
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(current)}")
+        return WinCLIP(self.backbone, **{**current, **changes})
+
+    # -- the backbone's side -----------------------------------------------------------------
+
+    @property
+    def clip(self) -> torch.nn.Module:
+        """The open_clip model."""
+        return self.backbone.clip
+
+    @property
+    def info(self) -> BackboneInfo:
+        """What was loaded."""
+        return self.backbone.info
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def precision(self) -> str:
+        return self.backbone.precision
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.dtype
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Decoded RGB image → `(3, H, W)` model input (SPEC §2)."""
+        return self.backbone.preprocess
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid (rows, cols) of the backbone."""
-        return self.tower.grid
+        return self.backbone.grid
 
     @property
     def embed_dim(self) -> int:
         """Dimension D of the joint embedding."""
-        return self.tower.visual.proj.shape[1]
+        return self.backbone.embed_dim
+
+    # -- text side ---------------------------------------------------------------------------
 
     def set_object(
         self,
@@ -152,20 +215,13 @@ class WinCLIP:
         prompts: PromptSet | None = None,
         object_names: dict[str, str] | None = None,
     ) -> WinCLIP:
-        """Text prototypes for object `name` from the prompt ensemble (extra states appended); cached."""
+        """Text prototypes for object `name` from the prompt ensemble (extra states appended); cached per backbone."""
         phrase = object_phrase(name, OBJECT_NAMES if object_names is None else object_names)
         if not phrase:
             raise ValueError("object name is empty")
         prompt_set = (prompts or self.prompts).extended(normal_states, anomalous_states)
-        key = (phrase, prompt_set)
-        if key not in self._prototype_cache:
-            normal, anomalous = prompt_set.prompts(phrase)
-            with torch.inference_mode():
-                self._prototype_cache[key] = text_prototypes(
-                    lambda texts: encode_text(self.clip, self.tokenizer, texts), normal, anomalous
-                )
+        self.prototypes_ = self.backbone.prototypes(phrase, prompt_set)
         self.object_ = phrase
-        self.prototypes_ = self._prototype_cache[key]
         return self
 
     def set_prototypes(self, normal: torch.Tensor, anomalous: torch.Tensor) -> WinCLIP:
@@ -180,16 +236,37 @@ class WinCLIP:
         self.prototypes_ = (protos[0], protos[1])
         return self
 
-    # -- features --------------------------------------------------------------------------
+    # -- features ----------------------------------------------------------------------------
 
     def encode(self, x: torch.Tensor) -> Features:
         """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)` (fp32 out)."""
-        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.info.image_size:
-            h, w = self.info.image_size
-            raise ValueError(f"expected a preprocessed tensor of shape (N, 3, {h}, {w}), got {tuple(x.shape)}")
-        with torch.inference_mode():
-            feats = self.tower.encode(x.to(self.device, self.dtype), self.scales)
-        return feats.to(self.device, torch.float32)
+        return self.backbone.encode(x, self.options.scales)
+
+    def views(self, img: Image.Image) -> tuple[list[torch.Tensor], list[Tile | None]]:
+        """Preprocessed views of one decoded image: itself (squash) or its square tiles."""
+        preprocess = self.backbone.preprocess
+        if self.options.resize == "squash":
+            return [preprocess(img)], [None]
+        tiles = square_tiles(img.height, img.width, self.options.tile_overlap)
+        return [preprocess(img.crop((t.left, t.top, t.left + t.side, t.top + t.side))) for t in tiles], list(tiles)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
+        """The one encoding path: decoded images → views → batches of `batch_size` → features and owners."""
+        views, tiles, owner = [], [], []
+        for i, img in enumerate(images):
+            v, t = self.views(img)
+            views += v
+            tiles += t
+            owner += [i] * len(v)
+        if not views:
+            raise ValueError("encode_images needs at least one image")
+        parts = [self.encode(torch.stack(views[i : i + self.batch_size])) for i in range(0, len(views), self.batch_size)]
+        sizes = tuple((img.height, img.width) for img in images)
+        return EncodedImages(Features.cat(parts), torch.tensor(owner), tuple(tiles), sizes)
+
+    def load(self, src: ImageInput, index: int = 0) -> Image.Image:
+        """Decode one input as this model accepts it (ImageError naming it otherwise)."""
+        return load_image(src, source_name(src, index), self.min_size)
 
     def fit(self, references: Sequence[ImageInput] | torch.Tensor | None = None) -> WinCLIP:
         """Set the K normal references (replacing earlier ones); none or empty = zero-shot."""
@@ -197,50 +274,46 @@ class WinCLIP:
             self.memory_ = None
             return self
         if isinstance(references, torch.Tensor):
-            batches = list(references.split(self.batch_size))
+            feats = Features.cat([self.encode(b) for b in references.split(self.batch_size)])
         else:
-            images = [load_image(r, source_name(r, i), self.min_size) for i, r in enumerate(references)]
-            views = [v for img in images for v in self.views(img)[0]]
-            batches = [torch.stack(b) for b in _chunks(views, self.batch_size)]
-        feats = Features.cat([self.encode(b) for b in batches])
+            feats = self.encode_images([self.load(r, i) for i, r in enumerate(references)]).features
         return self.fit_features(feats)
 
     def fit_features(self, feats: Features) -> WinCLIP:
-        """Set the references from already encoded features (e.g. a feature cache)."""
-        missing = [k for k in self.scales if k not in feats.windows]
+        """Set the references from already encoded features (e.g. a feature cache or a profile)."""
+        missing = [k for k in self.options.scales if k not in feats.windows]
         if missing:
             raise ValueError(f"reference features lack window scales {missing}")
-        windows = {k: feats.windows[k] for k in self.scales}
+        windows = {k: feats.windows[k] for k in self.options.scales}
         self.memory_ = ReferenceMemory.from_features(feats.patches, windows).to(self.device)
         return self
 
-    # -- scoring ---------------------------------------------------------------------------
+    # -- scoring -----------------------------------------------------------------------------
 
     def score(self, feats: Features) -> GridScores:
         """Zero-shot (SPEC §3) or few-shot (SPEC §4) scores and patch-grid maps of encoded views."""
         if self.prototypes_ is None:
             raise RuntimeError("no text prototypes: call set_object(name) or set_prototypes(...) before predicting")
+        if len(feats) > SCORE_CHUNK:
+            return GridScores.cat([self.score(feats[i : i + SCORE_CHUNK]) for i in range(0, len(feats), SCORE_CHUNK)])
         feats = feats.to(self.device, torch.float32)
+        opt = self.options
         t_n, t_a = self.prototypes_
         n, (h, w) = len(feats), self.grid
-        zero = ascore0(feats.image, t_n, t_a, self.temperature)
+        zero = ascore0(feats.image, t_n, t_a, opt.temperature)
         maps = [
-            aggregate_windows(
-                ascore0(feats.windows[k], t_n, t_a, self.temperature), self._coverage(k), self.aggregation
-            )
-            for k in self.scales
+            aggregate_windows(ascore0(feats.windows[k], t_n, t_a, opt.temperature), self._coverage(k), opt.aggregation)
+            for k in opt.scales
         ]
-        if self.image_scale:
+        if opt.image_scale:
             maps.append(zero[:, None].expand(n, h * w))
         m0 = harmonic_fusion(maps)
         if self.memory_ is None:
             return GridScores(zero, zero, m0.view(n, h, w))
         mem = self.memory_
         assoc = [nearest_distance(feats.patches, mem.patches)] + [
-            aggregate_windows(
-                nearest_distance(feats.windows[k], mem.windows[k]), self._coverage(k), self.aggregation
-            )
-            for k in self.scales
+            aggregate_windows(nearest_distance(feats.windows[k], mem.windows[k]), self._coverage(k), opt.aggregation)
+            for k in opt.scales
         ]
         mw = vision_map(assoc)
         return GridScores(few_shot_score(zero, mw), zero, (0.5 * (m0 + mw)).view(n, h, w))
@@ -251,15 +324,7 @@ class WinCLIP:
             self._coverages[k] = coverage_matrix(self.grid, k).to(self.device)
         return self._coverages[k]
 
-    def views(self, img) -> tuple[list[torch.Tensor], list[Tile | None]]:
-        """Preprocessed views of one image: itself (squash) or its square tiles."""
-        if self.resize == "squash":
-            return [self.preprocess(img)], [None]
-        tiles = square_tiles(img.height, img.width, self.tile_overlap)
-        crops = [img.crop((t.left, t.top, t.left + t.side, t.top + t.side)) for t in tiles]
-        return [self.preprocess(c) for c in crops], list(tiles)
-
-    def full_map(self, grid_maps: torch.Tensor, tiles: list[Tile | None], size: tuple[int, int]) -> torch.Tensor:
+    def full_map(self, grid_maps: torch.Tensor, tiles: Sequence[Tile | None], size: tuple[int, int]) -> torch.Tensor:
         """Upsample view maps `(V, h, w)` to the image size, averaging tiles over their overlaps."""
         if tiles[0] is None:
             full = upsample(grid_maps[:1], size)[0]
@@ -270,25 +335,27 @@ class WinCLIP:
                 total[t.top : t.top + t.side, t.left : t.left + t.side] += upsample(m[None], (t.side, t.side))[0]
                 count[t.top : t.top + t.side, t.left : t.left + t.side] += 1.0
             full = total / count
-        if self.smooth_sigma > 0:
-            full = gaussian_smooth(full[None], self.smooth_sigma)[0]
+        if self.options.smooth_sigma > 0:
+            full = gaussian_smooth(full[None], self.options.smooth_sigma)[0]
         return full.cpu()
 
     def reduce_views(self, values: torch.Tensor) -> float:
         """One image's score from its views' scores (`tile_reduce`: max or mean)."""
-        return float(values.max() if self.tile_reduce == "max" else values.mean())
+        return float(values.max() if self.options.tile_reduce == "max" else values.mean())
 
-    # -- prediction ------------------------------------------------------------------------
+    # -- prediction --------------------------------------------------------------------------
 
     def iter_predict(
         self, images: Sequence[ImageInput], *, batch_size: int | None = None, progress: bool = False
     ) -> Iterator[ImageResult]:
-        """Stream results in input order, `batch_size` images at a time; a bad input yields its error."""
+        """Stream results in input order, `batch_size` images at a time; a bad input yields its error.
+
+        Each result hands back the decoded image (`result.image`), so no caller decodes twice.
+        """
         bs = batch_size or self.batch_size
-        bar = tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
-        try:
+        with tqdm(total=len(images), unit="img", disable=not progress, desc="predict") as bar:
             for start in range(0, len(images), bs):
-                chunk = []
+                chunk: list[tuple[int, str, Image.Image | ImageError]] = []
                 for i in range(start, min(start + bs, len(images))):
                     name = source_name(images[i], i)
                     try:
@@ -297,29 +364,19 @@ class WinCLIP:
                         chunk.append((i, name, err))
                 yield from self._predict_chunk(chunk)
                 bar.update(len(chunk))
-        finally:
-            bar.close()
 
-    def _predict_chunk(self, chunk: list) -> Iterator[ImageResult]:
-        good = [(i, name, img) for i, name, img in chunk if not isinstance(img, ImageError)]
-        views, owners, tiles = [], [], []
-        for j, (_, _, img) in enumerate(good):
-            v, t = self.views(img)
-            views += v
-            tiles += t
-            owners += [j] * len(v)
-        grid = None
-        if views:
-            parts = [self.score(self.encode(torch.stack(b))) for b in _chunks(views, self.batch_size)]
-            grid = GridScores(*(torch.cat([getattr(p, f) for p in parts]) for f in ("scores", "zero_shot", "maps")))
-        owner_t = torch.tensor(owners)
+    def _predict_chunk(self, chunk: list[tuple[int, str, Image.Image | ImageError]]) -> Iterator[ImageResult]:
+        good = [(i, name, img) for i, name, img in chunk if isinstance(img, Image.Image)]
         done = {}
-        for j, (i, name, img) in enumerate(good):
-            sel = (owner_t == j).nonzero()[:, 0]
-            full = self.full_map(grid.maps[sel.to(grid.maps.device)], [tiles[s] for s in sel], (img.height, img.width))
-            done[i] = ImageResult(
-                i, name, self.reduce_views(grid.scores[sel]), self.reduce_views(grid.zero_shot[sel]), full
-            )
+        if good:
+            enc = self.encode_images([img for _, _, img in good])
+            feats, bs = enc.features, self.batch_size
+            grid = GridScores.cat([self.score(feats[i : i + bs]) for i in range(0, len(feats), bs)])
+            for j, (i, name, img) in enumerate(good):
+                sel = enc.views_of(j)
+                full = self.full_map(grid.maps[sel.to(grid.maps.device)], [enc.tiles[s] for s in sel], enc.sizes[j])
+                score, zero = self.reduce_views(grid.scores[sel]), self.reduce_views(grid.zero_shot[sel])
+                done[i] = ImageResult(i, name, score, zero, full, img)
         for i, name, img in chunk:
             yield done[i] if i in done else ImageResult(i, name, error=img)
 
@@ -337,18 +394,14 @@ class WinCLIP:
         """
         if isinstance(images, torch.Tensor):
             bs = batch_size or self.batch_size
-            parts = [self.score(self.encode(b)) for b in images.split(bs)]
-            maps = upsample(torch.cat([p.maps for p in parts]), tuple(images.shape[2:]))
-            if self.smooth_sigma > 0:
-                maps = gaussian_smooth(maps, self.smooth_sigma)
-            return Prediction(
-                torch.cat([p.scores for p in parts]).cpu(),
-                torch.cat([p.zero_shot for p in parts]).cpu(),
-                list(maps.cpu()),
-            )
+            grid = GridScores.cat([self.score(self.encode(b)) for b in images.split(bs)])
+            maps = upsample(grid.maps, tuple(images.shape[2:]))
+            if self.options.smooth_sigma > 0:
+                maps = gaussian_smooth(maps, self.options.smooth_sigma)
+            return Prediction(grid.scores.cpu(), grid.zero_shot.cpu(), list(maps.cpu()))
         if not isinstance(images, Sequence) or isinstance(images, str):
             images = [images]
-        loaded = [load_image(x, source_name(x, i), self.min_size) for i, x in enumerate(images)]
+        loaded = [self.load(x, i) for i, x in enumerate(images)]
         results = list(self.iter_predict(loaded, batch_size=batch_size, progress=progress))
         return Prediction(
             torch.tensor([r.score for r in results]),
@@ -357,7 +410,26 @@ class WinCLIP:
         )
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def build_model(
+    spec: ModelSpec,
+    options: MethodOptions | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    prompts: str | PromptSet = "winclip",
+) -> WinCLIP:
+    """The one way from plain options to a model: load `spec`'s backbone, configure the method."""
+    method = dataclasses.asdict(options or MethodOptions())
+    return WinCLIP(Backbone.load(spec), **method, batch_size=batch_size, prompts=prompts)
 
+
+def banner(model: WinCLIP) -> str:
+    """What was loaded, in one line (and a loud block first when the weights are random)."""
+    info = model.info
+    line = (
+        f"winclip {__version__}: {info.name} ({info.pretrained or 'random'}) on {model.device}, {model.precision}, "
+        f"batch {model.batch_size}"
+    )
+    if info.checkpoint is not None:
+        return line
+    bar = "!" * 78
+    return f"{bar}\n! RANDOM WEIGHTS (--pretrained none): every score and map below is MEANINGLESS\n{bar}\n{line}"

@@ -1,12 +1,9 @@
-"""Compositional prompt ensemble (SPEC §1): state words × templates → two text prototypes."""
+"""Compositional prompt ensemble (SPEC §1): state words × templates → the prompt sentences. Pure text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
 
 NORMAL_STATES: tuple[str, ...] = (
     "{o}",
@@ -197,11 +194,3 @@ def object_phrase(name: str, overrides: Mapping[str, str] = OBJECT_NAMES) -> str
     """Class folder name → object phrase: override map first, else `_` → space."""
     return overrides.get(name, name.replace("_", " ").strip())
 
-
-def text_prototypes(
-    encode_text: Callable[[list[str]], torch.Tensor], normal: list[str], anomalous: list[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of L2-normalised prompt embeddings, L2-normalised again (SPEC §1): `(D,)`, `(D,)`."""
-    t_n = F.normalize(F.normalize(encode_text(normal).float(), dim=-1).mean(0), dim=-1)
-    t_a = F.normalize(F.normalize(encode_text(anomalous).float(), dim=-1).mean(0), dim=-1)
-    return t_n, t_a

@@ -1,4 +1,4 @@
-"""Zero-shot scores, window aggregation and multi-scale fusion (SPEC §3). Pure tensor functions."""
+"""Text prototypes, zero-shot scores, window aggregation and multi-scale fusion (SPEC §1, §3). Pure tensor functions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import torch.nn.functional as F
 def _reciprocal(x: torch.Tensor) -> torch.Tensor:
     """1/x with x ≥ 0 clamped to the smallest normal float, so a zero score stays an exact limit."""
     return 1.0 / x.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def prototype(embeddings: torch.Tensor) -> torch.Tensor:
+    """SPEC §1: L2-normalise each prompt embedding, average, L2-normalise the mean: `(T, D)` → `(D,)`."""
+    return F.normalize(F.normalize(embeddings.float(), dim=-1).mean(0), dim=-1)
 
 
 def ascore0(emb: torch.Tensor, t_n: torch.Tensor, t_a: torch.Tensor, temperature: float) -> torch.Tensor:

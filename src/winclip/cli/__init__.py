@@ -1,4 +1,8 @@
-"""`winclip` command line: argument parsing and output formatting only; the library computes."""
+"""`winclip` command line: argument parsing and output formatting only; the library computes.
+
+Parsing imports nothing heavy (no torch, no open_clip): each subcommand module imports the
+library inside its `run` function, so `winclip --help` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from .. import __version__
-from ..backbone import PRECISION_CHOICES, RandomWeightsWarning, WeightsUnavailableError
-from ..model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIP
+from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, PRECISION_CHOICES, ModelSpec
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default.
@@ -35,28 +38,25 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=PRECISION_CHOICES,
         help="auto = fp32 on the CPU, fp16 on CUDA (default: %(default)s)",
     )
-    g.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass (default: %(default)s)")
 
 
-def model_from_args(args: argparse.Namespace, **options: object) -> WinCLIP:
-    """Build the model the shared options describe; says loudly when weights are random."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomWeightsWarning)
-        model = WinCLIP(
-            args.backbone,
-            args.pretrained,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            cache_dir=args.cache_dir,
-            **options,
-        )
-    if any(issubclass(w.category, RandomWeightsWarning) for w in caught):
-        print("!" * 78 + "\n! RANDOM WEIGHTS (--pretrained none): every score and map below is MEANINGLESS\n" + "!" * 78, file=sys.stderr)
-    print(
-        f"winclip {__version__}: {model.info.name} ({model.info.pretrained or 'random'}) on {model.device}, {model.precision}, batch {model.batch_size}",
-        file=sys.stderr,
-    )
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The weights the shared model options ask for."""
+    return ModelSpec(args.backbone, args.pretrained, args.device, args.precision, args.cache_dir)
+
+
+def load_model(args: argparse.Namespace, options=None, *, prompts: str = "winclip"):
+    """Build the model the shared options describe (winclip.build_model) and print the banner to stderr."""
+    from ..backbone import RandomWeightsWarning
+    from ..model import banner, build_model
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
+        model = build_model(model_spec(args), options, batch_size=args.batch_size, prompts=prompts)
+    print(banner(model), file=sys.stderr)
     return model
 
 
@@ -82,10 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (WeightsUnavailableError, FileNotFoundError, ValueError) as exc:
-        print(f"winclip: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("winclip: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, usage_errors()):
+            raise
+        print(f"winclip: error: {exc}", file=sys.stderr)
+        return 2
 
+
+def usage_errors() -> tuple[type[Exception], ...]:
+    """The library's one-line failures that end a command with status 2 (imported only once one happened)."""
+    from ..weights import WeightsUnavailableError
+
+    return (FileNotFoundError, ValueError, WeightsUnavailableError)

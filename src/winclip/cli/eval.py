@@ -6,10 +6,9 @@ import argparse
 import sys
 
 from ..data import LAYOUTS
-from ..evaluate import DEFAULT_EVAL_RESOLUTION, DEFAULT_SHOTS, evaluate, parse_resolution, plan_eval
-from ..model import RESIZE_MODES
+from ..options import AGGREGATIONS, DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS, RESIZE_MODES, MethodOptions
 from ..prompts import PROMPT_SETS
-from . import add_model_options, model_from_args
+from . import add_model_options, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--root", required=True, help="dataset root folder")
     g.add_argument("--classes", nargs="+", default=None, metavar="CLASS", help="evaluate only these classes")
     g.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), metavar="K", help="(default: 0 1 2 4)")
-    g.add_argument("--seeds", type=int, default=5, help="reference draws per few-shot K, seeds 0..S-1 (default: %(default)s)")
+    g.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="reference draws per few-shot K, seeds 0..S-1 (default: %(default)s)")
     g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, rows/)")
     g.add_argument("--cache", default=None, help="feature cache folder (default: <out>/cache)")
     g.add_argument(
@@ -42,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("method (the paper's ablations)")
     m.add_argument("--scales", nargs="+", type=int, default=[2, 3], metavar="K", help="window sizes in patches (default: 2 3)")
     m.add_argument("--no-image-scale", action="store_true", help="leave the image score out of the zero-shot map")
-    m.add_argument("--aggregation", default="harmonic", choices=("harmonic", "mean"), help="(default: %(default)s)")
+    m.add_argument("--aggregation", default="harmonic", choices=AGGREGATIONS, help="(default: %(default)s)")
     m.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set (default: %(default)s)")
     m.add_argument("--temperature", type=float, default=0.07, help="(default: %(default)s)")
     m.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square images (default: %(default)s)")
@@ -53,18 +52,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the dataset (exit 2 listing every problem) before building the model, then evaluate."""
+    from ..evaluate import evaluate, parse_resolution, plan_eval
+
     resolution = parse_resolution(args.eval_resolution)
     plan = plan_eval(args.dataset, args.root, args.classes, args.shots, args.seeds)
-    model = model_from_args(
-        args,
+    options = MethodOptions(
         temperature=args.temperature,
-        scales=args.scales,
+        scales=tuple(args.scales),
         image_scale=not args.no_image_scale,
         aggregation=args.aggregation,
-        prompts=args.prompts,
         resize=args.resize,
         tile_overlap=args.tile_overlap,
     )
+    model = load_model(args, options, prompts=args.prompts)
     n_images = sum(len(c.test) for c in plan.classes)
     print(
         f"eval: {args.dataset} at {args.root}: {len(plan.classes)} classes, {n_images} test images, "
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         ("shots / seeds", f"{' '.join(map(str, plan.shots))} / {plan.seeds} (zero-shot: one run)"),
         ("backbone", f"{model.info.name}, weights {model.info.pretrained or 'random'} ({model.info.weights_id})"),
         ("device / precision", f"{model.device} / {model.precision}"),
-        ("scales / image scale", f"{' '.join(map(str, model.scales))} / {'on' if model.image_scale else 'off'}"),
-        ("aggregation / prompts / temperature", f"{model.aggregation} / {args.prompts} / {model.temperature}"),
-        ("resize", model.resize + (f" (overlap {model.tile_overlap})" if model.resize == "tile" else "")),
+        ("scales / image scale", f"{' '.join(map(str, model.options.scales))} / {'on' if model.options.image_scale else 'off'}"),
+        ("aggregation / prompts / temperature", f"{model.options.aggregation} / {args.prompts} / {model.options.temperature}"),
+        ("resize", model.options.resize + (f" (overlap {model.options.tile_overlap})" if model.options.resize == "tile" else "")),
         ("evaluation resolution", "original" if resolution is None else f"{resolution}x{resolution}"),
     ]
     result = evaluate(

@@ -6,10 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..inspection import check_output, discover, profile_label, run_predict
-from ..model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES
-from ..profile import Inspector, Profile
-from . import model_from_args
+from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
+from . import load_model
 from .profile import add_profile_model_options, image_paths, model_for_profile
 
 
@@ -46,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the inspector, print the banner, stream the photos; 1 when any photo failed."""
+    from ..inspector import Inspector
+    from ..profile import Profile
+    from ..workflow import check_output, discover, profile_label, run_predict
+
     if args.object is None and (args.good or args.roi):
         raise ValueError("--good and --roi go with --object; a profile already holds its references and ROI")
     found = discover(args.inputs)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         good = image_paths(args.good, "--good")
         args.backbone = args.backbone or DEFAULT_BACKBONE
         args.pretrained = args.pretrained or DEFAULT_PRETRAINED
-        model = model_from_args(args, resize=args.resize)
+        model = load_model(args, MethodOptions(resize=args.resize))
         profile = Profile.create(model, args.object, good, roi=args.roi)
     if args.threshold is not None or args.review_threshold is not None:
         profile = profile.with_thresholds(

@@ -7,15 +7,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..inspection import discover
-from ..model import RESIZE_MODES, WinCLIP
-from ..profile import CalibrationChangedWarning, Profile, check_writable
+from ..options import RESIZE_MODES, MethodOptions
 from ..prompts import PROMPT_SETS
-from . import add_model_options, model_from_args
+from . import add_model_options, load_model
 
 
 def image_paths(inputs: list[str], what: str) -> list[str]:
     """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
+    from ..workflow import discover
+
     found = discover(inputs)
     if found.unmatched:
         raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
@@ -28,11 +28,11 @@ def add_profile_model_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(backbone=None, pretrained=None)
 
 
-def model_for_profile(args: argparse.Namespace, profile: Profile) -> WinCLIP:
-    """The model a profile was made with (device, precision, batch size from the options), profile applied."""
+def model_for_profile(args: argparse.Namespace, profile):
+    """The model a profile was made with (device, precision, batch size from the options), profile bound."""
     args.backbone = args.backbone or profile.backbone
     args.pretrained = args.pretrained or profile.pretrained or "none"
-    return profile.apply(model_from_args(args, **profile.options.as_kwargs()))
+    return profile.bind(load_model(args, profile.options))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,9 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_create(args: argparse.Namespace) -> int:
     """Encode prompts and references, save the profile."""
+    from ..profile import Profile
+    from ..profile_store import check_writable
+
     good = image_paths(args.good, "--good")
     check_writable(Path(args.out), overwrite=args.overwrite)  # before loading any model
-    model = model_from_args(args, prompts=args.prompts, resize=args.resize)
+    model = load_model(args, MethodOptions(resize=args.resize), prompts=args.prompts)
     profile = Profile.create(
         model,
         args.object,
@@ -101,6 +104,8 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Score held-out photos, set the threshold(s), save in place, print the report."""
+    from ..profile import Profile
+
     good, bad = image_paths(args.good, "--good"), image_paths(args.bad, "--bad")
     profile = Profile.load(args.profile)
     model = model_for_profile(args, profile)
@@ -112,6 +117,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_add_good(args: argparse.Namespace) -> int:
     """Encode only the new photos, append them, recalibrate when calibrated before, save in place."""
+    from ..profile import CalibrationChangedWarning, Profile
+
     images = image_paths(args.images, "images")
     profile = Profile.load(args.profile)
     model = model_for_profile(args, profile)
@@ -127,5 +134,7 @@ def run_add_good(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the profile's summary (loads JSON and tensors only; no model)."""
+    from ..profile import Profile
+
     print(Profile.load(args.profile).summary())
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_model_options
+from . import add_model_options, model_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
         import uvicorn
 
-        from ..service.app import MiB, ServiceConfig, create_app
+        from ..service.app import create_app
+        from ..service.config import MiB, ServiceConfig
         from ..service.db import Recorder
-        from ..service.station import ModelSpec
     except ImportError as exc:
         raise ValueError(f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'") from None
     for option, value, low in (("--port", args.port, 1), ("--max-batch", args.max_batch, 1), ("--max-images", args.max_images, 1),
@@ -62,14 +62,8 @@ def run(args: argparse.Namespace) -> int:
     profiles.mkdir(parents=True, exist_ok=True)
     config = ServiceConfig(
         profiles=profiles,
-        model=ModelSpec(
-            backbone=args.backbone,
-            pretrained=None if args.pretrained == "none" else args.pretrained,
-            device=None if args.device == "auto" else args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            cache_dir=args.cache_dir,
-        ),
+        model=model_spec(args),
+        batch_size=args.batch_size,
         db_url=args.db,
         window_ms=args.batch_window_ms,
         max_batch=args.max_batch,

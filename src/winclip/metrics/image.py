@@ -63,8 +63,11 @@ def check_counts(n_pos: int, n_neg: int, what: str, need_neg: bool = True) -> No
         raise ValueError(f"{what}: no normal samples (all labels are 1); the metric is undefined")
 
 
-def _sweep(scores: np.ndarray, labels: np.ndarray) -> CurveSweep:
-    """Sort once and feed every tie group; scores (N,) float, labels (N,) bool or 0/1."""
+def _curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One descending sort: the distinct scores (G,) and the cumulative TP and FP counts (G,) at each.
+
+    scores (N,) float, labels (N,) bool or 0/1; a sample counts as anomalous when ``score >= t``.
+    """
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.shape != scores.shape:
@@ -79,10 +82,16 @@ def _sweep(scores: np.ndarray, labels: np.ndarray) -> CurveSweep:
     positive = labels.astype(bool)[order]
     ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))
     tp = np.cumsum(positive, dtype=np.int64)[ends]
+    return scores[ends], tp, ends + 1 - tp
+
+
+def _sweep(scores: np.ndarray, labels: np.ndarray) -> CurveSweep:
+    """Sort once and feed every tie group; scores (N,) float, labels (N,) bool or 0/1."""
+    _, tp, fp = _curve(scores, labels)
     n_pos = int(tp[-1]) if tp.size else 0
-    sweep = CurveSweep(n_pos, scores.size - n_pos)
+    sweep = CurveSweep(n_pos, int(fp[-1]) if fp.size else 0)
     if n_pos:
-        sweep.feed(tp, ends + 1 - tp)
+        sweep.feed(tp, fp)
     return sweep
 
 
@@ -118,3 +127,13 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     sweep = _sweep(scores, labels)
     check_counts(sweep.n_pos, sweep.n_neg, "image metrics")
     return {"image_auroc": sweep.auroc, "image_aupr": sweep.aupr, "image_f1max": sweep.f1max}
+
+
+def f1_max_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The score t maximising F1 of ``score >= t`` (the highest such t on ties) and that F1; scores (N,), labels (N,)."""
+    thresholds, tp, fp = _curve(scores, labels)
+    n_pos = int(tp[-1]) if tp.size else 0
+    check_counts(n_pos, int(fp[-1]) if fp.size else 0, "F1-max threshold", need_neg=False)
+    f1 = 2 * tp / (tp + fp + n_pos)
+    best = int(np.argmax(f1))  # the first maximum in descending order: the highest threshold
+    return float(thresholds[best]), float(f1[best])

@@ -17,7 +17,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -80,7 +80,7 @@ def database_url(url: str) -> str:
 
 def utc(t: datetime) -> datetime:
     """An aware UTC datetime; naive ones are taken to be UTC already."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 def _where(query: sa.Select, f: Filters) -> sa.Select:

@@ -1,41 +1,42 @@
-"""The inspection station's model side: one warm model, the profiles of a folder, batched scoring.
+"""The inspection station's model side: one warm backbone, the profiles of a folder, batched scoring.
 
-Every method that touches a model (`load`, `predict_batch`, `create`, `set_thresholds`) runs
+Every method that touches the model (`load`, `predict_batch`, `create`, `set_thresholds`) runs
 on the batcher's worker thread, so the model has exactly one user. The event loop only reads
 `profiles` and `refused`, dicts whose entries are replaced whole (never mutated).
 
-Models: the serve options (backbone, weights, device, precision, batch size) build one
-`WinCLIP`. Profiles made with the same backbone and weights but other method options
-(`resize="tile"`, another temperature, ...) get a shallow copy of it that shares the weights
-and differs only in those options. A profile made with another backbone or checkpoint is
-refused with the profile's own message (`ProfileMismatchError`), and the others are served.
-Per batch, items are grouped by profile and that profile's prototypes and references are set
-on the model before its group is scored (skipped when it is already set).
+The serve options (backbone, weights, device, precision, batch size) build one `WinCLIP`
+(winclip.build_model). Each served profile gets its own `Inspector`, a configuration of that
+one backbone with the profile's options, prototypes and references (`Profile.bind`), so
+profiles never touch each other's state. A profile made with another backbone or checkpoint
+is refused with the profile's own message (`ProfileMismatchError`), and the others are served.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..cli import model_from_args
-from ..model import WinCLIP
-from ..profile import PROFILE_JSON, Inspection, Inspector, ModelOptions, Profile, ProfileMismatchError
+from ..backbone import RandomWeightsWarning
+from ..inspector import Inspection, Inspector
+from ..model import WinCLIP, banner, build_model
+from ..options import ModelSpec
+from ..profile import Profile
+from ..profile_store import PROFILE_JSON
 from .db import Record, Recorder
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
+FILENAME_LIMIT = 80  # characters kept of an uploaded file name on disk
 
 
 class UnknownProfileError(KeyError):
@@ -63,16 +64,10 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How the serve command builds its model (the shared model options)."""
-
-    backbone: str
-    pretrained: str | None
-    device: str | None = None
-    precision: str = "auto"
-    batch_size: int = 8
-    cache_dir: str | None = None
+def safe_filename(filename: str) -> str:
+    """A file name reduced to `[A-Za-z0-9_.-]`, at most FILENAME_LIMIT characters, never hidden or empty."""
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-FILENAME_LIMIT:].lstrip(".")
+    return base or "image"
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ class PredictItem:
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded profile, its folder, its digest and the inspector that binds it to its model."""
+    """A loaded profile, its folder, its digest and the inspector that runs it."""
 
     name: str
     profile: Profile
@@ -98,7 +93,7 @@ class Served:
 
     @classmethod
     def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int) -> Served:
-        """Bind `profile` to `model` (this sets its prototypes and references on the model)."""
+        """Bind `profile` to its own configuration of `model`'s backbone."""
         return cls(name, profile, folder, Inspector(profile, model, min_area=min_area), profile.digest())
 
     def reference_file(self, index: int) -> Path | None:
@@ -110,57 +105,37 @@ class Served:
         return path if inside and path.is_file() else None
 
 
-def region_dicts(r: Inspection) -> list[dict]:
-    """The regions of an inspection as plain dicts."""
-    return [
-        {"x": g.x, "y": g.y, "width": g.width, "height": g.height, "area": g.area, "peak": g.peak} for g in r.regions
-    ]
-
-
-def with_options(base: WinCLIP, options: ModelOptions) -> WinCLIP:
-    """A model sharing `base`'s weights (shallow copy) with other method options."""
-    model = copy.copy(base)
-    model.prototypes_ = None
-    model.memory_ = None
-    for key in ("temperature", "scales", "image_scale", "aggregation", "resize", "tile_overlap", "tile_reduce", "smooth_sigma"):
-        setattr(model, key, getattr(options, key))
-    if ModelOptions.of(model) != options:
-        raise ProfileMismatchError(f"cannot serve method options {options}")
-    return model
-
-
 class Station:
-    """The model(s) and the profiles of one folder; see the module docstring."""
+    """The model and the profiles of one folder; see the module docstring."""
 
     def __init__(
-        self, folder: str | Path, spec: ModelSpec, recorder: Recorder, *, min_area: int = 0, log=sys.stderr
+        self,
+        folder: str | Path,
+        spec: ModelSpec,
+        recorder: Recorder,
+        *,
+        batch_size: int,
+        min_area: int = 0,
+        log=sys.stderr,
     ) -> None:
         self.folder = Path(folder)
         self.spec = spec
+        self.batch_size = batch_size
         self.recorder = recorder
         self.min_area = int(min_area)
         self.log = log
         self.base: WinCLIP | None = None
         self.profiles: dict[str, Served] = {}
         self.refused: dict[str, str] = {}
-        self._variants: dict[ModelOptions, WinCLIP] = {}
-        self._applied: dict[int, str] = {}  # id(model) -> name of the profile set on it
 
     # -- loading (worker thread) -----------------------------------------------------------
 
     def load(self) -> dict[str, int]:
-        """Build the model (with the CLI's banner and random-weights warning), load and warm every profile."""
-        s = self.spec
-        args = argparse.Namespace(
-            backbone=s.backbone,
-            pretrained=s.pretrained if s.pretrained is not None else "none",
-            device=None if s.device in (None, "auto") else s.device,
-            precision=s.precision,
-            batch_size=s.batch_size,
-            cache_dir=s.cache_dir,
-        )
-        self.base = model_from_args(args)
-        self._variants = {ModelOptions.of(self.base): self.base}
+        """Build the model (banner and random-weights warning to the log), load and warm every profile."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
+            self.base = build_model(self.spec, batch_size=self.batch_size)
+        print(banner(self.base), file=self.log)
         self.folder.mkdir(parents=True, exist_ok=True)
         for folder in sorted(p for p in self.folder.iterdir() if (p / PROFILE_JSON).is_file()):
             self._load_one(folder)
@@ -171,9 +146,7 @@ class Station:
         try:
             check_name(name)
             profile = Profile.load(folder)
-            model = self._model_for(profile)
-            served = Served.of(name, profile, folder, model, self.min_area)
-            self._applied[id(model)] = name
+            served = Served.of(name, profile, folder, self.base, self.min_area)
             self._warm(served)
         except (ValueError, OSError) as exc:
             self.refused = {**self.refused, name: str(exc)}
@@ -182,19 +155,10 @@ class Station:
         self.profiles = {**self.profiles, name: served}
         print(f"winclip serve: profile {name!r} ready ({profile.object_name}, {profile.shots} shot(s))", file=self.log)
 
-    def _model_for(self, profile: Profile) -> WinCLIP:
-        """The model serving this profile (ProfileMismatchError for another backbone/checkpoint)."""
-        assert self.base is not None
-        profile.check(with_options(self.base, profile.options))  # backbone, weights, preprocessing
-        if profile.options not in self._variants:
-            self._variants[profile.options] = with_options(self.base, profile.options)
-        return self._variants[profile.options]
-
     def _warm(self, served: Served) -> None:
         """One inspection of a grey image: allocates buffers and proves the profile runs."""
         h, w = served.profile.image_size
-        grey = Image.new("RGB", (w, h), (128, 128, 128))
-        (result,) = served.inspector.inspect([grey])
+        (result,) = served.inspector.inspect([Image.new("RGB", (w, h), (128, 128, 128))])
         if result.error is not None:
             raise ValueError(f"warm-up failed: {result.error}")
 
@@ -207,35 +171,15 @@ class Station:
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
         records = []
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
             if served is None:
                 continue
-            inspector = served.inspector
-            if self._applied.get(id(inspector.model)) != name:
-                served.profile.apply(inspector.model)
-                self._applied[id(inspector.model)] = name
-            for i, r in zip(indices, inspector.inspect([items[i].image for i in indices])):
-                item = items[i]
-                if r.error is not None:
-                    results[i] = r.error
-                    continue
-                results[i] = r
-                records.append(
-                    Record(
-                        time=now,
-                        profile=name,
-                        filename=item.filename,
-                        image_sha256=item.sha256,
-                        score=float(r.score),
-                        threshold=served.profile.threshold,
-                        label=r.label,
-                        confidence=float(r.confidence),
-                        regions=region_dicts(r),
-                        latency_ms=(time.perf_counter() - item.received) * 1000.0,
-                    )
-                )
+            for i, r in zip(indices, served.inspector.inspect([items[i].image for i in indices])):
+                results[i] = r if r.error is None else r.error
+                if r.error is None:
+                    records.append(_record(now, name, items[i], r))
         try:
             self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
@@ -273,7 +217,7 @@ class Station:
                 path.write_bytes(data)
                 paths.append(path)
             profile = Profile.create(
-                self.base,
+                self.base.with_options(),
                 object_name,
                 [str(p) for p in paths],
                 normal_states=normal_states,
@@ -281,7 +225,6 @@ class Station:
                 roi=None if roi is None else np.asarray(roi.convert("L")),
                 threshold=threshold,
             )
-            self._applied[id(self.base)] = name
             profile.save(folder, overwrite=True)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -296,8 +239,7 @@ class Station:
         served = self.get(name)
         profile = served.profile.with_thresholds(threshold, review)
         profile.save(served.folder, overwrite=True)
-        updated = Served.of(name, profile, served.folder, served.inspector.model, self.min_area)
-        self._applied[id(served.inspector.model)] = name
+        updated = Served.of(name, profile, served.folder, self.base, self.min_area)
         self.profiles = {**self.profiles, name: updated}
         return updated
 
@@ -309,7 +251,17 @@ class Station:
         return served
 
 
-def safe_filename(filename: str) -> str:
-    """A file name reduced to `[A-Za-z0-9_.-]`, at most 80 characters, never hidden or empty."""
-    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-80:].lstrip(".")
-    return base or "image"
+def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:
+    """The database row of one inspection."""
+    return Record(
+        time=now,
+        profile=name,
+        filename=item.filename,
+        image_sha256=item.sha256,
+        score=float(r.score),
+        threshold=float(r.threshold),
+        label=r.label,
+        confidence=float(r.confidence),
+        regions=[g.as_dict() for g in r.regions],
+        latency_ms=(time.perf_counter() - item.received) * 1000.0,
+    )

@@ -6,7 +6,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const PAGE = 25;
-// Same stops and blend as winclip.inspection.COLORMAP / OVERLAY_ALPHA.
+// Same stops and blend as winclip.render.COLORMAP / OVERLAY_ALPHA.
 const COLORMAP = [[0.0, [20, 30, 140]], [0.3, [30, 110, 230]], [0.45, [90, 200, 220]],
                   [0.5, [255, 230, 0]], [0.75, [255, 120, 0]], [1.0, [200, 0, 0]]];
 const ALPHA = 0.5;

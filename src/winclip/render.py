@@ -1,0 +1,67 @@
+"""Pictures of a result: the fixed, threshold-anchored colour scale, overlays, masks and grayscale maps.
+
+The colour scale is anchored at the threshold t, never stretched per image: `v = 0.5·m/t`
+below t and `v = 0.5 + 0.5·(m − t)/(1 − t)` from t up, so v = 0.5 (yellow) exactly at the
+threshold, blues below, orange to red above; colour = `COLORMAP(v)`, blended with the photo
+at alpha `OVERLAY_ALPHA`; regions are outlined in white. The service's page applies the same
+stops to the grayscale map (`map_image`) when its threshold slider moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .decisions import Region
+
+# Colour scale of the overlays: (v, RGB) anchors, linearly interpolated; v = 0.5 at the threshold.
+COLORMAP: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (0.0, (20, 30, 140)),
+    (0.3, (30, 110, 230)),
+    (0.45, (90, 200, 220)),
+    (0.5, (255, 230, 0)),
+    (0.75, (255, 120, 0)),
+    (1.0, (200, 0, 0)),
+)
+OVERLAY_ALPHA = 0.5
+REGION_LINE_FRACTION = 1 / 200  # region outline width relative to the image's short side
+
+
+def scale_values(score_map: np.ndarray, threshold: float) -> np.ndarray:
+    """Map values → colour-scale position v in [0, 1]: 0.5·m/t below t, 0.5 + 0.5·(m−t)/(1−t) above."""
+    m = score_map.astype(np.float64)
+    below = 0.5 * m / threshold
+    above = 0.5 + 0.5 * (m - threshold) / max(1.0 - threshold, 1e-12)
+    return np.clip(np.where(m < threshold, below, above), 0.0, 1.0)
+
+
+def colorize(score_map: np.ndarray, threshold: float) -> np.ndarray:
+    """`(H, W)` map → `(H, W, 3)` uint8 colours on the fixed threshold-anchored scale."""
+    v = scale_values(score_map, threshold)
+    xs = [a for a, _ in COLORMAP]
+    rgb = [np.interp(v, xs, [c[ch] for _, c in COLORMAP]) for ch in range(3)]
+    return np.stack(rgb, axis=-1).round().astype(np.uint8)
+
+
+def overlay(image: Image.Image, score_map: np.ndarray, threshold: float, regions: Sequence[Region] = ()) -> Image.Image:
+    """The photo blended with the coloured map (alpha OVERLAY_ALPHA), regions outlined in white."""
+    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
+    blended = (1.0 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colorize(score_map, threshold)
+    out = Image.fromarray(blended.round().astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    line = max(1, round(min(out.size) * REGION_LINE_FRACTION))
+    for r in regions:
+        draw.rectangle((r.x, r.y, r.x + r.width - 1, r.y + r.height - 1), outline=(255, 255, 255), width=line)
+    return out
+
+
+def mask_image(score_map: np.ndarray, threshold: float) -> Image.Image:
+    """Binary mask PNG: 255 where map >= threshold, else 0 (mode L)."""
+    return Image.fromarray(np.where(score_map >= threshold, 255, 0).astype(np.uint8))
+
+
+def map_image(score_map: np.ndarray) -> Image.Image:
+    """The map as an 8-bit grayscale image: pixel = round(255 · value), clipped to [0, 255]."""
+    return Image.fromarray(np.clip(np.rint(score_map * 255.0), 0, 255).astype(np.uint8))

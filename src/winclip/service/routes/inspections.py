@@ -1,0 +1,67 @@
+"""The record of every inspection: paged and filtered JSON, and CSV."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...decisions import LABELS
+from ..db import MAX_PAGE, Filters
+from ..schemas import Detail, InspectionPage
+from ..state import AppState, app_state
+from ..station import check_name
+
+router = APIRouter(prefix="/v1", tags=["inspections"], responses={422: {"model": Detail}, 503: {"model": Detail}})
+State = Annotated[AppState, Depends(app_state)]
+DEFAULT_PAGE = 100
+
+
+def filters(profile: str | None, label: str | None, since: datetime | None, until: datetime | None) -> Filters:
+    """Validated query filters (422 naming the bad one)."""
+    if profile is not None:
+        try:
+            check_name(profile)
+        except ValueError as exc:
+            raise HTTPException(422, f"profile: {exc}") from None
+    if label is not None and label not in LABELS:
+        raise HTTPException(422, f"label: {label!r} is not one of {', '.join(LABELS)}")
+    return Filters(profile, label, since, until)
+
+
+@router.get("/inspections", summary="Recorded inspections, newest first, with filters")
+async def list_inspections(
+    state: State,
+    profile: str | None = None,
+    label: str | None = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> InspectionPage:
+    f = filters(profile, label, since, until)
+    rec = state.database()
+
+    def query() -> InspectionPage:
+        return InspectionPage(total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset))
+
+    return await run_in_threadpool(query)
+
+
+@router.get("/inspections.csv", summary="The same rows as CSV (oldest first)", response_class=StreamingResponse)
+async def inspections_csv(
+    state: State,
+    profile: str | None = None,
+    label: str | None = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+) -> StreamingResponse:
+    f = filters(profile, label, since, until)
+    return StreamingResponse(
+        state.database().iter_csv(f),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="inspections.csv"'},
+    )

@@ -1,0 +1,95 @@
+"""The application's typed state, and the dependencies through which routes reach it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from ..images import ImageError
+from ..profile import ProfileMismatchError
+from .batcher import Batcher, ShuttingDownError
+from .config import ServiceConfig
+from .db import Recorder
+from .station import PredictItem, ProfileConflictError, RecordingError, Served, Station, UnknownProfileError, check_name
+
+
+@dataclass
+class AppState:
+    """What the lifespan builds and the routes use; `ready` once the model and profiles are loaded."""
+
+    config: ServiceConfig
+    station: Station | None = None
+    batcher: Batcher | None = None
+    recorder: Recorder | None = None
+    ready: bool = False
+    error: str | None = None  # why the service cannot answer (load failure, shutting down)
+
+    def live_station(self) -> Station:
+        """The station once ready; HTTP 503 before, after a load failure and while shutting down."""
+        if self.error:
+            raise HTTPException(503, self.error)
+        if not self.ready or self.station is None:
+            raise HTTPException(503, "not ready: loading and warming up the model and profiles")
+        return self.station
+
+    def served(self, name: str) -> Served:
+        """A served profile by name: 422 for an invalid name, 409 when refused, 404 when unknown."""
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        station = self.live_station()
+        if name in station.refused:
+            raise HTTPException(409, f"profile {name!r} was refused at start-up: {station.refused[name]}")
+        try:
+            return station.get(name)
+        except UnknownProfileError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    def database(self) -> Recorder:
+        """The record, once started (503 before)."""
+        if self.recorder is None:
+            raise HTTPException(503, "not ready: starting")
+        return self.recorder
+
+    def submit(self, item: PredictItem) -> Future:
+        """Queue one image for the next batch (503 when shutting down)."""
+        try:
+            return self._batcher().submit(item)
+        except ShuttingDownError as exc:
+            raise HTTPException(503, str(exc)) from None
+
+    def call(self, fn: Callable[[], object]) -> Future:
+        """Run `fn` alone on the model's worker thread (503 when shutting down)."""
+        try:
+            return self._batcher().call(fn)
+        except ShuttingDownError as exc:
+            raise HTTPException(503, str(exc)) from None
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise HTTPException(503, "not ready: starting")
+        return self.batcher
+
+
+async def outcome(future: Future) -> object:
+    """Await a worker future; map the station's errors to HTTP statuses."""
+    try:
+        return await asyncio.shield(asyncio.wrap_future(future))
+    except UnknownProfileError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ProfileConflictError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except (ImageError, ProfileMismatchError, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except RecordingError as exc:
+        raise HTTPException(500, str(exc)) from None
+
+
+def app_state(request: Request) -> AppState:
+    """FastAPI dependency: the application's state."""
+    return request.app.state.winclip
