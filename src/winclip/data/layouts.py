@@ -1,0 +1,53 @@
+"""The layouts ``winclip eval --dataset`` offers, and ``load_dataset`` (SPEC §6).
+
+Each layout is a finder in its own module, which documents the layout exactly:
+``mvtec`` (mvtec.py), ``visa`` (visa.py), ``folder`` (folder.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import ClassData, DatasetError, Finder, check_class, select
+from .folder import find_folder
+from .mvtec import find_mvtec
+from .visa import find_visa
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How ``load_dataset`` reads one layout."""
+
+    find: Finder  # root -> (classes found, problems outside any class)
+
+
+_REGISTRY: dict[str, Layout] = {
+    "mvtec": Layout(find_mvtec),
+    "visa": Layout(find_visa),
+    "folder": Layout(find_folder),
+}
+LAYOUTS = tuple(_REGISTRY)
+
+
+def load_dataset(layout: str, root: str | Path, classes: str | Sequence[str] | None = None) -> list[ClassData]:
+    """Describe and validate the dataset at ``root``; raise ``DatasetError`` listing every problem.
+
+    ``classes`` selects classes by name (in that order); only they are validated.
+    """
+    if layout not in _REGISTRY:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    spec = _REGISTRY[layout]
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError([f"{root}: dataset root does not exist"])
+    found, problems = spec.find(root)
+    if not found:
+        raise DatasetError([*problems, f"{root}: no classes found for the {layout} layout"])
+    selected = found if classes is None else select(found, classes, root)
+    for item in selected:
+        problems += item.problems + check_class(item.data, item.where)
+    if problems:
+        raise DatasetError(problems)
+    return [item.data for item in selected]
