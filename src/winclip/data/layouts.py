@@ -1,7 +1,8 @@
 """The layouts ``winclip eval --dataset`` offers, and ``load_dataset`` (SPEC §6).
 
 Each layout is a finder in its own module, which documents the layout exactly:
-``mvtec`` (mvtec.py), ``visa`` (visa.py), ``folder`` (folder.py).
+``mvtec`` and ``mpdd`` (mvtec.py), ``visa`` (visa.py), ``folder`` (folder.py),
+``btad`` (btad.py), ``mvtec-loco`` (loco.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .btad import find_btad
 from .core import ClassData, DatasetError, Finder, check_class, select
 from .folder import find_folder
+from .loco import find_loco
 from .mvtec import find_mvtec
 from .visa import find_visa
 
@@ -27,6 +30,9 @@ _REGISTRY: dict[str, Layout] = {
     "mvtec": Layout(find_mvtec),
     "visa": Layout(find_visa),
     "folder": Layout(find_folder),
+    "mpdd": Layout(find_mvtec),  # MPDD ships MVTec-AD's tree (mvtec.py)
+    "btad": Layout(find_btad),
+    "mvtec-loco": Layout(find_loco),
 }
 LAYOUTS = tuple(_REGISTRY)
 
