@@ -1,8 +1,9 @@
-"""The layouts beside mvtec/visa/folder: BTAD, MPDD and MVTec LOCO AD (winclip.data)."""
+"""The layouts beside mvtec/visa/folder: BTAD, MPDD, MVTec LOCO AD, Real-IAD and the CSV manifest (winclip.data)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,22 @@ import pytest
 from conftest import TINY
 from PIL import Image
 from synthetic import make_mvtec
-from synthetic_layouts import BTAD_EXTENSIONS, LOCO_VALUES, make_btad, make_loco
+from synthetic_layouts import (
+    BTAD_EXTENSIONS,
+    LOCO_VALUES,
+    REALIAD_VIEWS,
+    make_btad,
+    make_loco,
+    make_manifest,
+    make_realiad,
+)
 
 from winclip import WinCLIP
 from winclip.cli import build_parser, main
 from winclip.data import LAYOUTS, DatasetError, Sample, load_dataset, load_mask
 from winclip.evaluate import sample_mask
+
+STAMP = "20230922093358"  # the time stamp in synthetic Real-IAD file names
 
 
 def _problems(layout: str, root: Path, classes: list[str] | None = None) -> list[str]:
@@ -33,11 +44,29 @@ def _shrink(path: Path, size: tuple[int, int]) -> None:
     resized.save(path)
 
 
+def _read_rows(table: Path) -> list[list[str]]:
+    with table.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _write_rows(table: Path, rows: list[list[str]]) -> None:
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
 def test_registry_names_every_layout_and_the_cli_offers_them() -> None:
-    assert LAYOUTS == ("mvtec", "visa", "folder", "mpdd", "btad", "mvtec-loco")
+    assert LAYOUTS == ("mvtec", "visa", "folder", "mpdd", "btad", "mvtec-loco", "realiad", "realiad-sv", "manifest")
     parser = build_parser()
     for layout in LAYOUTS:
         assert parser.parse_args(["eval", "--dataset", layout, "--root", "r", "--out", "o"]).dataset == layout
+
+
+def test_root_is_a_folder_except_for_the_manifest(tmp_path: Path) -> None:
+    table = make_manifest(tmp_path, classes=("widget",), n_train=1, n_good=1, n_bad=1)
+    assert _problems("manifest", tmp_path) == [f"{tmp_path}: is a folder, but the manifest layout's root is a file"]
+    assert _problems("btad", table) == [f"{table}: is a file, but the btad layout's root is a folder"]
+    missing = tmp_path / "nope.csv"
+    assert _problems("manifest", missing) == [f"{missing}: dataset root does not exist"]
 
 
 # Sample and load_mask: several masks per image
@@ -166,6 +195,154 @@ def test_loco_problems(tmp_path: Path) -> None:
     ]
 
 
+# Real-IAD
+
+
+def _realiad_name(cls: str, sample: int, code: str, view: str) -> str:
+    folder = f"OK/S{sample:04d}" if code == "OK" else f"NG/{code}/S{sample:04d}"
+    return f"{folder}/{cls}_{sample:04d}_{'OK' if code == 'OK' else 'NG'}_{view}_{STAMP}.jpg"
+
+
+def test_realiad_takes_every_view_as_an_image(tmp_path: Path) -> None:
+    root = make_realiad(tmp_path, n_train=2, n_good=1, n_bad=2)
+    data = load_dataset("realiad", root)
+    assert [c.name for c in data] == ["audiojack", "toy_brick"]
+    for c in data:
+        base = root / c.name
+        assert c.train_good == tuple(sorted(base / _realiad_name(c.name, s, "OK", v) for s in (0, 1) for v in REALIAD_VIEWS))
+        anomalous = [(s.path.relative_to(base).as_posix(), s.defect, [m.relative_to(base).as_posix() for m in s.masks])
+                     for s in c.test if s.label == 1]
+        expected = [(_realiad_name(c.name, s, code, v), code) for s, code in ((4, "AK"), (3, "BX")) for v in ("C1", "C3")]
+        assert anomalous == [(name, code, [name.replace(".jpg", "_mask.png")]) for name, code in expected]
+        good = [s for s in c.test if s.label == 0]
+        assert all(s.defect == "good" and s.masks == () for s in good)
+        assert sorted(s.path.relative_to(base).as_posix() for s in good) == sorted(
+            [_realiad_name(c.name, 2, "OK", v) for v in REALIAD_VIEWS]
+            + [_realiad_name(c.name, s, code, v) for s, code in ((3, "BX"), (4, "AK")) for v in ("C2", "C4", "C5")]
+        )  # the views of an NG sample that do not show the defect are listed OK, so they are good
+        for sample in c.test:
+            assert load_mask(sample.masks, (64, 64)).any() == (sample.label == 1)
+
+
+def test_realiad_sv_reads_the_single_view_split(tmp_path: Path) -> None:
+    root = make_realiad(tmp_path, n_train=2, n_good=1, n_bad=2)
+    for c in load_dataset("realiad-sv", root):
+        base = root / c.name
+        assert c.train_good == tuple(base / _realiad_name(c.name, s, "OK", "C1") for s in (0, 1))
+        assert [(s.path.relative_to(base).as_posix(), s.label) for s in c.test] == [
+            (_realiad_name(c.name, 4, "AK", "C1"), 1),
+            (_realiad_name(c.name, 3, "BX", "C1"), 1),
+            (_realiad_name(c.name, 2, "OK", "C1"), 0),
+        ]
+
+
+def test_realiad_finds_its_jsons_beside_root_or_one_level_down(tmp_path: Path) -> None:
+    root = make_realiad(tmp_path, classes=("audiojack",), n_train=1, n_good=1, n_bad=1)
+    (tmp_path / "realiad_jsons_sv").rename(tmp_path / "realiad_jsons" / "realiad_jsons_sv")  # as anomalib has it
+    assert [len(c.test) for c in load_dataset("realiad-sv", root)] == [2]
+    shutil.rmtree(tmp_path / "realiad_jsons")
+    here = tmp_path.resolve()
+    assert _problems("realiad", root) == [
+        (
+            f"{root}: no <class>.json files in {here / 'realiad_jsons'} or {here / 'realiad_jsons' / 'realiad_jsons'} "
+            "(root is the image folder of one resolution, e.g. Real-IAD/realiad_256; realiad_jsons is read beside it)"
+        )
+    ]
+
+
+def test_realiad_problems(tmp_path: Path) -> None:
+    root = make_realiad(tmp_path, classes=("audiojack",), n_train=1, n_good=1, n_bad=2)
+    table = tmp_path.resolve() / "realiad_jsons" / "audiojack.json"
+    doc = json.loads(table.read_text())
+    entries = doc["test"]
+    first, second, third, _ = [i for i, e in enumerate(entries) if e["anomaly_class"] != "OK"]
+    base = root / "audiojack"
+    (base / entries[first]["mask_path"]).unlink()
+    entries[second]["mask_path"] = None
+    _shrink(base / entries[third]["mask_path"], (32, 32))
+    entries.append({"anomaly_class": "OK"})
+    doc["val"] = []
+    table.write_text(json.dumps(doc))
+    assert _problems("realiad", root) == [
+        f"{table}: unknown split 'val' (expected meta, train or test)",
+        f"{table}: test[{len(entries) - 1}]: expected image_path and anomaly_class strings, mask_path a string or null",
+        f"{table}: test[{first}]: mask file {base / entries[first]['mask_path']} does not exist",
+        f"{table}: test[{second}]: anomaly row has no mask",
+        (
+            f"{base / entries[third]['mask_path']}: mask is 32x32 but its image "
+            f"{base / entries[third]['image_path']} is 64x64 (WxH)"
+        ),
+    ]
+    table.write_text("{")
+    unreadable, none = _problems("realiad", root)
+    assert unreadable.startswith(f"{table}: not readable JSON (")
+    assert none == f"{root}: no classes found for the realiad layout"
+    table.write_text(json.dumps({"meta": {"prefix": 3}, "train": [], "test": []}))
+    assert _problems("realiad", root) == [f"{table}: meta's prefix and normal_class must be strings", none]
+
+
+# Manifest
+
+
+def test_manifest_loads_classes_references_and_test_rows(tmp_path: Path) -> None:
+    table = make_manifest(tmp_path, n_train=4, n_good=2, n_bad=3)
+    data = load_dataset("manifest", table)
+    assert [c.name for c in data] == ["gadget", "widget"]
+    for c in data:
+        images = tmp_path / "images" / c.name
+        assert c.train_good == tuple(images / f"good_{i:03d}.png" for i in range(4))
+        assert [(s.path, s.label, s.defect, s.masks) for s in c.test] == [
+            *[(images / f"bad_{i:03d}.png", 1, "anomaly", (tmp_path / "masks" / c.name / f"bad_{i:03d}.png",)) for i in range(3)],
+            *[(images / f"good_{i:03d}.png", 0, "good", ()) for i in (4, 5)],
+        ]  # bad_003 is an anomalous train row: neither a reference nor a test image
+
+
+@pytest.mark.parametrize("spelling", ["1", "anomaly", "Anomalous", "BAD", "defect", "ng", "0", "good", "NORMAL", "ok"])
+def test_manifest_label_spellings(tmp_path: Path, spelling: str) -> None:
+    table = make_manifest(tmp_path, classes=("widget",), n_train=1, n_good=1, n_bad=2)
+    rows = _read_rows(table)
+    rows[4][1] = spelling  # the second anomalous test row (it has a mask)
+    _write_rows(table, rows)
+    (data,) = load_dataset("manifest", table)
+    anomalous = spelling.lower() in ("1", "anomaly", "anomalous", "bad", "defect", "ng")
+    assert [s.label for s in data.test if s.path.name == "bad_001.png"] == [int(anomalous)]
+
+
+def test_manifest_problems_one_line_each(tmp_path: Path) -> None:
+    table = make_manifest(tmp_path, classes=("widget",), n_train=2, n_good=3, n_bad=3)
+    rows = _read_rows(table)  # line 2, 3: good train; 4-6: good test; 7-9: bad test; 10: bad train
+    rows[2][0] = "images/widget/nope.png"
+    rows[3][3] = "validation"
+    rows[4][1] = "maybe"
+    rows[6][2] = ""
+    rows[8][4] = ""
+    rows.append(rows[1])
+    _write_rows(table, rows)
+    wrong = tmp_path / rows[7][2]
+    _shrink(wrong, (10, 10))
+    assert _problems("manifest", table) == [
+        f"{table}:9: empty class",
+        f"{table}:3: image file {tmp_path / 'images' / 'widget' / 'nope.png'} does not exist",
+        f"{table}:4: unknown split 'validation' (expected train or test)",
+        f"{table}:5: unknown label 'maybe' (expected 0, good, normal, ok, 1, anomaly, anomalous, bad, defect or ng)",
+        f"{table}:7: anomaly row has no mask",
+        f"{table}:11: {tmp_path / rows[1][0]} is listed again (first at {table}:2)",
+        f"{wrong}: mask is 10x10 but its image {tmp_path / rows[7][0]} is 48x64 (WxH)",
+    ]
+
+
+def test_manifest_class_problems_and_columns(tmp_path: Path) -> None:
+    table = make_manifest(tmp_path, n_train=1, n_good=1, n_bad=1)
+    rows = _read_rows(table)
+    _write_rows(table, [row for row in rows if not (row[4] == "gadget" and row[3] == "train")])
+    assert _problems("manifest", table) == [f"{table} (class 'gadget'): no normal train rows"]
+    assert [c.name for c in load_dataset("manifest", table, ["widget"])] == ["widget"]
+    _write_rows(table, [["class", "path", "split", "label"]])
+    assert _problems("manifest", table) == [f"{table}: missing column(s) mask"]
+    _write_rows(table, [rows[0]])
+    assert _problems("manifest", table) == [f"{table}: no classes found for the manifest layout"]
+
+
 # winclip eval on each new layout: results for every class, or every problem before any model
 
 
@@ -178,6 +355,9 @@ SMALL = {
     "btad": lambda path: make_btad(path, classes=("01", "03"), n_train=2, n_good=2, n_bad=2),
     "mpdd": lambda path: make_mvtec(path, classes=("bracket_black", "tubes"), n_train=2, n_good=2, n_bad=2),
     "mvtec-loco": lambda path: make_loco(path, n_train=2, n_val=1, n_good=2, n_bad=3),
+    "realiad": lambda path: make_realiad(path, n_train=1, n_good=1, n_bad=1),
+    "realiad-sv": lambda path: make_realiad(path, n_train=1, n_good=1, n_bad=1),
+    "manifest": lambda path: make_manifest(path, n_train=2, n_good=2, n_bad=2),
 }
 
 
@@ -213,9 +393,24 @@ def _broken_loco(path: Path) -> tuple[Path, list[str]]:
     ]
 
 
+def _broken_realiad(path: Path) -> tuple[Path, list[str]]:
+    root = make_realiad(path, classes=("toy_brick",), n_train=1, n_good=1, n_bad=1)
+    table = path.resolve() / "realiad_jsons" / "toy_brick.json"
+    table.write_text(json.dumps({**json.loads(table.read_text()), "validation": []}))
+    return root, [f"{table}: unknown split 'validation' (expected meta, train or test)"]
+
+
+def _broken_manifest(path: Path) -> tuple[Path, list[str]]:
+    table = make_manifest(path, classes=("widget",), n_train=1, n_good=2, n_bad=1)
+    rows = _read_rows(table)
+    rows[2][3] = "val"
+    _write_rows(table, rows)
+    return table, [f"{table}:3: unknown split 'val' (expected train or test)"]
+
+
 @pytest.mark.parametrize(
     "layout, breaker",
-    [("btad", _broken_btad), ("mvtec-loco", _broken_loco)],
+    [("btad", _broken_btad), ("mvtec-loco", _broken_loco), ("realiad", _broken_realiad), ("manifest", _broken_manifest)],
 )
 def test_eval_reports_layout_problems_before_any_model(tmp_path, monkeypatch, capsys, layout, breaker) -> None:
     root, expected = breaker(tmp_path / "data")
