@@ -123,10 +123,8 @@ def find_table(table: Path, base: Path, fmt: TableFormat) -> tuple[list[Found], 
             row_problems.append(f"{where}: unknown split {split!r} (expected {expected(SPLITS)})")
         if label.lower() not in fmt.labels:
             row_problems.append(f"{where}: unknown label {label!r} (expected {expected(fmt.labels)})")
-        entry = Entry(
-            where, name, base, split.lower(), fmt.labels.get(label.lower()), "anomaly", row[column["image"]],
-            row[column["mask"]],
-        )
+        image, mask = row[column["image"]], row[column["mask"]]
+        entry = Entry(where, name, base, split.lower(), fmt.labels.get(label.lower()), "anomaly", image, mask)
         listing.add(entry, row_problems)
     return listing.classes(lambda name: f"{table} ({column['class']} {name!r})"), problems
 
@@ -144,6 +142,6 @@ def read_table(table: Path, columns: Sequence[str]) -> list[tuple[str, dict[str,
 
 
 def expected(words: Iterable[str]) -> str:
-    """``a, b or c``."""
-    words = list(words)
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    """``a, b or c`` (two words or more)."""
+    *head, last = words
+    return f"{', '.join(head)} or {last}"
