@@ -265,7 +265,7 @@ def sample_mask(sample: Sample, size: tuple[int, int], resolution: int | None) -
     target = size if resolution is None else (resolution, resolution)
     if sample.mask is None:
         return np.zeros(target, dtype=bool)
-    mask = load_mask(sample.mask, size)
+    mask = load_mask(sample.masks, size)
     return mask if target == size else resize_mask(mask, target)
 
 

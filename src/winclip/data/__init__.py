@@ -1,16 +1,15 @@
-"""Evaluation datasets: MVTec-AD, VisA and folder layouts, validated up front (SPEC §6)."""
+"""Evaluation datasets, validated up front (SPEC §6): ``LAYOUTS`` names them, ``layouts.py`` says where each is."""
 
-from winclip.data.datasets import (
+from winclip.data.core import (
     IMAGE_EXTENSIONS,
-    LAYOUTS,
     ClassData,
     DatasetError,
     Sample,
-    load_dataset,
     load_mask,
     resize_mask,
     sample_references,
 )
+from winclip.data.layouts import LAYOUTS, load_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
