@@ -47,8 +47,12 @@ def textured(rng: np.random.Generator, h: int, w: int) -> Image.Image:
 def make_inputs(folder: Path) -> None:
     """Reference, held-out and query photos (squares and oblongs) and an MVTec-style dataset."""
     rng = np.random.default_rng(7)
-    for sub, n, sizes in (("refs", 3, [(64, 64)]), ("good", 4, [(64, 64)]), ("bad", 3, [(64, 64)]),
-                          ("queries", 6, [(64, 64), (48, 80), (96, 64)])):
+    for sub, n, sizes in (
+        ("refs", 3, [(64, 64)]),
+        ("good", 4, [(64, 64)]),
+        ("bad", 3, [(64, 64)]),
+        ("queries", 6, [(64, 64), (48, 80), (96, 64)]),
+    ):
         (folder / sub).mkdir(parents=True)
         for i in range(n):
             h, w = sizes[i % len(sizes)]
@@ -74,7 +78,9 @@ def multipart(paths: list[Path]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{p.name}"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode() + p.read_bytes() + b"\r\n"
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + p.read_bytes()
+        + b"\r\n"
         for p in paths
     )
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
@@ -135,8 +141,10 @@ def run(tree: Path, inputs: Path, out: Path) -> dict[str, np.ndarray]:
     results = serve_results(tree, profiles, sorted((inputs / "queries").iterdir()))
     got["serve scores"] = np.array([r["score"] for r in results])
     got["serve maps"] = np.concatenate(
-        [np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(r["map"]))), dtype=np.float64).ravel()
-         for r in results]
+        [
+            np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(r["map"]))), dtype=np.float64).ravel()
+            for r in results
+        ]
     )
     return got
 

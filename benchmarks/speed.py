@@ -7,7 +7,7 @@
 
 Random weights (speed does not depend on them); preprocessed input at the backbone's size;
 scoring and upsampling included. The baseline is the fp32 forward through open_clip's own
-modules (`VisionTower(fused=False)`), timed interleaved with the fast path in this same
+modules (`Backbone.unfused()`), timed interleaved with the fast path in this same
 process, so the ratio holds on a noisy shared machine. Fidelity: the fast path against the
 fp32 baseline on textured synthetic images, 1-shot: Spearman of image scores and the largest
 map difference relative to the map's maximum.
@@ -16,7 +16,6 @@ map difference relative to the map's maximum.
 from __future__ import annotations
 
 import argparse
-import copy
 import resource
 import time
 import warnings
@@ -29,7 +28,9 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import PRECISION_CHOICES, PRECISIONS, VisionTower, linear, resolve_precision
+from winclip.backbone import PRECISIONS, resolve_precision
+from winclip.options import PRECISION_CHOICES
+from winclip.vision import linear
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
 
@@ -100,7 +101,7 @@ def build(backbone: str, device: str, precision: str) -> winclip.WinCLIP:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", winclip.RandomWeightsWarning)
         model = winclip.WinCLIP(backbone, None, device=device, precision=precision)
-    protos = torch.randn(2, model.embed_dim, generator=torch.Generator().manual_seed(0))
+    protos = torch.randn(2, model.backbone.embed_dim, generator=torch.Generator().manual_seed(0))
     return model.set_prototypes(protos[0], protos[1])
 
 
@@ -119,7 +120,7 @@ def fidelity(model: winclip.WinCLIP, reference: winclip.Prediction, images: list
     """Spearman of image scores and max |map - reference map| / max |reference map| over the images."""
     got = model.predict(images, batch_size=len(images))
     rho = float(spearmanr(reference.scores.numpy(), got.scores.numpy()).statistic)
-    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(got.maps, reference.maps))
+    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(got.maps, reference.maps, strict=True))
     return rho, rel
 
 
@@ -127,13 +128,15 @@ def speed_table(args: argparse.Namespace) -> winclip.WinCLIP:
     """Time the baseline and each precision's fast path, interleaved; returns the first fast model."""
     rng = np.random.default_rng(0)
     fast32 = build(args.backbone, args.device, "fp32")
-    base = copy.copy(fast32)  # the same weights and options through open_clip's own modules
-    base.tower = VisionTower(base.clip.visual, fused=False)
+    base = winclip.WinCLIP(fast32.backbone.unfused())  # the same weights through open_clip's own modules
+    base.set_prototypes(*fast32.prototypes_)
     size = base.info.image_size
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, backbone {args.backbone}, device {base.device}"
-          + (f" ({torch.cuda.get_device_name(base.device)})" if base.device.type == "cuda" else ""))
-    tower = fast32.tower
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, backbone {args.backbone}, device {base.device}"
+        + (f" ({torch.cuda.get_device_name(base.device)})" if base.device.type == "cuda" else "")
+    )
+    tower = fast32.backbone.tower
     print(f"fast path: {'fused' if tower.fused else 'fallback: ' + str(tower.fallback_reason)}")
     fast_models = {}
     for precision in args.precision:
@@ -151,8 +154,11 @@ def speed_table(args: argparse.Namespace) -> winclip.WinCLIP:
     shot_sets = {k: torch.randn(k, 3, *size) for k in args.shots if k}
     inputs = {b: torch.randn(b, 3, *size) for b in args.batch}
 
-    print(f"\n{'device':>6} {'path':>8} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
-          f"{'+peak MB':>8} {'ratio':>6} {'spearman':>9} {'max rel map':>11}", flush=True)
+    print(
+        f"\n{'device':>6} {'path':>8} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
+        f"{'+peak MB':>8} {'ratio':>6} {'spearman':>9} {'max rel map':>11}",
+        flush=True,
+    )
     for shots in args.shots:
         for model in [base, *fast_models.values()]:
             model.fit(shot_sets.get(shots))
@@ -169,10 +175,15 @@ def speed_table(args: argparse.Namespace) -> winclip.WinCLIP:
             for name, model in [("baseline", base), *fast_models.items()]:
                 sec, mb = best[name]
                 rho, rel = fid.get(name, (1.0, 0.0))
-                prec = "fp32" if name == "baseline" else f"{name}={model.precision}" if name == "auto" else name
-                print(f"{model.device.type:>6} {'baseline' if name == 'baseline' else 'fused':>8} {prec:>9} "
-                      f"{batch:>5} {shots:>5} {1 / sec:8.3f} {1000 * sec:9.1f} {mb:8.0f} "
-                      f"{best['baseline'][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}", flush=True)
+                prec = (
+                    "fp32" if name == "baseline" else f"{name}={model.backbone.precision}" if name == "auto" else name
+                )
+                print(
+                    f"{model.device.type:>6} {'baseline' if name == 'baseline' else 'fused':>8} {prec:>9} "
+                    f"{batch:>5} {shots:>5} {1 / sec:8.3f} {1000 * sec:9.1f} {mb:8.0f} "
+                    f"{best['baseline'][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}",
+                    flush=True,
+                )
     return next(iter(fast_models.values()))
 
 
@@ -193,7 +204,7 @@ def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
     for k in shots:
         # K references' features: random values, the right shapes (the time does not depend on them)
         refs = winclip.Features(
-            torch.randn(k, model.embed_dim),
+            torch.randn(k, model.backbone.embed_dim),
             {s: torch.randn(k, f.shape[1], f.shape[2]) for s, f in feats.windows.items()},
             torch.randn(k, *feats.patches.shape[1:]),
         )
@@ -220,7 +231,7 @@ def op_profile(model: winclip.WinCLIP, batch: int, rows: int = 12) -> None:
         model.encode(x)
         synchronize(model.device)
     key = "self_device_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
-    print(f"\noperators of one encode, batch {batch}, {model.precision} (torch.profiler, by {key}):")
+    print(f"\noperators of one encode, batch {batch}, {model.backbone.precision} (torch.profiler, by {key}):")
     print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
 
 
@@ -250,8 +261,10 @@ def memory_check(backbone: str, device: str, counts: list[int], batch: int, size
     """Peak memory of iter_predict over more and more images: it should stay flat (one batch held)."""
     model = build(backbone, device, "auto")
     model.fit([textured(np.random.default_rng(999), size, size)])
-    print(f"\nstreaming memory: iter_predict, {backbone}, batch {batch}, {size}x{size} images "
-          f"(one batch of maps = {batch * size * size * 4 / 2**20:.0f} MB)")
+    print(
+        f"\nstreaming memory: iter_predict, {backbone}, batch {batch}, {size}x{size} images "
+        f"(one batch of maps = {batch * size * size * 4 / 2**20:.0f} MB)"
+    )
     print(f"{'images':>6} {'peak MB':>8} {'+peak MB':>8} {'s':>6}")
     for _ in model.iter_predict(LazyImages(batch, size), batch_size=batch):
         pass  # warm-up

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from winclip.cli import main
-from winclip.inspection import colorize
+from winclip.render import colorize
 
 DOCS = Path(__file__).resolve().parent
 # A small random-weight ViT: 128 px input, 8 px patches -> a 16x16 grid (fast on a CPU).
@@ -34,11 +34,15 @@ def part(rng: np.random.Generator, defect: str | None = None) -> Image.Image:
     """A synthetic photo: a grey bracket with two holes on a textured bench; optional defect."""
     h, w = SIZE
     noise = rng.normal(0, 1, (h // 8, w // 8))
-    bench = Image.fromarray(((noise - noise.min()) / np.ptp(noise) * 40 + 60).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    bench = Image.fromarray(((noise - noise.min()) / np.ptp(noise) * 40 + 60).astype(np.uint8)).resize(
+        (w, h), Image.Resampling.BICUBIC
+    )
     img = Image.merge("RGB", (bench, bench.point(lambda v: v * 0.9), bench.point(lambda v: v * 0.7)))
     draw = ImageDraw.Draw(img)
     dx, dy = rng.integers(-4, 5, 2)
-    draw.rounded_rectangle((40 + dx, 50 + dy, 216 + dx, 142 + dy), radius=18, fill=(170, 172, 178), outline=(120, 122, 128), width=3)
+    draw.rounded_rectangle(
+        (40 + dx, 50 + dy, 216 + dx, 142 + dy), radius=18, fill=(170, 172, 178), outline=(120, 122, 128), width=3
+    )
     for cx in (85, 171):
         draw.ellipse((cx - 14 + dx, 82 + dy, cx + 14 + dx, 110 + dy), fill=(40, 40, 45))
     if defect == "scratch":
@@ -80,7 +84,11 @@ def figure(root: Path, results: Path, names: list[str]) -> Image.Image:
     sheet = Image.new("RGB", (3 * w + 4 * pad, banner_h + len(names) * (h + text_h + pad) + 64), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     draw.rectangle((0, 0, sheet.width, banner_h - 6), fill=(180, 0, 0))
-    draw.text((pad, 8), "RANDOM WEIGHTS: illustration of the outputs only - scores and heat maps are MEANINGLESS", fill=(255, 255, 255))
+    draw.text(
+        (pad, 8),
+        "RANDOM WEIGHTS: illustration of the outputs only - scores and heat maps are MEANINGLESS",
+        fill=(255, 255, 255),
+    )
     y = banner_h
     for name in names:
         row = rows[str(root / "incoming" / name)]
@@ -90,8 +98,12 @@ def figure(root: Path, results: Path, names: list[str]) -> Image.Image:
             Image.open(results / "overlays" / f"{stem}.png").convert("RGB"),
             Image.open(results / "masks" / f"{stem}.png").convert("RGB"),
         ]
-        captions = [name, f"overlay: score {float(row['score']):.3f} -> {row['label']}", f"mask: {row['n_regions']} region(s)"]
-        for i, (tile, cap) in enumerate(zip(tiles, captions)):
+        captions = [
+            name,
+            f"overlay: score {float(row['score']):.3f} -> {row['label']}",
+            f"mask: {row['n_regions']} region(s)",
+        ]
+        for i, (tile, cap) in enumerate(zip(tiles, captions, strict=True)):
             x = pad + i * (w + pad)
             draw.text((x, y + 4), cap, fill=(0, 0, 0))
             sheet.paste(tile, (x, y + text_h - 8))
@@ -105,7 +117,11 @@ def figure(root: Path, results: Path, names: list[str]) -> Image.Image:
     draw.text((pad, y + 26), "map 0", fill=(0, 0, 0))
     draw.text((tick - 40, y + 26), f"threshold {t:.3f}", fill=(0, 0, 0))
     draw.text((pad + span - 40, y + 26), "map 1", fill=(0, 0, 0))
-    draw.text((pad, y + 40), "overlay colours: fixed scale, yellow exactly at the threshold (never stretched per image)", fill=(0, 0, 0))
+    draw.text(
+        (pad, y + 40),
+        "overlay colours: fixed scale, yellow exactly at the threshold (never stretched per image)",
+        fill=(0, 0, 0),
+    )
     return sheet
 
 
@@ -117,9 +133,12 @@ def main_() -> int:
         write_photos(root, rng)
         model = ["--backbone", str(root / "demo-vit.json"), "--pretrained", "none", "--device", "cpu"]
         prof, out = str(root / "bracket.winclip"), root / "results"
-        run(root, ["profile", "create", "--object", "metal bracket", "--good", str(root / "refs"), "--out", prof, *model])
-        run(root, ["profile", "calibrate", prof, "--good", str(root / "holdout_good"), "--bad", str(root / "holdout_bad"),
-                   "--target-fpr", "0.1", "--review-fpr", "0.3", *model])  # fmt: skip
+        run(
+            root,
+            ["profile", "create", "--object", "metal bracket", "--good", str(root / "refs"), "--out", prof, *model],
+        )
+        holdout = ["--good", str(root / "holdout_good"), "--bad", str(root / "holdout_bad")]
+        run(root, ["profile", "calibrate", prof, *holdout, "--target-fpr", "0.1", "--review-fpr", "0.3", *model])
         run(root, ["predict", str(root / "incoming"), "--profile", prof, "--out", str(out), "--no-progress", *model])
         print((out / "results.csv").read_text().replace(str(root) + "/", ""))
         print((out / "errors.csv").read_text().replace(str(root) + "/", ""))

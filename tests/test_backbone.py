@@ -47,7 +47,7 @@ def test_batched_window_pass_equals_one_window_at_a_time(model):
     feats = model.encode(x)
     checked = 0
     for k in (2, 3):
-        idx = window_indices(model.grid, k)
+        idx = window_indices(model.backbone.grid, k)
         assert feats.windows[k].shape == (2, idx.shape[0], 32)
         for n in range(2):
             for w in range(idx.shape[0]):
@@ -71,7 +71,7 @@ def test_random_weights_are_seeded_and_announced():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         b, _ = load_clip(TINY, "none")
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
 
 
@@ -96,7 +96,7 @@ def test_local_checkpoint_round_trip(tmp_path, suffix):
     a = source.set_object("screw").predict(x)
     b = loaded.set_object("screw").predict(x)
     assert torch.equal(a.scores, b.scores)
-    assert len(a.maps) == len(b.maps) == 2 and all(torch.equal(m, n) for m, n in zip(a.maps, b.maps))
+    assert len(a.maps) == len(b.maps) == 2 and all(torch.equal(m, n) for m, n in zip(a.maps, b.maps, strict=True))
     assert not torch.equal(make_model().set_object("screw").predict(x).scores, a.scores)
 
 
@@ -144,7 +144,7 @@ def test_default_backbone_geometry_and_invariant():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = winclip.WinCLIP("ViT-B-16-plus-240", None, device="cpu")
-    assert m.grid == (15, 15) and m.embed_dim == 640 and m.info.image_size == (240, 240)
+    assert m.backbone.grid == (15, 15) and m.backbone.embed_dim == 640 and m.info.image_size == (240, 240)
     x = torch.randn(1, 3, 240, 240)
     feats = m.encode(x)
     assert feats.windows[2].shape == (1, 196, 640)
@@ -159,7 +159,7 @@ def test_another_vit_has_its_own_grid():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = winclip.WinCLIP("ViT-B-32", None, device="cpu")
-    assert m.grid == (7, 7) and m.embed_dim == 512
+    assert m.backbone.grid == (7, 7) and m.backbone.embed_dim == 512
     m.set_prototypes(torch.randn(512), torch.randn(512))
     p = m.predict(torch.randn(1, 3, 224, 224))
     assert p.maps[0].shape == (224, 224)

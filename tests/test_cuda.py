@@ -64,7 +64,7 @@ def test_cuda_fp32_matches_the_cpu():
     assert gpu.scores.device.type == "cpu" and gpu.maps[0].device.type == "cpu"
     torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4, atol=1e-5)
     assert len(gpu.maps) == len(cpu.maps) == 6
-    for a, b in zip(gpu.maps, cpu.maps):
+    for a, b in zip(gpu.maps, cpu.maps, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -72,7 +72,7 @@ def test_auto_is_fp16_and_half_precisions_stay_faithful():
     refs, queries = images(1, seed=1), images(12)
     reference = winclip.WinCLIP(cuda_model("fp32").backbone.unfused()).set_object("bottle").fit(refs)
     auto = cuda_model("auto").fit(refs)
-    assert auto.precision == "fp16" and auto.dtype == torch.float16
+    assert auto.backbone.precision == "fp16" and auto.backbone.dtype == torch.float16
     rho, rel = fidelity(auto, reference, queries)
     assert rho >= 0.999 and rel <= 1e-2  # the bounds
     rho, rel = fidelity(cuda_model("bf16").fit(refs), reference, queries)
@@ -97,7 +97,7 @@ def test_scoring_state_lives_on_the_gpu():
     for k in m.options.scales:
         cov = m._coverage(k)
         assert cov.device.type == "cuda" and cov is m._coverage(k)  # cached, not copied per call
-        assert torch.equal(cov.cpu(), coverage_matrix(m.grid, k))
+        assert torch.equal(cov.cpu(), coverage_matrix(m.backbone.grid, k))
 
 
 def test_peak_memory_grows_with_the_batch_not_the_image_count():

@@ -243,7 +243,10 @@ def test_folder_loads_classes_defect_types_and_both_mask_names(tmp_path: Path) -
         assert len(bad) == 4
         assert sorted(s.defect for s in bad) == ["blob", "blob", "scratch", "scratch"]
         assert sorted(s.mask.name for s in bad) == [
-            "blob_001_mask.png", "blob_003_mask.png", "scratch_000.png", "scratch_002.png"
+            "blob_001_mask.png",
+            "blob_003_mask.png",
+            "scratch_000.png",
+            "scratch_002.png",
         ]
         assert all(s.mask.name.startswith(s.path.stem) for s in bad)
         assert [s.label for s in c.test].count(0) == 2

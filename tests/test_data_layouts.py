@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
 from PIL import Image
+
+from conftest import TINY
 from synthetic import make_mvtec
 from synthetic_layouts import (
     BTAD_EXTENSIONS,
@@ -21,7 +22,6 @@ from synthetic_layouts import (
     make_manifest,
     make_realiad,
 )
-
 from winclip import WinCLIP
 from winclip.cli import build_parser, main
 from winclip.data import LAYOUTS, DatasetError, Sample, load_dataset, load_mask
@@ -112,7 +112,12 @@ def test_btad_masks_match_by_stem_across_extensions(tmp_path: Path) -> None:
         assert c.train_good == tuple(base / "train" / "ok" / f"{i:04d}{image_ext}" for i in range(4))
         assert [(s.path, s.label, s.defect, s.masks) for s in c.test] == [
             *[
-                (base / "test" / "ko" / f"{i:04d}{image_ext}", 1, "ko", (base / "ground_truth" / "ko" / f"{i:04d}{mask_ext}",))
+                (
+                    base / "test" / "ko" / f"{i:04d}{image_ext}",
+                    1,
+                    "ko",
+                    (base / "ground_truth" / "ko" / f"{i:04d}{mask_ext}",),
+                )
                 for i in range(3)
             ],
             *[(base / "test" / "ok" / f"{i:04d}{image_ext}", 0, "good", ()) for i in range(2)],
@@ -209,10 +214,17 @@ def test_realiad_takes_every_view_as_an_image(tmp_path: Path) -> None:
     assert [c.name for c in data] == ["audiojack", "toy_brick"]
     for c in data:
         base = root / c.name
-        assert c.train_good == tuple(sorted(base / _realiad_name(c.name, s, "OK", v) for s in (0, 1) for v in REALIAD_VIEWS))
-        anomalous = [(s.path.relative_to(base).as_posix(), s.defect, [m.relative_to(base).as_posix() for m in s.masks])
-                     for s in c.test if s.label == 1]
-        expected = [(_realiad_name(c.name, s, code, v), code) for s, code in ((4, "AK"), (3, "BX")) for v in ("C1", "C3")]
+        assert c.train_good == tuple(
+            sorted(base / _realiad_name(c.name, s, "OK", v) for s in (0, 1) for v in REALIAD_VIEWS)
+        )
+        anomalous = [
+            (s.path.relative_to(base).as_posix(), s.defect, [m.relative_to(base).as_posix() for m in s.masks])
+            for s in c.test
+            if s.label == 1
+        ]
+        expected = [
+            (_realiad_name(c.name, s, code, v), code) for s, code in ((4, "AK"), (3, "BX")) for v in ("C1", "C3")
+        ]
         assert anomalous == [(name, code, [name.replace(".jpg", "_mask.png")]) for name, code in expected]
         good = [s for s in c.test if s.label == 0]
         assert all(s.defect == "good" and s.masks == () for s in good)
@@ -292,7 +304,10 @@ def test_manifest_loads_classes_references_and_test_rows(tmp_path: Path) -> None
         images = tmp_path / "images" / c.name
         assert c.train_good == tuple(images / f"good_{i:03d}.png" for i in range(4))
         assert [(s.path, s.label, s.defect, s.masks) for s in c.test] == [
-            *[(images / f"bad_{i:03d}.png", 1, "anomaly", (tmp_path / "masks" / c.name / f"bad_{i:03d}.png",)) for i in range(3)],
+            *[
+                (images / f"bad_{i:03d}.png", 1, "anomaly", (tmp_path / "masks" / c.name / f"bad_{i:03d}.png",))
+                for i in range(3)
+            ],
             *[(images / f"good_{i:03d}.png", 0, "good", ()) for i in (4, 5)],
         ]  # bad_003 is an anomalous train row: neither a reference nor a test image
 
@@ -410,7 +425,12 @@ def _broken_manifest(path: Path) -> tuple[Path, list[str]]:
 
 @pytest.mark.parametrize(
     "layout, breaker",
-    [("btad", _broken_btad), ("mvtec-loco", _broken_loco), ("realiad", _broken_realiad), ("manifest", _broken_manifest)],
+    [
+        ("btad", _broken_btad),
+        ("mvtec-loco", _broken_loco),
+        ("realiad", _broken_realiad),
+        ("manifest", _broken_manifest),
+    ],
 )
 def test_eval_reports_layout_problems_before_any_model(tmp_path, monkeypatch, capsys, layout, breaker) -> None:
     root, expected = breaker(tmp_path / "data")

@@ -31,7 +31,9 @@ def _eval(root: Path, out: Path, dataset: str, *extra: str) -> int:
 
 def _results(out: Path) -> dict[tuple[str, int, str, str], float]:
     with (out / "results.csv").open(newline="") as handle:
-        return {(r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r["value"]) for r in csv.DictReader(handle)}
+        return {
+            (r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r["value"]) for r in csv.DictReader(handle)
+        }
 
 
 def _f1max(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -112,7 +114,7 @@ def test_pixel_metrics_equal_an_independent_recomputation(tmp_path):
     results = _results(tmp_path / "out")
     (data,) = load_dataset("visa", root, ["pcb1"])
     model = make_model().set_object("pcb1")
-    x = torch.stack([model.preprocess(load_image(s.path, str(s.path))) for s in data.test])
+    x = torch.stack([model.backbone.preprocess(load_image(s.path, str(s.path))) for s in data.test])
     masks = np.stack([_mask(s.mask, (64, 96), (240, 240)) for s in data.test])
     assert masks.any() and not masks.all()
     for shots, refs in ((0, []), (1, sample_references(data, 1, 0))):
@@ -127,7 +129,19 @@ def test_pixel_metrics_equal_an_independent_recomputation(tmp_path):
 def test_original_resolution_equals_predict(tmp_path, resize):
     """--eval-resolution original: the maps model.predict returns at each image's size, also with tiling."""
     root = make_visa(tmp_path / "data", classes=("candle",))
-    code = _eval(root, tmp_path / "out", "visa", "--shots", "1", "--seeds", "1", "--eval-resolution", "original", "--resize", resize)
+    code = _eval(
+        root,
+        tmp_path / "out",
+        "visa",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--eval-resolution",
+        "original",
+        "--resize",
+        resize,
+    )
     assert code == 0
     results = _results(tmp_path / "out")
     scores = np.load(tmp_path / "out" / "scores.npz")
@@ -174,7 +188,19 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     assert (tmp_path / "out" / "results.csv").read_bytes() == first
 
     # a scoring ablation recomputes every row from cached features, encoding nothing
-    assert _eval(root, tmp_path / "ablation", "mvtec", *args, "--prompts", "two-class", "--cache", str(tmp_path / "out" / "cache")) == 0
+    assert (
+        _eval(
+            root,
+            tmp_path / "ablation",
+            "mvtec",
+            *args,
+            "--prompts",
+            "two-class",
+            "--cache",
+            str(tmp_path / "out" / "cache"),
+        )
+        == 0
+    )
     assert counter.calls == []
     assert (tmp_path / "ablation" / "results.csv").read_bytes() != first
 
@@ -188,9 +214,10 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     # a window-scale ablation changes features: a new cache folder
     counter.calls.clear()
     assert _eval(root, tmp_path / "out", "mvtec", *args, "--scales", "3", "--classes", "widget") == 0
-    assert sum(counter.calls) == len({s.path for s in classes[1].test} | {
-        p for k in (1, 2) for seed in range(3) for p in sample_references(classes[1], k, seed)
-    })
+    assert sum(counter.calls) == len(
+        {s.path for s in classes[1].test}
+        | {p for k in (1, 2) for seed in range(3) for p in sample_references(classes[1], k, seed)}
+    )
     assert len(list((tmp_path / "out" / "cache").glob("*/settings.json"))) == 2
 
 
@@ -254,7 +281,8 @@ def _too_few_references(root: Path) -> list[str]:
     make_folder(root, n_ref=2)
     shutil.rmtree(root / "gadget" / "reference")  # zero-shot only
     return [
-        "gadget: 4 references requested but only 0 available (zero-shot only; put good images in the class's reference/ folder)",
+        "gadget: 4 references requested but only 0 available "
+        "(zero-shot only; put good images in the class's reference/ folder)",
         "widget: 4 references requested but only 2 available",
     ]
 

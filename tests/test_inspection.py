@@ -46,7 +46,9 @@ def test_discover_files_folders_globs_and_collisions(tmp_path, rng):
             (tmp_path / rel).write_text("hi")
         else:
             Image.fromarray(img).save(tmp_path / rel)
-    found = discover([str(tmp_path / "a"), str(tmp_path / "b" / "*.png"), str(tmp_path / "nothing*.png"), str(tmp_path / "gone.png")])
+    found = discover(
+        [str(tmp_path / "a"), str(tmp_path / "b" / "*.png"), str(tmp_path / "nothing*.png"), str(tmp_path / "gone.png")]
+    )
     assert [(i.path.relative_to(tmp_path).as_posix(), str(i.rel)) for i in found.images] == [
         ("a/sub/y.jpg", "sub/y"),
         ("a/x.png", "x"),
@@ -68,7 +70,9 @@ def test_colour_scale_is_fixed_and_anchored_at_the_threshold():
     assert (colorize(low, 0.3)[..., 2] > colorize(low, 0.3)[..., 0]).all()  # blue everywhere
 
 
-def test_a_folder_of_mixed_inputs_gives_outputs_for_good_ones_and_error_rows_for_bad_ones(tmp_path, rng, inspector, capsys):
+def test_a_folder_of_mixed_inputs_gives_outputs_for_good_ones_and_error_rows_for_bad_ones(
+    tmp_path, rng, inspector, capsys
+):
     src = tmp_path / "in"
     rgb = textured(rng, 60, 90)
     sizes = {
@@ -134,7 +138,9 @@ def test_regions_in_the_records_are_the_masks_connected_components(tmp_path, rng
         got = {(g["x"], g["y"], g["width"], g["height"], g["area"]) for g in r["regions"]}
         want = set()
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-            want.add((sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start, int((labels == i).sum())))
+            want.add(
+                (sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start, int((labels == i).sum()))
+            )
         assert got == want
         for g in r["regions"]:
             box = raw_map[g["y"] : g["y"] + g["height"], g["x"] : g["x"] + g["width"]]
@@ -192,7 +198,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, rng
     assert summary.resumed == 4 and summary.failed == 1 and sum(summary.labels.values()) == 7
     full, part = _records(tmp_path / "full"), _records(tmp_path / "part")
     assert len(full) == 7 and [r["path"] for r in part] == [r["path"] for r in full]
-    for a, b in zip(full, part):
+    for a, b in zip(full, part, strict=True):
         assert a.keys() == b.keys() and a["score"] == pytest.approx(b["score"], abs=1e-6)
         assert a["label"] == b["label"] and a["regions"] == b["regions"]
         assert (tmp_path / "full" / a["overlay"]).read_bytes() == (tmp_path / "part" / b["overlay"]).read_bytes()
@@ -200,7 +206,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, rng
     # the same rows; numbers within 1e-6: on AVX-512 CPUs the last bits depend on which images share a batch
     rows = [list(csv.DictReader((tmp_path / run / "results.csv").open())) for run in ("full", "part")]
     assert len(rows[0]) == len(rows[1]) == 7
-    for a, b in zip(*rows):
+    for a, b in zip(*rows, strict=True):
         for key in a:
             if key in ("score", "model_score", "zero_shot", "confidence"):
                 assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("profile",),
     ("inspector",),
-    ("report", "evaluate", "workflow"),
+    ("feature_cache", "report", "evaluate", "workflow"),
     ("service.config", "service.db", "service.batcher", "service.uploads"),
     ("service.station",),
     ("service.schemas", "service.state"),
@@ -107,18 +107,25 @@ def test_modules_and_functions_stay_small():
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"winclip.{name}.{node.name}: {length} lines")
-    assert not too_long, f"over {MAX_MODULE_LINES} lines per module or {MAX_FUNCTION_LINES} per function:\n" + "\n".join(too_long)
+    assert not too_long, (
+        f"over {MAX_MODULE_LINES} lines per module or {MAX_FUNCTION_LINES} per function:\n" + "\n".join(too_long)
+    )
 
 
 def test_the_command_line_parses_without_torch():
-    code = "import sys; from winclip.cli import build_parser; build_parser(); print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    code = (
+        "import sys; from winclip.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     help_text = subprocess.run([sys.executable, "-m", "winclip", "--help"], capture_output=True, text=True, check=True)
     assert "predict" in help_text.stdout and "eval" in help_text.stdout
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(), reason="ruff is not installed")
+@pytest.mark.skipif(
+    shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(), reason="ruff is not installed"
+)
 def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     result = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
@@ -129,9 +136,13 @@ def test_ruff_is_clean():
 def test_service_tests_skip_cleanly_without_the_serve_extra(tmp_path):
     blocker = tmp_path / "fastapi"
     blocker.mkdir()
-    (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'fastapi' (blocked)\", name='fastapi')\n")
+    (blocker / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'fastapi' (blocked)\", name='fastapi')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    service_tests = sorted(str(p) for p in (ROOT / "tests").glob("test_service_*.py") if p.name != "test_service_support.py")
+    service_tests = sorted(
+        str(p) for p in (ROOT / "tests").glob("test_service_*.py") if p.name != "test_service_support.py"
+    )
     assert len(service_tests) >= 4
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *service_tests],

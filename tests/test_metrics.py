@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -38,9 +40,9 @@ def _reference_pro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: flo
     for t in np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]:
         predicted = [m >= t for m in maps]
         pros.append(np.mean([(predicted[i] & r).sum() / r.sum() for i, r in regions]))
-        fprs.append(sum(int((p & ~m).sum()) for p, m in zip(predicted, masks)) / n_normal)
+        fprs.append(sum(int((p & ~m).sum()) for p, m in zip(predicted, masks, strict=True)) / n_normal)
     area = 0.0
-    for x0, y0, x1, y1 in zip(fprs, pros, fprs[1:], pros[1:]):
+    for (x0, y0), (x1, y1) in pairwise(zip(fprs, pros, strict=True)):
         if x0 >= max_fpr:
             break
         if x1 > max_fpr:
@@ -221,7 +223,7 @@ def test_accumulator_differing_sizes_small_chunks_and_blocks() -> None:
     maps = [np.round(rng.random(s), 1) for s in batches]
     masks = [_blob_masks(rng, s, 0.15) for s in batches]
     acc = PixelMetricAccumulator(max_fpr=0.2, chunk=7, block=50)
-    for m, k in zip(maps, masks):
+    for m, k in zip(maps, masks, strict=True):
         acc.update(m, k)
     images = [image for m in maps for image in m]
     image_masks = [image for k in masks for image in k]

@@ -13,9 +13,9 @@ def test_query_in_its_own_references_has_a_zero_vision_map(model, rng):
     few = model.predict(refs)
     torch.testing.assert_close(few.scores, 0.5 * zero.scores, rtol=0, atol=1e-6)
     torch.testing.assert_close(few.zero_shot, zero.zero_shot)
-    for m0, m in zip(zero.maps, few.maps):
+    for m0, m in zip(zero.maps, few.maps, strict=True):
         torch.testing.assert_close(m, 0.5 * m0, rtol=0, atol=1e-6)  # (M0 + M^W)/2 with M^W ≡ 0
-    feats = model.encode(torch.stack([model.preprocess(Image.fromarray(r)) for r in refs]))
+    feats = model.encode(torch.stack([model.backbone.preprocess(Image.fromarray(r)) for r in refs]))
     grid = model.score(feats)
     torch.testing.assert_close(grid.scores, 0.5 * grid.zero_shot, rtol=0, atol=1e-6)
 
@@ -57,7 +57,7 @@ def test_fit_empty_restores_zero_shot_and_refit_replaces(model, rng):
     after = model.predict(images)
     assert torch.equal(before.scores, after.scores)
     assert len(before.maps) == len(after.maps) == 2
-    assert all(torch.equal(a, b) for a, b in zip(before.maps, after.maps))
+    assert all(torch.equal(a, b) for a, b in zip(before.maps, after.maps, strict=True))
 
 
 def test_results_are_deterministic(rng):
@@ -68,7 +68,8 @@ def test_results_are_deterministic(rng):
     b1, b2 = b.predict(images), b.predict(images)
     for other in (b1, b2):
         assert torch.equal(a.scores, other.scores)
-        assert len(a.maps) == len(other.maps) == 2 and all(torch.equal(m, n) for m, n in zip(a.maps, other.maps))
+        assert len(a.maps) == len(other.maps) == 2
+        assert all(torch.equal(m, n) for m, n in zip(a.maps, other.maps, strict=True))
 
 
 def test_every_input_form_gives_the_same_result(model, tmp_path, rng):
@@ -115,7 +116,9 @@ def test_prototypes_are_cached_and_states_matter(model, monkeypatch):
     import winclip.backbone as module
 
     original = module.encode_text
-    monkeypatch.setattr(module, "encode_text", lambda m, tok, texts: calls.append(len(texts)) or original(m, tok, texts))
+    monkeypatch.setattr(
+        module, "encode_text", lambda m, tok, texts: calls.append(len(texts)) or original(m, tok, texts)
+    )
     model.set_object("bottle")
     assert calls == [] and model.prototypes_ is first
     model.set_object("bottle", anomalous_states=["{o} with a crack"])
@@ -140,8 +143,16 @@ def test_a_bad_file_is_reported_before_any_work_and_streaming_goes_on(model, tmp
 
 
 def test_options_are_validated():
-    for bad in ({"precision": "fp8"}, {"resize": "crop"}, {"tile_reduce": "min"}, {"temperature": 0},
-                {"scales": (), "image_scale": False}, {"scales": (9,)}, {"prompts": "nope"}, {"precision": "fp16"}):
+    for bad in (
+        {"precision": "fp8"},
+        {"resize": "crop"},
+        {"tile_reduce": "min"},
+        {"temperature": 0},
+        {"scales": (), "image_scale": False},
+        {"scales": (9,)},
+        {"prompts": "nope"},
+        {"precision": "fp16"},
+    ):
         with pytest.raises(ValueError):
             make_model(**bad)
 

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_round_trip_scores_match_the_in_memory_model(tmp_path, images):
     assert loaded.normal_states[-1] == "shiny {o}" and loaded.shots == 2
     got = Inspector(loaded, make_model()).inspect(images["queries"])
     assert len(got) == 3
-    for r, score, full in zip(got, expected.scores, expected.maps):
+    for r, score, full in zip(got, expected.scores, expected.maps, strict=True):
         assert r.error is None and r.score == pytest.approx(float(score), abs=1e-6)
         assert r.map.shape == tuple(full.shape) == (48, 80)
         np.testing.assert_allclose(r.map, full.numpy(), atol=1e-6)
@@ -121,7 +122,8 @@ def test_add_good_warns_when_a_calibration_image_changed_on_disk(images, rng):
     assert not [w for w in caught if w.category is CalibrationChangedWarning]  # nothing changed: silent
     changed = images["holdout"][3]
     Image.fromarray(textured(rng, 64, 64)).save(changed)
-    expected = f"1 calibration image(s) changed on disk since calibration and are re-scored as they are now: {Path(changed).resolve()}"
+    expected = "1 calibration image(s) changed on disk since calibration and are re-scored as they are now: "
+    expected += str(Path(changed).resolve())
     with pytest.warns(CalibrationChangedWarning, match=f"^{re.escape(expected)}$"):
         grown = profile.add_good(model, images["queries"][:1])
     new_score = Inspector(grown, model).inspect([changed])[0].score
@@ -149,9 +151,7 @@ def test_f1_best_threshold_against_brute_force():
     t, f1 = f1_best_threshold(good, bad)
     scores = np.concatenate([good, bad])
     truth = np.r_[np.zeros(40), np.ones(15)]
-    best = max(
-        (2 * ((scores >= c) & (truth == 1)).sum() / ((scores >= c).sum() + 15), c) for c in np.unique(scores)
-    )
+    best = max((2 * ((scores >= c) & (truth == 1)).sum() / ((scores >= c).sum() + 15), c) for c in np.unique(scores))
     assert f1 == pytest.approx(best[0]) and t == best[1]
 
 
@@ -181,7 +181,9 @@ def test_a_profile_from_another_backbone_or_checkpoint_is_refused(tmp_path, imag
     data = json.loads((profile.save(tmp_path / "p") / "profile.json").read_text())
     data["weights_id"] = "sha256:" + "ab" * 32
     (tmp_path / "p" / "profile.json").write_text(json.dumps(data))
-    with pytest.raises(ProfileMismatchError, match="made with tiny-vit \\(sha256:abab.*loaded model is tiny-vit \\(random:seed=0\\)"):
+    with pytest.raises(
+        ProfileMismatchError, match="made with tiny-vit \\(sha256:abab.*loaded model is tiny-vit \\(random:seed=0\\)"
+    ):
         Inspector(Profile.load(tmp_path / "p"), make_model())
     data["backbone"] = "ViT-B-16"
     (tmp_path / "p" / "profile.json").write_text(json.dumps(data))
@@ -228,8 +230,8 @@ def test_labels_and_confidence():
     assert confidence(0.3, 0.3, 0.05) == 0.5
     xs = np.linspace(0, 1, 201)
     cs = [confidence(x, 0.3, 0.05) for x in xs]
-    assert len(cs) == 201 and all(a < b for a, b in zip(cs, cs[1:]) if 0 < a < 1 and 0 < b < 1)
-    assert all(a <= b for a, b in zip(cs, cs[1:]))
+    assert len(cs) == 201 and all(a < b for a, b in pairwise(cs) if 0 < a < 1 and 0 < b < 1)
+    assert all(a <= b for a, b in pairwise(cs))
     assert confidence(0.4, 0.3, 0.05) == pytest.approx(1 / (1 + math.exp(-2)))
     assert [label_of(s, 0.5, 0.4) for s in (0.39, 0.4, 0.49, 0.5)] == ["normal", "review", "review", "anomalous"]
     assert label_of(0.45, 0.5) == "normal"

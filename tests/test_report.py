@@ -22,16 +22,36 @@ from winclip.report import (
 )
 
 SHARED_CSV = Path("/work/shared/paper/winclip_per_class.csv")
-MVTEC = (
-    ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]
-)
+MVTEC = [
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+]
 
 
 def _row(cls: str, shots: int, seed: int | None, value: float, n: int = 4) -> RowResult:
     return RowResult(
-        cls, shots, seed, {m: value for m in METRICS},
-        tuple(f"{cls}/{i}.png" for i in range(n)), tuple(i % 2 for i in range(n)), tuple("good" if i % 2 == 0 else "cut" for i in range(n)),
-        tuple(value + i / 10 for i in range(n)), tuple(value / 2 + i / 10 for i in range(n)),
+        cls,
+        shots,
+        seed,
+        {m: value for m in METRICS},
+        tuple(f"{cls}/{i}.png" for i in range(n)),
+        tuple(i % 2 for i in range(n)),
+        tuple("good" if i % 2 == 0 else "cut" for i in range(n)),
+        tuple(value + i / 10 for i in range(n)),
+        tuple(value / 2 + i / 10 for i in range(n)),
         () if shots == 0 else (f"{cls}/train/{seed}.png",),
     )
 
@@ -66,7 +86,13 @@ def test_format_cell():
 
 
 def test_seed_values_average_classes_per_seed():
-    rows = [_row("a", 1, 0, 0.5), _row("b", 1, 0, 0.7), _row("a", 1, 1, 0.6), _row("b", 1, 1, 1.0), _row("a", 0, None, 0.3)]
+    rows = [
+        _row("a", 1, 0, 0.5),
+        _row("b", 1, 0, 0.7),
+        _row("a", 1, 1, 0.6),
+        _row("b", 1, 1, 1.0),
+        _row("a", 0, None, 0.3),
+    ]
     assert seed_values(rows, "image_auroc", "mean", 1) == pytest.approx([0.6, 0.8])
     assert seed_values(rows, "image_auroc", "a", 1) == [0.5, 0.6]
     assert seed_values(rows, "image_auroc", "mean", 0) == [0.3]
@@ -79,7 +105,14 @@ def test_csv_and_scores_round_trip(tmp_path):
     with (tmp_path / "r.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     assert len(lines) == 6 + 5
-    assert lines[0] == {"dataset": "mvtec", "class": "a", "shots": "0", "seed": "", "metric": "image_auroc", "value": "0.25"}
+    assert lines[0] == {
+        "dataset": "mvtec",
+        "class": "a",
+        "shots": "0",
+        "seed": "",
+        "metric": "image_auroc",
+        "value": "0.25",
+    }
     assert {(r["seed"], r["metric"]) for r in lines[6:]} == {("3", m) for m in METRICS if m != "pixel_pro"}
     write_scores(tmp_path / "s.npz", rows)
     scores = np.load(tmp_path / "s.npz")  # allow_pickle is False by default: no object arrays
@@ -98,4 +131,7 @@ def test_summary_has_paper_columns_for_mvtec_only():
     assert "| bottle | 1 | 1 | bottle/train/1.png |" in text
     assert "- note" in text and "| backbone | tiny |" in text
     plain = summary_markdown("folder", [_row("x", 0, None, 0.9)], [])
-    assert "| 0-shot WinCLIP | 90.0 | 90.0 | 90.0 |" in plain and "(" not in plain.split("## Per class")[1].split("## References")[0]
+    assert (
+        "| 0-shot WinCLIP | 90.0 | 90.0 | 90.0 |" in plain
+        and "(" not in plain.split("## Per class")[1].split("## References")[0]
+    )

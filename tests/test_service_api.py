@@ -43,7 +43,9 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> dict:
 
 
 def app_for(folder: Path, db: Path, **options) -> TestClient:
-    config = ServiceConfig(profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", **{**LIMITS, **options})
+    config = ServiceConfig(
+        profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", **{**LIMITS, **options}
+    )
     return TestClient(create_app(config))
 
 
@@ -63,7 +65,7 @@ def client(profiles, tmp_path_factory):
 
 def files(field: str, blobs: list[bytes], names: list[str] | None = None) -> list:
     names = names or [f"img{i}.png" for i in range(len(blobs))]
-    return [(field, (n, b, "image/png")) for n, b in zip(names, blobs)]
+    return [(field, (n, b, "image/png")) for n, b in zip(names, blobs, strict=True)]
 
 
 def decode_png(text: str) -> np.ndarray:
@@ -117,10 +119,18 @@ def test_health_lists_served_and_refused_profiles(client):
     assert (ready["backbone"], ready["weights_id"], ready["database"]) == ("tiny-vit", "random:seed=0", "sqlite")
     assert set(ready["batching"]) == {"batches", "images", "largest"}
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text.lower()
+    assert (
+        docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text.lower()
+    )
     assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200  # offline: served by the app
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/v1/profiles", "/v1/profiles/{name}", "/v1/profiles/{name}/predict", "/v1/inspections", "/v1/inspections.csv"):
+    for path in (
+        "/v1/profiles",
+        "/v1/profiles/{name}",
+        "/v1/profiles/{name}/predict",
+        "/v1/inspections",
+        "/v1/inspections.csv",
+    ):
         assert path in paths
     page = client.get("/")
     assert page.status_code == 200 and "winclip inspection station" in page.text
@@ -182,12 +192,16 @@ def test_predict_matches_the_library(client, profiles, name):
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 2
-    for blob, got in zip(blobs, results):
+    for blob, got in zip(blobs, results, strict=True):
         want = library_inspection(made[name], blob)
         h, w = want.map.shape
         assert got["score"] == pytest.approx(want.score, abs=1e-5)
         assert got["zero_shot"] == pytest.approx(want.zero_shot, abs=1e-5)
-        assert (got["label"], got["threshold"], got["sha256"]) == (want.label, made[name].threshold, hashlib.sha256(blob).hexdigest())
+        assert (got["label"], got["threshold"], got["sha256"]) == (
+            want.label,
+            made[name].threshold,
+            hashlib.sha256(blob).hexdigest(),
+        )
         assert got["confidence"] == pytest.approx(want.confidence, abs=1e-4)
         assert [(g["x"], g["y"], g["width"], g["height"], g["area"]) for g in got["regions"]] == [
             (g.x, g.y, g.width, g.height, g.area) for g in want.regions
@@ -206,9 +220,19 @@ def test_predict_errors(client):
         (files("images", [b"GIF89a garbage"], ["bad.gif"]), "", 415, "bad.gif: not an image file"),
         (files("images", [blob[:200]], ["cut.png"]), "", 422, "cut.png: cannot decode image"),
         (files("images", [b""], ["empty.png"]), "", 422, "empty.png: file is empty"),
-        (files("images", [png_bytes(np.zeros((4, 4, 3), np.uint8))], ["tiny.png"]), "", 422, "tiny.png: image is 4x4 pixels"),
+        (
+            files("images", [png_bytes(np.zeros((4, 4, 3), np.uint8))], ["tiny.png"]),
+            "",
+            422,
+            "tiny.png: image is 4x4 pixels",
+        ),
         (files("images", [blob] * 5), "", 413, "5 images in one request; the limit is 4"),
-        (files("images", [noise_png(0, 140)], ["big.png"]), "", 413, "big.png: 59,013 bytes; the limit per file is 50,000"),
+        (
+            files("images", [noise_png(0, 140)], ["big.png"]),
+            "",
+            413,
+            "big.png: 59,013 bytes; the limit per file is 50,000",
+        ),
         (files("images", [noise_png(i, 125) for i in range(5)]), "", 413, "request body of"),
         (files("images", [blob]), "?include=mask,heat", 422, "include: unknown heat"),
         ({"other": ("a.png", blob, "image/png")}, "", 422, "images: Field required"),
@@ -225,11 +249,13 @@ def test_predict_errors(client):
 
 def test_chunked_body_over_the_limit_is_413(client):
     def body():
-        yield b"--x\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n\r\n"
+        yield b'--x\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n\r\n'
         for _ in range(30):
             yield b"\0" * 10_000
 
-    r = client.post("/v1/profiles/bottle/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/v1/profiles/bottle/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert r.status_code == 413 and "over the limit of 200,000 bytes" in r.json()["detail"]
 
 
@@ -240,12 +266,13 @@ def test_concurrent_requests_share_batches_across_profiles(profiles, tmp_path):
     with app_for(folder, tmp_path / "b.sqlite", window_ms=100, max_batch=16) as c:
         wait_ready(c)
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda a: c.post(f"/v1/profiles/{a[0]}/predict", files=files("images", [a[1]])), zip(names, blobs)))
+            post = lambda a: c.post(f"/v1/profiles/{a[0]}/predict", files=files("images", [a[1]]))
+            answers = list(pool.map(post, zip(names, blobs, strict=True)))
         stats = c.app.state.winclip.batcher.stats
         assert stats.largest >= 2  # requests were batched together
         assert stats.items == 16  # each image scored once
     assert len(answers) == 16
-    for name, blob, r in zip(names, blobs, answers):
+    for name, blob, r in zip(names, blobs, answers, strict=True):
         assert r.status_code == 200
         assert r.json()["results"][0]["score"] == pytest.approx(library_inspection(made[name], blob).score, abs=1e-5)
 
@@ -259,7 +286,12 @@ def test_create_profile(client, profiles):
     roi = png_bytes(np.pad(np.full((32, 32, 3), 255, np.uint8), ((16, 16), (16, 16), (0, 0))))
     r = client.post(
         "/v1/profiles",
-        data={"name": "bracket", "object": "metal bracket", "normal_states": ["{o} with a sticker"], "threshold": "0.4"},
+        data={
+            "name": "bracket",
+            "object": "metal bracket",
+            "normal_states": ["{o} with a sticker"],
+            "threshold": "0.4",
+        },
         files=files("good", good, ["a b.png", "../../evil.png"]) + [("roi", ("roi.png", roi, "image/png"))],
     )
     assert r.status_code == 201, r.text
@@ -295,7 +327,12 @@ def test_create_profile_errors(client, profiles):
         ({"name": "ok1", "object": "x", "threshold": "2"}, [], 422, "threshold"),
         ({"name": "ok1", "object": "x"}, files("good", [b"junk"], ["j.png"]), 415, "j.png: not an image file"),
         ({"name": "ok1", "object": "x"}, files("good", good * 5), 413, "good: 5 images"),
-        ({"name": "ok1", "object": "x"}, files("good", good) + [("roi", ("r.png", empty_roi, "image/png"))], 422, "ROI mask is empty"),
+        (
+            {"name": "ok1", "object": "x"},
+            files("good", good) + [("roi", ("r.png", empty_roi, "image/png"))],
+            422,
+            "ROI mask is empty",
+        ),
     ]
     assert len(cases) == 9
     for data, payload, status, text in cases:
@@ -316,11 +353,20 @@ def test_patch_thresholds(client, profiles):
     after = client.post("/v1/profiles/zero/predict", files=files("images", [blob])).json()["results"][0]
     assert (after["score"], after["threshold"], after["label"]) == (before["score"], t, "anomalous")
     assert after["confidence"] > 0.5
-    for body, text in (({"threshold": 1.5}, "threshold must be in (0, 1]"), ({"threshold": 0.3, "review_threshold": 0.4}, "review threshold"),
-                       ({"threshold": "high"}, "threshold: Input should be a valid number"), ({}, "threshold: Field required")):
+    for body, text in (
+        ({"threshold": 1.5}, "threshold must be in (0, 1]"),
+        ({"threshold": 0.3, "review_threshold": 0.4}, "review threshold"),
+        ({"threshold": "high"}, "threshold: Input should be a valid number"),
+        ({}, "threshold: Field required"),
+    ):
         r = client.patch("/v1/profiles/zero", json=body)
         assert r.status_code == 422 and text in r.json()["detail"], r.text
-    assert client.patch("/v1/profiles/zero", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.patch(
+            "/v1/profiles/zero", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert client.patch("/v1/profiles/nope", json={"threshold": 0.5}).status_code == 404
     assert client.patch("/v1/profiles/alien", json={"threshold": 0.5}).status_code == 409
 
@@ -334,19 +380,28 @@ def test_inspections_are_recorded_paged_filtered_and_exported(profiles, tmp_path
     with app_for(folder, tmp_path / "rec.sqlite") as c:
         wait_ready(c)
         start = datetime.now(timezone.utc)
-        answers = [c.post(f"/v1/profiles/{n}/predict", files=files("images", [b])).json()["results"][0]
-                   for n, b in zip(["bottle"] * 5 + ["zero"] * 2, blobs)]
+        answers = [
+            c.post(f"/v1/profiles/{n}/predict", files=files("images", [b])).json()["results"][0]
+            for n, b in zip(["bottle"] * 5 + ["zero"] * 2, blobs, strict=True)
+        ]
         c.post("/v1/profiles/bottle/predict", files=files("images", [b"junk"]))  # refused: not recorded
         everything = c.get("/v1/inspections").json()
         assert everything["total"] == 7 and len(everything["items"]) == 7
         assert [i["image_sha256"] for i in everything["items"]] == [a["sha256"] for a in answers][::-1]  # newest first
         row = everything["items"][-1]
-        assert (row["profile"], row["filename"], row["label"], row["regions"]) == ("bottle", "img0.png", answers[0]["label"], answers[0]["regions"])
+        assert (row["profile"], row["filename"], row["label"], row["regions"]) == (
+            "bottle",
+            "img0.png",
+            answers[0]["label"],
+            answers[0]["regions"],
+        )
         assert row["score"] == pytest.approx(answers[0]["score"]) and row["latency_ms"] > 0
         assert datetime.fromisoformat(row["time"]) >= start - timedelta(seconds=1)
         pages = [c.get(f"/v1/inspections?profile=bottle&limit=2&offset={o}").json() for o in (0, 2, 4)]
         assert [p["total"] for p in pages] == [5, 5, 5] and [len(p["items"]) for p in pages] == [2, 2, 1]
-        assert [i["id"] for p in pages for i in p["items"]] == [i["id"] for i in everything["items"] if i["profile"] == "bottle"]
+        assert [i["id"] for p in pages for i in p["items"]] == [
+            i["id"] for i in everything["items"] if i["profile"] == "bottle"
+        ]
         labels = {a["label"] for a in answers}
         assert sum(c.get(f"/v1/inspections?label={lab}").json()["total"] for lab in labels) == 7
         future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
@@ -357,8 +412,14 @@ def test_inspections_are_recorded_paged_filtered_and_exported(profiles, tmp_path
         assert exported.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(exported.text)))
         assert len(rows) == 5 and [r["image_sha256"] for r in rows] == [a["sha256"] for a in answers[:5]]
-        for query, text in (("limit=0", "limit"), ("limit=5000", "limit"), ("offset=-1", "offset"), ("label=bad", "label"),
-                            ("since=yesterday", "since"), ("profile=..", "profile")):
+        for query, text in (
+            ("limit=0", "limit"),
+            ("limit=5000", "limit"),
+            ("offset=-1", "offset"),
+            ("label=bad", "label"),
+            ("since=yesterday", "since"),
+            ("profile=..", "profile"),
+        ):
             r = c.get(f"/v1/inspections?{query}")
             assert r.status_code == 422 and text in r.json()["detail"], r.text
         assert c.get("/v1/inspections.csv?label=bad").status_code == 422
@@ -377,8 +438,19 @@ def test_serve_command_refuses_bad_options_before_loading(tmp_path, capsys):
 
 
 def test_serve_command_exits_2_when_the_model_cannot_be_loaded(tmp_path, capsys):
-    args = ["serve", "--profiles", str(tmp_path / "p"), "--port", str(free_port()), "--backbone", TINY,
-            "--pretrained", str(tmp_path / "missing.pt"), "--device", "cpu"]
+    args = [
+        "serve",
+        "--profiles",
+        str(tmp_path / "p"),
+        "--port",
+        str(free_port()),
+        "--backbone",
+        TINY,
+        "--pretrained",
+        str(tmp_path / "missing.pt"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "winclip: error: the model could not be loaded" in err and "missing.pt" in err

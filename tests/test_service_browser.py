@@ -1,5 +1,6 @@
 """The web page in headless Chromium against a real `winclip serve` (random weights): create a
-profile, inspect images, move the threshold slider, see labels change; screenshot (→ docs/service.png with WINCLIP_UPDATE_DOCS=1)."""
+profile, inspect images, move the threshold slider, see labels change; screenshot (→ docs/service.png with
+WINCLIP_UPDATE_DOCS=1)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,16 @@ from PIL import Image, ImageDraw
 from test_service_support import ROOT, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -71,13 +80,17 @@ def test_page_creates_inspects_and_relabels(tmp_path):
             page.set_input_files("#new-good", [str(files["good1.png"]), str(files["good2.png"])])
             assert page.locator("#new-good-thumbs img").count() == 2
             page.click("#create")
-            page.wait_for_function("document.querySelector('#create-msg').textContent.startsWith('created bracket')", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#create-msg').textContent.startsWith('created bracket')", timeout=30_000
+            )
             assert page.locator("#refs img").count() == 2
             assert page.input_value("#profile-select") == "bracket"
             # inspect two photos
             page.set_input_files("#inspect-files", [str(files[n]) for n in parts])
             page.wait_for_function("document.querySelectorAll('.card .label').length === 4", timeout=30_000)
-            page.wait_for_function("document.querySelector('#inspect-msg').textContent.includes('4 inspected')", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#inspect-msg').textContent.includes('4 inspected')", timeout=30_000
+            )
             rows = httpx.get(f"{url}/v1/inspections?profile=bracket").json()["items"]
             assert len(rows) == 4
             scores = {r["filename"]: r["score"] for r in rows}
@@ -106,7 +119,9 @@ def test_page_creates_inspects_and_relabels(tmp_path):
             # history table and the threshold saved on the server; the cards stay
             assert page.locator("#history tbody tr").count() == 4
             page.click("#save-threshold")
-            page.wait_for_function("document.querySelector('#threshold-msg').textContent.startsWith('saved')", timeout=10_000)
+            page.wait_for_function(
+                "document.querySelector('#threshold-msg').textContent.startsWith('saved')", timeout=10_000
+            )
             assert httpx.get(f"{url}/v1/profiles/bracket").json()["threshold"] == pytest.approx(round(mid, 3))
             assert cards.count() == 4 and "0 refused" in page.inner_text("#inspect-msg")
             shot = tmp_path / "service.png"

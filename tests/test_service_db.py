@@ -54,7 +54,18 @@ def test_database_urls_map_to_psycopg3():
 
 
 def record(profile: str, t: datetime, i: int, label: str) -> Record:
-    return Record(t, profile, f"f{i}.png", f"{i:064x}", i / 10, 0.5, label, 0.25, [{"x": i, "y": 0, "width": 1, "height": 2, "area": 2, "peak": 0.9}], 3.5)
+    return Record(
+        time=t,
+        profile=profile,
+        filename=f"f{i}.png",
+        image_sha256=f"{i:064x}",
+        score=i / 10,
+        threshold=0.5,
+        label=label,
+        confidence=0.25,
+        regions=[{"x": i, "y": 0, "width": 1, "height": 2, "area": 2, "peak": 0.9}],
+        latency_ms=3.5,
+    )
 
 
 def test_recorder_pages_filters_and_exports(db_url):
@@ -76,7 +87,11 @@ def test_recorder_pages_filters_and_exports(db_url):
         assert (first["score"], first["regions"], first["latency_ms"]) == (0.0, rows[0].regions, 3.5)
         assert rec.count(Filters(profile=profile, label="anomalous")) == 3
         window = Filters(profile=profile, since=t0 + timedelta(minutes=2), until=t0 + timedelta(minutes=5))
-        assert [r["filename"] for r in rec.page(window)] == ["f4.png", "f3.png", "f2.png"]  # since inclusive, until exclusive
+        assert [r["filename"] for r in rec.page(window)] == [
+            "f4.png",
+            "f3.png",
+            "f2.png",
+        ]  # since inclusive, until exclusive
         other_zone = timezone(timedelta(hours=2))
         shifted = Filters(profile=profile, since=(t0 + timedelta(minutes=2)).astimezone(other_zone))
         assert rec.count(shifted) == 5
@@ -105,7 +120,10 @@ def test_the_service_records_every_prediction(db_url, tmp_path):
         assert c.get("/health/ready").json()["database"] == db_url.split(":")[0].split("+")[0]
         name = f"p{uuid.uuid4().hex[:10]}"
         assert c.post("/v1/profiles", data={"name": name, "object": "bottle"}).status_code == 201
-        r = c.post(f"/v1/profiles/{name}/predict", files=[("images", (f"q{i}.png", b, "image/png")) for i, b in enumerate(blobs)])
+        r = c.post(
+            f"/v1/profiles/{name}/predict",
+            files=[("images", (f"q{i}.png", b, "image/png")) for i, b in enumerate(blobs)],
+        )
         assert r.status_code == 200
         answers = r.json()["results"]
         rec = c.app.state.winclip.recorder
@@ -118,7 +136,9 @@ def test_the_service_records_every_prediction(db_url, tmp_path):
             assert sorted(x["filename"] for x in csv_rows) == ["q0.png", "q1.png", "q2.png"]
             # the folder's own profiles are scored as the library does and recorded too
             r2 = c.post("/v1/profiles/bottle/predict", files=[("images", ("b.png", blobs[0], "image/png"))]).json()
-            assert r2["results"][0]["score"] == pytest.approx(library_inspection(made["bottle"], blobs[0]).score, abs=1e-5)
+            assert r2["results"][0]["score"] == pytest.approx(
+                library_inspection(made["bottle"], blobs[0]).score, abs=1e-5
+            )
             assert rec.count(Filters(profile="bottle", since=datetime.now(timezone.utc) - timedelta(minutes=5))) >= 1
         finally:
             with rec.engine.begin() as conn:

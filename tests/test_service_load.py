@@ -61,8 +61,16 @@ def test_load_mixed_traffic(tmp_path):
         expected.update({(name, k): r.score for k, r in enumerate(results)})
     # one torch thread: on a shared 2-core machine two spinning OpenMP threads collapse whenever
     # another process takes a core, and the HTTP work needs the other core anyway
-    proc, url = start_server(folder, "--max-upload-mb", str(MAX_UPLOAD / 2**20), "--max-images", "4", "--threads", "1",
-                             log=tmp_path / "server.log")
+    proc, url = start_server(
+        folder,
+        "--max-upload-mb",
+        str(MAX_UPLOAD / 2**20),
+        "--max-images",
+        "4",
+        "--threads",
+        "1",
+        log=tmp_path / "server.log",
+    )
     local = threading.local()
     failures: list[str] = []
 
@@ -116,7 +124,8 @@ def test_load_mixed_traffic(tmp_path):
             f"latency ms p50 {np.percentile(latencies, 50):.1f} p90 {np.percentile(latencies, 90):.1f} "
             f"p99 {np.percentile(latencies, 99):.1f}; statuses {statuses}; "
             f"server RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; "
-            f"valid images/s {sum(1 for _, x in timings if x == 200) / wall:.1f} vs the library's batch-8 {library_rate:.1f} in-process "
+            f"valid images/s {sum(1 for _, x in timings if x == 200) / wall:.1f} "
+            f"vs the library's batch-8 {library_rate:.1f} in-process "
             "(both 1 torch thread); "
             f"{batching['images']} images in {batching['batches']} batches (largest {batching['largest']})"
         )
@@ -150,4 +159,7 @@ def test_load_mixed_traffic(tmp_path):
         late_rows = db.execute("select count(*) from inspections where filename like 'late%'").fetchone()[0]
         total = db.execute("select count(*) from inspections").fetchone()[0]
     assert (late_rows, total) == (2 * CLIENTS, n_valid + 2 * CLIENTS)
-    print(f"shutdown: {CLIENTS} requests in flight at SIGTERM answered and recorded; the server exited {waited:.2f} s later")
+    print(
+        f"shutdown: {CLIENTS} requests in flight at SIGTERM answered and recorded; "
+        f"the server exited {waited:.2f} s later"
+    )

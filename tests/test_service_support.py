@@ -76,8 +76,25 @@ def start_server(profiles: Path, *extra: str, log: Path) -> tuple[subprocess.Pop
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "winclip", "serve", "--profiles", str(profiles), "--host", "127.0.0.1",
-           "--port", str(port), "--backbone", TINY, "--pretrained", "none", "--device", "cpu", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "winclip",
+        "serve",
+        "--profiles",
+        str(profiles),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backbone",
+        TINY,
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -119,7 +119,7 @@ def test_linear_equals_torch_linear():
 
 def test_bf16_fused_path_is_close_to_fp32():
     fp32, bf16 = make_model(precision="fp32"), make_model(precision="bf16")
-    assert bf16.backbone.tower.fused and bf16.dtype == torch.bfloat16
+    assert bf16.backbone.tower.fused and bf16.backbone.dtype == torch.bfloat16
     x = torch.randn(3, 3, 64, 64)
     a, b = fp32.encode(x), bf16.encode(x)
     slow_bf16 = VisionTower(bf16.clip.visual, fused=False)
@@ -136,7 +136,7 @@ def fidelity(model: winclip.WinCLIP, reference: winclip.WinCLIP, images: list) -
     """(Spearman of image scores, max relative map difference) of `model` against `reference`."""
     a, b = reference.predict(images), model.predict(images)
     rho = spearmanr(a.scores.numpy(), b.scores.numpy()).statistic
-    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(b.maps, a.maps))
+    rel = max(((m - r).abs().max() / r.abs().max()).item() for m, r in zip(b.maps, a.maps, strict=True))
     return float(rho), rel
 
 
@@ -165,7 +165,7 @@ def test_auto_precision_is_resolved_per_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("auto", cuda) == "fp16"
     m = make_model()
-    assert m.precision == "fp32" and m.dtype == torch.float32
+    assert m.backbone.precision == "fp32" and m.backbone.dtype == torch.float32
     assert [resolve_precision(p, cuda) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
@@ -185,4 +185,3 @@ def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
     model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)
     assert calls == [2, 1]  # the queries only, batch by batch; no text encoding, no reference encoding
     assert model.memory_ is memory and model.prototypes_ is protos
-

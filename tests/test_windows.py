@@ -15,7 +15,9 @@ def test_window_indices_are_row_major_squares():
     assert idx.shape == (12, 4)
     assert idx[0].tolist() == [0, 1, 5, 6]
     assert idx[-1].tolist() == [13, 14, 18, 19]
-    assert torch.equal(window_indices((4, 5), 4)[0], torch.tensor([0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18]))
+    assert torch.equal(
+        window_indices((4, 5), 4)[0], torch.tensor([0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18])
+    )
     assert torch.equal(window_indices((3, 3), 3)[0], torch.arange(9))
 
 

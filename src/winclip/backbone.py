@@ -180,8 +180,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-
-
 def pick_device(device: str | torch.device | None) -> torch.device:
     """`None` or "auto": CUDA when available, else the CPU; anything else as given."""
     if device is None or str(device) == "auto":
@@ -221,7 +219,9 @@ class Backbone:
     @classmethod
     def load(cls, spec: ModelSpec) -> Backbone:
         """The backbone a `ModelSpec` describes."""
-        return cls(spec.backbone, spec.pretrained, device=spec.device, precision=spec.precision, cache_dir=spec.cache_dir)
+        return cls(
+            spec.backbone, spec.pretrained, device=spec.device, precision=spec.precision, cache_dir=spec.cache_dir
+        )
 
     def unfused(self) -> Backbone:
         """The same weights through open_clip's own modules (the baseline of the fused path)."""
@@ -265,7 +265,9 @@ class Backbone:
 def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int = TEXT_BATCH) -> torch.Tensor:
     """Text embeddings `(T, D)` in fp32, `batch` prompts at a time."""
     device = next(model.parameters()).device
-    parts = [encode_tokens(model, tokenizer(texts[i : i + batch]).to(device)).float() for i in range(0, len(texts), batch)]
+    parts = [
+        encode_tokens(model, tokenizer(texts[i : i + batch]).to(device)).float() for i in range(0, len(texts), batch)
+    ]
     return torch.cat(parts)
 
 
@@ -292,4 +294,3 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     x = text_global_pool(x, tokens, "argmax")
     proj = model.text_projection
     return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-

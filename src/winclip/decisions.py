@@ -46,7 +46,7 @@ class Region:
 
 
 def label_of(score: float, threshold: float, review_threshold: float | None = None) -> str:
-    """"anomalous" if score >= threshold, "review" if review_threshold <= score < threshold, else "normal"."""
+    """ "anomalous" if score >= threshold, "review" if review_threshold <= score < threshold, else "normal"."""
     if score >= threshold:
         return "anomalous"
     if review_threshold is not None and score >= review_threshold:
@@ -90,7 +90,7 @@ def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 0) -> 
     peaks = ndimage.maximum(score_map, labels, index)
     regions = [
         Region(sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start, int(a), float(p))
-        for sl, a, p in zip(ndimage.find_objects(labels), areas, peaks)
+        for sl, a, p in zip(ndimage.find_objects(labels), areas, peaks, strict=True)
         if a >= min_area
     ]
     return tuple(sorted(regions, key=lambda r: (-r.peak, r.y, r.x)))

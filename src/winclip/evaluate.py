@@ -1,10 +1,7 @@
 """Evaluation runs (SPEC §5): every class × shots × seed over a content-keyed feature cache, resumable.
 
-Each test and reference image is encoded once per run and its features are
-stored in ``<cache>/<settings>/<sha256 of the file>.safetensors`` (fp32,
-never pickle), where ``<settings>`` digests everything that changes features:
-backbone, weights identity, input size, window scales, precision, resize mode
-and tiling, preprocessing mean/std. Scoring options (prompts, aggregation,
+Each test and reference image is encoded once per run into the feature cache
+(winclip.feature_cache). Scoring options (prompts, aggregation,
 temperature, image scale) are applied to cached features, so their ablations
 encode nothing. Each finished class × shots × seed row is saved at once under
 ``<out>/rows/`` keyed by everything that determines it, so an interrupted run
@@ -18,9 +15,7 @@ resolution of VisA, about 1.5k×1k, some 12 MB per image, so ~2.4 GB for a
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,19 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
-from .features import Features
-from .images import ImageError, file_sha256, square_tiles
+from .feature_cache import CACHE_FORMAT, FeatureCache, ViewSet, atomic_write, digest, encode_files, feature_settings
+from .images import file_sha256, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import WinCLIP
 from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
-
-CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -124,28 +115,6 @@ def parse_resolution(text: str) -> int | None:
     return value
 
 
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def feature_settings(model: WinCLIP) -> dict:
-    """Everything that changes the encoded features of an image file."""
-    info = model.info
-    return {
-        "format": CACHE_FORMAT,
-        "backbone": info.name,
-        "weights": info.weights_id,
-        "image_size": list(info.image_size),
-        "patch_size": list(info.patch_size),
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "scales": list(model.options.scales),
-        "precision": model.precision,
-        "resize": model.options.resize,
-        "tile_overlap": model.options.tile_overlap if model.options.resize == "tile" else None,
-    }
-
-
 def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
     """Everything besides features and files that changes a row's results."""
     prompts, opt = model.prompts, model.options
@@ -158,91 +127,6 @@ def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
         "smooth_sigma": opt.smooth_sigma,
         "eval_resolution": resolution,
     }
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file then rename, so an interrupted write leaves nothing half-done."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Features of one image file's views (1 for squash, its tiles for tile) and its decoded size (H, W)."""
-
-    features: Features
-    size: tuple[int, int]
-
-
-class FeatureCache:
-    """One safetensors file per image content under a folder per feature settings (fp32)."""
-
-    def __init__(self, root: Path, model: WinCLIP) -> None:
-        settings = feature_settings(model)
-        self.folder = Path(root) / _digest(settings)[:16]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-
-    def path(self, sha: str) -> Path:
-        return self.folder / f"{sha}.safetensors"
-
-    def has(self, sha: str) -> bool:
-        return self.path(sha).is_file()
-
-    def save(self, sha: str, item: Encoded) -> None:
-        tensors = {k: v.clone() for k, v in item.features.to_tensors().items()}  # not views of a larger batch
-        meta = {"height": str(item.size[0]), "width": str(item.size[1])}
-        _atomic_write(self.path(sha), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-
-    def load(self, sha: str) -> Encoded:
-        path = self.path(sha)
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata()
-        return Encoded(Features.from_tensors(load_file(str(path))), (int(meta["height"]), int(meta["width"])))
-
-
-def encode_files(
-    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
-) -> tuple[int, dict[str, ImageError]]:
-    """Encode the (path, sha) files not yet cached, ``model.batch_size`` images at a time.
-
-    Returns the number of images encoded and the decode errors by sha.
-    """
-    errors: dict[str, ImageError] = {}
-    encoded = 0
-    todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
-    for start in range(0, len(todo), model.batch_size):
-        decoded = []
-        for sha, path in todo[start : start + model.batch_size]:
-            try:
-                decoded.append((sha, model.load(path)))
-            except ImageError as err:
-                errors[sha] = err
-                bar.update(1)
-        if not decoded:
-            continue
-        enc = model.encode_images([img for _, img in decoded])
-        for i, (sha, _) in enumerate(decoded):
-            cache.save(sha, Encoded(enc.features[enc.views_of(i)], enc.sizes[i]))
-            bar.update(1)
-            encoded += 1
-    return encoded, errors
-
-
-@dataclass(frozen=True)
-class ViewSet:
-    """Cached features of several images, all views concatenated, and which image each view belongs to."""
-
-    features: Features
-    owner: torch.Tensor  # (V,) index of the image of each view
-    sizes: tuple[tuple[int, int], ...]  # (H, W) per image
-
-    @staticmethod
-    def load(cache: FeatureCache, shas: Sequence[str]) -> ViewSet:
-        items = [cache.load(sha) for sha in shas]
-        owner = torch.cat([torch.full((len(e.features),), i) for i, e in enumerate(items)])
-        return ViewSet(Features.cat([e.features for e in items]), owner, tuple(e.size for e in items))
 
 
 def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
@@ -321,10 +205,19 @@ def evaluate_run(
 
 
 def _relative(path: Path, root: Path) -> str:
+    """`path` relative to the dataset root (the CSV's folder when the root is a manifest file)."""
+    root = root.parent if root.is_file() else root
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def _mask_key(sample: Sample, hashes: dict[Path, str]) -> str | list[str] | None:
+    """The masks' part of a row key: one sha256 (as before several masks existed), their list, or None."""
+    if len(sample.masks) > 1:
+        return [hashes[m] for m in sample.masks]
+    return hashes[sample.mask] if sample.mask else None
 
 
 class _ClassState:
@@ -334,13 +227,18 @@ class _ClassState:
         self.runs = runs
         self.data = runs[0].data
         self.hashes = hashes
-        test = [
-            [_relative(s.path, root), hashes[s.path], s.label, hashes[s.mask] if s.mask else None]
-            for s in self.data.test
-        ]
+        test = [[_relative(s.path, root), hashes[s.path], s.label, _mask_key(s, hashes)] for s in self.data.test]
         self.keys = [
-            _digest({**base, "class": self.data.name, "shots": r.shots, "seed": r.seed, "test": test,
-                     "references": [hashes[p] for p in r.references]})
+            digest(
+                {
+                    **base,
+                    "class": self.data.name,
+                    "shots": r.shots,
+                    "seed": r.seed,
+                    "test": test,
+                    "references": [hashes[p] for p in r.references],
+                }
+            )
             for r in runs
         ]
         self.row_paths = [rows_dir / f"{key[:32]}.json" for key in self.keys]
@@ -362,7 +260,11 @@ def _class_states(plan: EvalPlan, rows_dir: Path, base: dict, progress: bool) ->
     states = []
     for runs in tqdm(list(by_class.values()), desc="hash", unit="class", disable=not progress):
         data = runs[0].data
-        paths = [s.path for s in data.test] + [s.mask for s in data.test if s.mask] + [p for r in runs for p in r.references]
+        paths = (
+            [s.path for s in data.test]
+            + [m for s in data.test for m in s.masks]
+            + [p for r in runs for p in r.references]
+        )
         hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
         states.append(_ClassState(runs, hashes, rows_dir, base, plan.root))
     return states
@@ -420,14 +322,16 @@ def evaluate(
             for i in pending:
                 run = st.runs[i]
                 if any(st.hashes[p] in bad for p in run.references):
-                    errors.append(f"{run.data.name} {run.shots}-shot seed {run.seed}: skipped, a reference is unreadable")
+                    errors.append(
+                        f"{run.data.name} {run.shots}-shot seed {run.seed}: skipped, a reference is unreadable"
+                    )
                     row_bar.update(1)
                     continue
                 refs = ViewSet.load(features, [st.hashes[p] for p in run.references]) if run.shots else None
                 start = time.perf_counter()
                 row = evaluate_run(model, run, test, samples, refs, resolution, masks, plan.root)
                 score_seconds += time.perf_counter() - start
-                _atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
+                atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
                 rows.append(row)
                 row_bar.update(1)
     finally:

@@ -93,7 +93,14 @@ class Inspector:
                 yield Inspection(r.index, r.source, error=r.error)
             else:
                 yield decide(
-                    profile, r.index, r.source, r.score, r.zero_shot, r.map.numpy(), min_area=self.min_area, image=r.image
+                    profile,
+                    r.index,
+                    r.source,
+                    r.score,
+                    r.zero_shot,
+                    r.map.numpy(),
+                    min_area=self.min_area,
+                    image=r.image,
                 )
 
     def inspect(self, images: Sequence[ImageInput], *, batch_size: int | None = None) -> list[Inspection]:

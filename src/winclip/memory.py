@@ -30,9 +30,7 @@ class ReferenceMemory:
 
     def to(self, device: torch.device | str) -> ReferenceMemory:
         """The same memory on another device."""
-        return ReferenceMemory(
-            self.patches.to(device), {k: v.to(device) for k, v in self.windows.items()}, self.shots
-        )
+        return ReferenceMemory(self.patches.to(device), {k: v.to(device) for k, v in self.windows.items()}, self.shots)
 
 
 def nearest_distance(queries: torch.Tensor, memory: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbone import Backbone, BackboneInfo, Preprocess
+from .backbone import Backbone, BackboneInfo
 from .features import Features
 from .images import ImageError, ImageInput, Tile, load_image, source_name, square_tiles
 from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
@@ -169,7 +169,7 @@ class WinCLIP:
 
     @property
     def clip(self) -> torch.nn.Module:
-        """The open_clip model."""
+        """The open_clip model (the backbone's: `model.backbone` has its tower, tokenizer, preprocessing, dtype)."""
         return self.backbone.clip
 
     @property
@@ -180,29 +180,6 @@ class WinCLIP:
     @property
     def device(self) -> torch.device:
         return self.backbone.device
-
-    @property
-    def precision(self) -> str:
-        return self.backbone.precision
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.backbone.dtype
-
-    @property
-    def preprocess(self) -> Preprocess:
-        """Decoded RGB image → `(3, H, W)` model input (SPEC §2)."""
-        return self.backbone.preprocess
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Patch grid (rows, cols) of the backbone."""
-        return self.backbone.grid
-
-    @property
-    def embed_dim(self) -> int:
-        """Dimension D of the joint embedding."""
-        return self.backbone.embed_dim
 
     # -- text side ---------------------------------------------------------------------------
 
@@ -229,8 +206,8 @@ class WinCLIP:
         protos = []
         for label, t in (("normal", normal), ("anomalous", anomalous)):
             t = torch.as_tensor(t, dtype=torch.float32)
-            if t.shape != (self.embed_dim,):
-                raise ValueError(f"{label} prototype has shape {tuple(t.shape)}, expected ({self.embed_dim},)")
+            if t.shape != (self.backbone.embed_dim,):
+                raise ValueError(f"{label} prototype has shape {tuple(t.shape)}, expected ({self.backbone.embed_dim},)")
             protos.append(torch.nn.functional.normalize(t, dim=-1).to(self.device))
         self.object_ = None
         self.prototypes_ = (protos[0], protos[1])
@@ -260,7 +237,9 @@ class WinCLIP:
             owner += [i] * len(v)
         if not views:
             raise ValueError("encode_images needs at least one image")
-        parts = [self.encode(torch.stack(views[i : i + self.batch_size])) for i in range(0, len(views), self.batch_size)]
+        parts = [
+            self.encode(torch.stack(views[i : i + self.batch_size])) for i in range(0, len(views), self.batch_size)
+        ]
         sizes = tuple((img.height, img.width) for img in images)
         return EncodedImages(Features.cat(parts), torch.tensor(owner), tuple(tiles), sizes)
 
@@ -299,7 +278,7 @@ class WinCLIP:
         feats = feats.to(self.device, torch.float32)
         opt = self.options
         t_n, t_a = self.prototypes_
-        n, (h, w) = len(feats), self.grid
+        n, (h, w) = len(feats), self.backbone.grid
         zero = ascore0(feats.image, t_n, t_a, opt.temperature)
         maps = [
             aggregate_windows(ascore0(feats.windows[k], t_n, t_a, opt.temperature), self._coverage(k), opt.aggregation)
@@ -321,7 +300,7 @@ class WinCLIP:
     def _coverage(self, k: int) -> torch.Tensor:
         """Eq. 3's coverage matrix for window size k, kept on the model's device (no copy per call)."""
         if k not in self._coverages:
-            self._coverages[k] = coverage_matrix(self.grid, k).to(self.device)
+            self._coverages[k] = coverage_matrix(self.backbone.grid, k).to(self.device)
         return self._coverages[k]
 
     def full_map(self, grid_maps: torch.Tensor, tiles: Sequence[Tile | None], size: tuple[int, int]) -> torch.Tensor:
@@ -331,7 +310,7 @@ class WinCLIP:
         else:
             total = torch.zeros(size, device=grid_maps.device)
             count = torch.zeros(size, device=grid_maps.device)
-            for m, t in zip(grid_maps, tiles):
+            for m, t in zip(grid_maps, tiles, strict=True):
                 total[t.top : t.top + t.side, t.left : t.left + t.side] += upsample(m[None], (t.side, t.side))[0]
                 count[t.top : t.top + t.side, t.left : t.left + t.side] += 1.0
             full = total / count
@@ -426,7 +405,8 @@ def banner(model: WinCLIP) -> str:
     """What was loaded, in one line (and a loud block first when the weights are random)."""
     info = model.info
     line = (
-        f"winclip {__version__}: {info.name} ({info.pretrained or 'random'}) on {model.device}, {model.precision}, "
+        f"winclip {__version__}: {info.name} ({info.pretrained or 'random'}) on {model.device}, "
+        f"{model.backbone.precision}, "
         f"batch {model.batch_size}"
     )
     if info.checkpoint is not None:

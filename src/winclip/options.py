@@ -65,7 +65,12 @@ class MethodOptions:
     smooth_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, cast in (("temperature", float), ("image_scale", bool), ("tile_overlap", float), ("smooth_sigma", float)):
+        for name, cast in (
+            ("temperature", float),
+            ("image_scale", bool),
+            ("tile_overlap", float),
+            ("smooth_sigma", float),
+        ):
             object.__setattr__(self, name, cast(getattr(self, name)))
         object.__setattr__(self, "scales", tuple(int(k) for k in self.scales))
         for name, value, allowed in (

@@ -109,7 +109,7 @@ class References:
             enc.features.to("cpu"),
             tuple(len(enc.views_of(i)) for i in range(len(decoded))),
             tuple(source_name(src, i) for i, src in enumerate(images)),
-            tuple(image_digest(src, img) for src, img in zip(images, decoded)),
+            tuple(image_digest(src, img) for src, img in zip(images, decoded, strict=True)),
         )
 
 
@@ -217,7 +217,8 @@ class Profile:
         if info.name != self.backbone or info.weights_id != self.weights_id:
             raise ProfileMismatchError(
                 f"the profile was made with {self.backbone} ({self.weights_id}) but the loaded model is {there}; load "
-                f"the same backbone and checkpoint (--backbone {self.backbone} --pretrained {self.pretrained or 'none'})"
+                f"the same backbone and checkpoint (--backbone {self.backbone} "
+                f"--pretrained {self.pretrained or 'none'})"
             )
         if (tuple(info.image_size), tuple(info.mean), tuple(info.std)) != (self.image_size, self.mean, self.std):
             raise ProfileMismatchError(f"the profile's preprocessing differs from the loaded model {there}")
@@ -226,7 +227,9 @@ class Profile:
         """Raise ProfileMismatchError unless `model` has this profile's backbone, weights and options."""
         self.check_backbone(model.info)
         if model.options != self.options:
-            raise ProfileMismatchError(f"the profile was made with options {self.options} but the model has {model.options}")
+            raise ProfileMismatchError(
+                f"the profile was made with options {self.options} but the model has {model.options}"
+            )
 
     def apply(self, model: WinCLIP) -> WinCLIP:
         """Check `model`, then give it this profile's prototypes and references (no encoding)."""
@@ -338,9 +341,11 @@ class Profile:
             },
             "references": [
                 {"name": n, "sha256": h, "views": v}
-                for n, h, v in zip(self.reference_names, self.reference_hashes, self.reference_views)
+                for n, h, v in zip(self.reference_names, self.reference_hashes, self.reference_views, strict=True)
             ],
-            "roi": None if self.roi is None else {"file": ROI_FILE, "height": self.roi.shape[0], "width": self.roi.shape[1]},
+            "roi": None
+            if self.roi is None
+            else {"file": ROI_FILE, "height": self.roi.shape[0], "width": self.roi.shape[1]},
             "threshold": self.threshold,
             "review_threshold": self.review_threshold,
             "confidence_scale": self.confidence_scale,
@@ -423,13 +428,15 @@ class Profile:
 
     def summary(self) -> str:
         """A few lines describing the profile (for `winclip profile show`)."""
-        refs = "".join(f"\n  {n}  sha256:{h[:16]}..." for n, h in zip(self.reference_names, self.reference_hashes))
+        names = zip(self.reference_names, self.reference_hashes, strict=True)
+        refs = "".join(f"\n  {n}  sha256:{h[:16]}..." for n, h in names)
         roi = "none" if self.roi is None else f"{self.roi.shape[1]}x{self.roi.shape[0]}, {self.roi.mean():.1%} inside"
         review = "" if self.review_threshold is None else f", review from {self.review_threshold:.6f}"
         lines = [
             f"object: {self.object_name!r} (phrase {self.object_phrase!r}); {len(self.normal_states)} normal and "
             f"{len(self.anomalous_states)} anomalous states x {len(self.templates)} templates",
-            f"model: {self.backbone}, pretrained {self.pretrained or 'none (random weights)'}, weights {self.weights_id}",
+            f"model: {self.backbone}, pretrained {self.pretrained or 'none (random weights)'}, "
+            f"weights {self.weights_id}",
             f"options: {self.options}",
             f"references: {self.shots} image(s), {sum(self.reference_views)} view(s){refs}",
             f"roi: {roi}",

@@ -103,7 +103,11 @@ def paper_table() -> dict[tuple[str, str, str, int], PaperValue]:
 
 
 def paper_value(
-    table: Mapping[tuple[str, str, str, int], PaperValue], dataset: str, metric: str, cls: str, shots: int,
+    table: Mapping[tuple[str, str, str, int], PaperValue],
+    dataset: str,
+    metric: str,
+    cls: str,
+    shots: int,
     classes: Sequence[str] = (),
 ) -> PaperValue | None:
     """The paper's figure for one class, or for ``cls == "mean"`` the mean over ``classes``.
@@ -137,6 +141,7 @@ def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> No
 
 def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
     """Every per-image score as flat arrays (no pickle): class, path, defect, label, shots, seed, score, zero_shot."""
+
     def column(get, dtype) -> np.ndarray:
         return np.array([v for row in rows for v in get(row)], dtype=dtype)
 
@@ -198,9 +203,10 @@ def summary_markdown(
     if settings:
         lines += ["", "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in settings]
     lines.append("")
-    legend = (
-        "Percent; few-shot cells are mean ± std over seeds (population std); "
-        + ("in brackets the paper's figure (Jeong et al., CVPR 2023) and our difference in points." if has_paper else "no paper figures for this layout.")
+    legend = "Percent; few-shot cells are mean ± std over seeds (population std); " + (
+        "in brackets the paper's figure (Jeong et al., CVPR 2023) and our difference in points."
+        if has_paper
+        else "no paper figures for this layout."
     )
     lines += [legend, ""]
 
@@ -208,7 +214,10 @@ def summary_markdown(
         lines.extend([f"## {title}", "", "| setup | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |"])
         lines.append("|---" * (len(metrics) + 1) + "|")
         for k in shots:
-            cells = [format_cell(seed_values(rows, m, "mean", k), paper_value(table, dataset, m, "mean", k, classes)) for m in metrics]
+            cells = [
+                format_cell(seed_values(rows, m, "mean", k), paper_value(table, dataset, m, "mean", k, classes))
+                for m in metrics
+            ]
             lines.append(f"| {_setup(k)} | " + " | ".join(cells) + " |")
         lines.append("")
 
@@ -220,11 +229,12 @@ def summary_markdown(
         lines += [f"### {METRIC_NAMES[metric]}", "", "| class | " + " | ".join(f"{k}-shot" for k in shots) + " |"]
         lines.append("|---" * (len(shots) + 1) + "|")
         for cls in [*classes, "mean"]:
-            cells = [format_cell(seed_values(rows, metric, cls, k), paper_value(table, dataset, metric, cls, k, classes)) for k in shots]
+            cells = [
+                format_cell(seed_values(rows, metric, cls, k), paper_value(table, dataset, metric, cls, k, classes))
+                for k in shots
+            ]
             lines.append(f"| {cls} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## References (few-shot rows)", "", "| class | shots | seed | reference files |", "|---|---|---|---|"]
-    lines += [
-        f"| {r.cls} | {r.shots} | {r.seed} | {', '.join(r.references)} |" for r in rows if r.shots > 0
-    ]
+    lines += [f"| {r.cls} | {r.shots} | {r.seed} | {', '.join(r.references)} |" for r in rows if r.shots > 0]
     return "\n".join(lines) + "\n"

@@ -160,7 +160,7 @@ class VisionTower:
         full = v.ln_post(x[: n * seq]).view(n, seq, width)
         cls = self.project(v.ln_post(x[n * seq :]))
         windows, start = {}, 0
-        for k, (rows, _) in zip(scales, plan.groups[1:]):
+        for k, (rows, _) in zip(scales, plan.groups[1:], strict=True):
             windows[k] = cls[start : start + rows].view(n, rows // n, -1)
             start += rows
         return Features(image=self.project(full[:, 0]), windows=windows, patches=full[:, 1:])
@@ -186,11 +186,11 @@ def _fused_block(
     if qkv is None:
         qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
     keep = keep or (True,) * len(groups)
-    rows_out = sum(b * (s if k else 1) for (b, s), k in zip(groups, keep))
+    rows_out = sum(b * (s if k else 1) for (b, s), k in zip(groups, keep, strict=True))
     mixed = x.new_empty(rows_out, width)
     residual = x if all(keep) else x.new_empty(rows_out, width)
     start = out = 0
-    for (b, s), k in zip(groups, keep):
+    for (b, s), k in zip(groups, keep, strict=True):
         q, key, value = qkv[start : start + b * s].view(b, s, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         if not k:
             q = q[:, :, :1]
@@ -212,7 +212,9 @@ def _fused_block(
 
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_DTYPES = (torch.float32,) + ((torch.bfloat16,) if _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ())
+_ONEDNN_DTYPES = (torch.float32,) + (
+    (torch.bfloat16,) if _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ()
+)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -34,9 +34,7 @@ def resolve_checkpoint(name: str, tag: str, cache_dir: str | Path | None = None)
     cfg = get_pretrained_cfg(name, tag)
     if not cfg:
         tags = ", ".join(list_pretrained_tags_by_model(name)) or "none"
-        raise WeightsUnavailableError(
-            f"{tag!r} is neither a file nor a pretrained tag of {name} (known tags: {tags})"
-        )
+        raise WeightsUnavailableError(f"{tag!r} is neither a file nor a pretrained tag of {name} (known tags: {tags})")
     cache = str(cache_dir) if cache_dir else None
     hint = (
         f"cannot get weights {name}/{tag}: {{why}}; download them on a connected machine and pass "
@@ -49,12 +47,10 @@ def resolve_checkpoint(name: str, tag: str, cache_dir: str | Path | None = None)
         repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
         try:
             return Path(
-                hf_hub_download(
-                    repo, filename or "open_clip_pytorch_model.bin", cache_dir=cache, local_files_only=True
-                )
+                hf_hub_download(repo, filename or "open_clip_pytorch_model.bin", cache_dir=cache, local_files_only=True)
             )
-        except Exception:
-            pass  # not cached: download below
+        except Exception:  # noqa: BLE001 - any miss of the cache (not there, partial, unreadable) means: download
+            pass
         url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
             raise WeightsUnavailableError(hint.format(why="not in the cache and HF_HUB_OFFLINE is set"))

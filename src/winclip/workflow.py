@@ -188,7 +188,11 @@ def header_record(inspector: Inspector, profile_path: str | None, save_maps: boo
 
 def csv_row(record: dict) -> list:
     """A results.csv row of a result record."""
-    row = {**record, "n_regions": len(record["regions"]), "regions": json.dumps(record["regions"], separators=(",", ":"))}
+    row = {
+        **record,
+        "n_regions": len(record["regions"]),
+        "regions": json.dumps(record["regions"], separators=(",", ":")),
+    }
     return ["" if row[c] is None else row[c] for c in CSV_COLUMNS]
 
 
@@ -232,7 +236,8 @@ def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
     existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES) if (out / n).exists()]
     if existing and not (overwrite or resume):
         raise OutputExistsError(
-            f"{out}: already holds results ({', '.join(existing)}); pass --overwrite to replace them or --resume to continue"
+            f"{out}: already holds results ({', '.join(existing)}); "
+            "pass --overwrite to replace them or --resume to continue"
         )
     return existing
 
@@ -257,7 +262,9 @@ class ResultWriter:
             old, self.done = read_records(jsonl)
             changed = [k for k in RESUME_KEYS if old and old[k] != header[k]]
             if changed:
-                raise ValueError(f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again")
+                raise ValueError(
+                    f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"
+                )
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in [header, *self.done]))  # drops a cut-off line
         self.summary = Summary(labels=Counter(r["label"] for r in self.done), resumed=len(self.done))
 
@@ -333,7 +340,9 @@ def run_predict(
 def profile_label(profile: Profile, profile_path: str | None) -> str:
     """How the banner names the decision rule."""
     if profile_path is None:
-        return f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+        return (
+            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+        )
     cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
     return (
         f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "

@@ -20,25 +20,39 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, 
 SUBCOMMANDS: tuple[str, ...] = ("eval", "profile", "predict", "serve")
 
 
+PRETRAINED_HELP = "open_clip pretrained tag, a local checkpoint file, or 'none' for random weights"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, except when there is no default to tell."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, doc: str) -> argparse.ArgumentParser:
+    """A subcommand documented by its module's docstring: the first line (after "`winclip x`: ") is its
+    one-line help, the paragraphs after it its description."""
+    summary, _, rest = doc.partition("\n\n")
+    short = summary.split(": ", 1)[-1].rstrip(".")
+    return subparsers.add_parser(
+        name, help=short, description=" ".join(rest.split()) or short, formatter_class=HelpFormatter
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options every model-building subcommand shares."""
     g = parser.add_argument_group("model")
-    g.add_argument("--backbone", default=DEFAULT_BACKBONE, help="open_clip ViT name or model-config .json (default: %(default)s)")
+    g.add_argument("--backbone", default=DEFAULT_BACKBONE, help="open_clip ViT name or model-config .json")
+    g.add_argument("--pretrained", default=DEFAULT_PRETRAINED, metavar="TAG|FILE|none", help=PRETRAINED_HELP)
+    g.add_argument("--cache-dir", help="open_clip / Hugging Face cache folder holding downloaded weights")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto = cuda when available)")
     g.add_argument(
-        "--pretrained",
-        default=DEFAULT_PRETRAINED,
-        metavar="TAG|FILE|none",
-        help="open_clip pretrained tag, a local checkpoint file, or 'none' for random weights (default: %(default)s)",
+        "--precision", default="auto", choices=PRECISION_CHOICES, help="auto = fp32 on the CPU, fp16 on CUDA"
     )
-    g.add_argument("--cache-dir", default=None, help="open_clip / Hugging Face cache folder holding downloaded weights")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda when available)")
-    g.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISION_CHOICES,
-        help="auto = fp32 on the CPU, fp16 on CUDA (default: %(default)s)",
-    )
-    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
@@ -65,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="winclip",
         description="Zero- and few-shot visual anomaly classification and segmentation with CLIP (WinCLIP / WinCLIP+).",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"winclip {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")

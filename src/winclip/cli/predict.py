@@ -1,4 +1,10 @@
-"""`winclip predict`: overlays, masks and a results table for files, folders and globs (argument parsing only)."""
+"""`winclip predict`: inspect photos: an overlay, a mask and a label per photo, plus results.csv / results.jsonl.
+
+Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at its own size,
+an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus results.csv,
+results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, 130 interrupted
+(rerun with --resume).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +13,29 @@ import sys
 from pathlib import Path
 
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
-from . import load_model
+from . import add_command, load_model
 from .profile import add_profile_model_options, image_paths, model_for_profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `predict` subcommand."""
-    p = subparsers.add_parser(
-        "predict",
-        help="inspect photos: overlay, mask and a label per photo, plus results.csv / results.jsonl",
-        description="Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at "
-        "its own size, an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus "
-        "results.csv, results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, "
-        "130 interrupted (rerun with --resume).",
-    )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="photos: files, folders (recursed, mirrored in --out), globs")
+    p = add_command(subparsers, "predict", __doc__)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="photos: files, folders (recursed, mirrored), globs")
     p.add_argument("--out", required=True, help="output folder")
     src = p.add_argument_group("what a good part looks like (a profile, or an object name)")
     how = src.add_mutually_exclusive_group(required=True)
     how.add_argument("--profile", help="profile folder from `winclip profile create`")
     how.add_argument("--object", help="object name, for a quick run without a profile")
     src.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="with --object: good reference photos")
-    src.add_argument("--roi", default=None, metavar="MASK", help="with --object: region-of-interest mask (nonzero = inspect)")
-    src.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="with --object: non-square photos (default: %(default)s)")
-    src.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the profile's; 0.5 without one)")
-    src.add_argument("--review-threshold", type=float, default=None, help="lower threshold of a 'review' band")
+    src.add_argument("--roi", metavar="MASK", help="with --object: region-of-interest mask (nonzero = inspect)")
+    src.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="with --object: non-square photos")
+    src.add_argument("--threshold", type=float, help="decision threshold (default: the profile's; 0.5 without one)")
+    src.add_argument("--review-threshold", type=float, help="lower threshold of a 'review' band")
     out = p.add_argument_group("output")
-    out.add_argument("--save-maps", action="store_true", help="also write the raw float32 maps as TIFF (maps/, MVTec layout)")
-    out.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels (default: %(default)s)")
+    out.add_argument(
+        "--save-maps", action="store_true", help="also write the float32 maps as TIFF (maps/, MVTec layout)"
+    )
+    out.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
     out.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     out.add_argument("--resume", action="store_true", help="keep finished results in --out and do the rest")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -70,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     inspector = Inspector(profile, model, min_area=args.min_area)
     print(f"predict: {profile_label(profile, args.profile)}", file=sys.stderr)
     if args.profile is None and args.threshold is None:
-        print("predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile", file=sys.stderr)
+        print(
+            "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
+            file=sys.stderr,
+        )
     print(f"predict: {len(found.images)} images -> {args.out}", file=sys.stderr)
     for pattern in found.unmatched:
         print(f"winclip: {pattern}: no file matches", file=sys.stderr)
@@ -86,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
-        print(f"winclip: interrupted; finished results are in {args.out}; rerun with --resume to continue", file=sys.stderr)
+        print(
+            f"winclip: interrupted; finished results are in {args.out}; rerun with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
     print(f"predict: {summary.text()}", file=sys.stderr)
     return 1 if summary.failed or found.unmatched else 0
-

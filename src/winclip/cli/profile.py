@@ -1,4 +1,8 @@
-"""`winclip profile create | calibrate | add-good | show` (argument parsing only; winclip.profile computes)."""
+"""`winclip profile`: create, calibrate, extend and show inspection profiles.
+
+An inspection profile holds everything `winclip predict` needs for one product: model identity, prompts, text
+prototypes, encoded good references, ROI and thresholds (safetensors + JSON, no pickle).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 from ..options import RESIZE_MODES, MethodOptions
 from ..prompts import PROMPT_SETS
-from . import add_model_options, load_model
+from . import HelpFormatter, add_command, add_model_options, load_model
 
 
 def image_paths(inputs: list[str], what: str) -> list[str]:
@@ -37,44 +41,42 @@ def model_for_profile(args: argparse.Namespace, profile):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `profile` and its four verbs."""
-    p = subparsers.add_parser(
-        "profile",
-        help="create, calibrate, extend and show inspection profiles",
-        description="An inspection profile holds everything `winclip predict` needs for one product: model identity, "
-        "prompts, text prototypes, encoded good references, ROI and thresholds (safetensors + JSON, no pickle).",
-    )
+    p = add_command(subparsers, "profile", __doc__)
     verbs = p.add_subparsers(title="verbs", metavar="VERB", required=True)
 
-    c = verbs.add_parser("create", help="make a profile from an object name and a few good photos")
+    def verb(name: str, help: str):
+        return verbs.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    c = verb("create", "make a profile from an object name and a few good photos")
     c.add_argument("--object", required=True, help="object name, e.g. screw or metal_nut")
-    c.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="good reference photos: files, folders, globs (none = zero-shot)")
+    c.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="good reference photos (none = zero-shot)")
     c.add_argument("--out", required=True, help="profile folder to write, e.g. screw.winclip")
-    c.add_argument("--normal-state", action="append", default=[], metavar="STATE", help="extra normal state, with {o} for the object (repeatable)")
-    c.add_argument("--anomalous-state", action="append", default=[], metavar="STATE", help="extra anomalous state, e.g. '{o} with missing thread' (repeatable)")
-    c.add_argument("--roi", default=None, metavar="MASK", help="region-of-interest mask image (nonzero = inspect)")
-    c.add_argument("--threshold", type=float, default=0.5, help="threshold until calibrated (default: %(default)s)")
-    c.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set (default: %(default)s)")
-    c.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square photos (default: %(default)s)")
+    c.add_argument("--normal-state", action="append", default=[], metavar="STATE", help="extra normal state with {o}")
+    c.add_argument("--anomalous-state", action="append", default=[], metavar="STATE", help="e.g. '{o} with a dent'")
+    c.add_argument("--roi", metavar="MASK", help="region-of-interest mask image (nonzero = inspect)")
+    c.add_argument("--threshold", type=float, default=0.5, help="threshold until calibrated")
+    c.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set")
+    c.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square photos")
     c.add_argument("--overwrite", action="store_true", help="replace an existing profile folder")
     add_model_options(c)
     c.set_defaults(func=run_create)
 
-    k = verbs.add_parser("calibrate", help="set the threshold from held-out good (and bad) photos")
+    k = verb("calibrate", "set the threshold from held-out good (and bad) photos")
     k.add_argument("profile", help="profile folder")
-    k.add_argument("--good", nargs="+", required=True, metavar="IMAGE", help="held-out good photos (not the references)")
-    k.add_argument("--bad", nargs="*", default=[], metavar="IMAGE", help="held-out defective photos (for recall and F1)")
-    k.add_argument("--target-fpr", type=float, default=0.01, help="false-alarm rate on good parts (default: %(default)s)")
-    k.add_argument("--review-fpr", type=float, default=None, help="a second, lower threshold for a 'review' band at this rate")
+    k.add_argument("--good", nargs="+", required=True, metavar="IMAGE", help="held-out good photos (not references)")
+    k.add_argument("--bad", nargs="*", default=[], metavar="IMAGE", help="held-out defective photos (recall and F1)")
+    k.add_argument("--target-fpr", type=float, default=0.01, help="false-alarm rate on good parts")
+    k.add_argument("--review-fpr", type=float, help="a second, lower threshold for a 'review' band at this rate")
     add_profile_model_options(k)
     k.set_defaults(func=run_calibrate)
 
-    a = verbs.add_parser("add-good", help="add good photos (e.g. false alarms) to the references; recalibrates")
+    a = verb("add-good", "add good photos (e.g. false alarms) to the references; recalibrates")
     a.add_argument("profile", help="profile folder")
     a.add_argument("images", nargs="+", metavar="IMAGE", help="good photos: files, folders, globs")
     add_profile_model_options(a)
     a.set_defaults(func=run_add_good)
 
-    s = verbs.add_parser("show", help="print what a profile holds")
+    s = verb("show", "print what a profile holds")
     s.add_argument("profile", help="profile folder")
     s.set_defaults(func=run_show)
 

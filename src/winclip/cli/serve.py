@@ -1,4 +1,10 @@
-"""`winclip serve`: the inspection station (HTTP API + web page) over a folder of profiles."""
+"""`winclip serve`: the HTTP inspection service and web page over a folder of profiles.
+
+Loads and warms every profile in --profiles, then serves the API (OpenAPI at /docs) and the web page at /.
+Concurrent requests are batched on one model; every prediction is recorded in a database. The model options
+define the model for new profiles; existing profiles made with another backbone or checkpoint are refused
+(listed by /health/ready).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +12,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_model_options, model_spec
+from . import add_command, add_model_options, model_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `serve`."""
-    p = subparsers.add_parser(
-        "serve",
-        help="HTTP inspection service and web page over a folder of profiles",
-        description="Loads and warms every profile in --profiles, then serves the API (OpenAPI at /docs) and the "
-        "web page at /. Concurrent requests are batched on one model; every prediction is recorded in a database. "
-        "The model options define the model for new profiles; existing profiles made with another backbone or "
-        "checkpoint are refused (listed by /health/ready).",
+    p = add_command(subparsers, "serve", __doc__)
+    p.add_argument("--profiles", required=True, help="folder of profile folders (created if missing); new ones go here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="sqlite:///file or postgresql://user:pass@host/db (default: <profiles>/inspections.sqlite)",
     )
-    p.add_argument("--profiles", required=True, help="folder of profile folders (created if missing); new profiles go here")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
-    p.add_argument("--db", default=None, metavar="URL",
-                   help="sqlite:///file or postgresql://user:pass@host/db (default: <profiles>/inspections.sqlite)")
-    p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long requests are collected into one batch (default: %(default)s)")
-    p.add_argument("--max-batch", type=int, default=32, help="images per batch at most (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=16, help="images per request at most (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="size limit per uploaded file in MiB (default: %(default)s)")
-    p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 keeps a shared CPU from stalling the model)")
+    p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long requests are collected into one batch")
+    p.add_argument("--max-batch", type=int, default=32, help="images per batch at most")
+    p.add_argument("--max-images", type=int, default=16, help="images per request at most")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="size limit per uploaded file in MiB")
+    p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's; 1 keeps a shared CPU from stalling)"
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -47,9 +50,16 @@ def run(args: argparse.Namespace) -> int:
         from ..service.config import MiB, ServiceConfig
         from ..service.db import Recorder
     except ImportError as exc:
-        raise ValueError(f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'") from None
-    for option, value, low in (("--port", args.port, 1), ("--max-batch", args.max_batch, 1), ("--max-images", args.max_images, 1),
-                               ("--batch-size", args.batch_size, 1), ("--min-area", args.min_area, 0)):
+        raise ValueError(
+            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'"
+        ) from None
+    for option, value, low in (
+        ("--port", args.port, 1),
+        ("--max-batch", args.max_batch, 1),
+        ("--max-images", args.max_images, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--min-area", args.min_area, 0),
+    ):
         if value < low:
             raise ValueError(f"{option} must be >= {low}, got {value}")
     if args.threads is not None and args.threads < 1:
@@ -87,10 +97,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     app = create_app(config, recorder, on_fatal=stop)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log,
-                       timeout_graceful_shutdown=60)
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=args.access_log,
+            timeout_graceful_shutdown=60,
+        )
     )
-    print(f"winclip serve: {recorder.dialect} database; page http://{args.host}:{args.port}/, API docs /docs", file=sys.stderr)
+    print(
+        f"winclip serve: {recorder.dialect} database; page http://{args.host}:{args.port}/, API docs /docs",
+        file=sys.stderr,
+    )
     server.run()
     if fatal:
         print(f"winclip: error: {fatal[0]}", file=sys.stderr)

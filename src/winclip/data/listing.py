@@ -130,7 +130,10 @@ def find_table(table: Path, base: Path, fmt: TableFormat) -> tuple[list[Found], 
 
 
 def read_table(table: Path, columns: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
-    """``(<table>:<line>, row)`` for each row of a CSV, cells of ``columns`` stripped; a missing file or column raises."""
+    """``(<table>:<line>, row)`` for each row of a CSV, cells of ``columns`` stripped.
+
+    A missing file or column raises.
+    """
     if not table.is_file():
         raise DatasetError([f"{table}: missing"])
     with table.open(newline="", encoding="utf-8-sig") as handle:

@@ -130,7 +130,7 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def f1_max_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The score t maximising F1 of ``score >= t`` (the highest such t on ties) and that F1; scores (N,), labels (N,)."""
+    """The score t maximising F1 of ``score >= t`` (the highest t on ties) and that F1; scores (N,), labels (N,)."""
     thresholds, tp, fp = _curve(scores, labels)
     n_pos = int(tp[-1]) if tp.size else 0
     check_counts(n_pos, int(fp[-1]) if fp.size else 0, "F1-max threshold", need_neg=False)

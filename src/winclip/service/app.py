@@ -62,7 +62,9 @@ def create_app(
         state.station = Station(
             config.profiles, config.model, state.recorder, batch_size=config.batch_size, min_area=config.min_area
         )
-        state.batcher = Batcher(state.station.predict_batch, window_s=config.window_ms / 1000.0, max_batch=config.max_batch)
+        state.batcher = Batcher(
+            state.station.predict_batch, window_s=config.window_ms / 1000.0, max_batch=config.max_batch
+        )
         state.batcher.call(state.station.load).add_done_callback(lambda future: _loaded(state, future, on_fatal))
         yield
         state.ready, state.error = False, "the service is shutting down"
@@ -94,7 +96,10 @@ def _loaded(state: AppState, future, on_fatal: Callable[[str], None] | None) -> 
     station = state.station
     if future.exception() is None:
         state.ready = True
-        print(f"winclip serve: ready ({len(station.profiles)} profile(s), {len(station.refused)} refused)", file=sys.stderr)
+        print(
+            f"winclip serve: ready ({len(station.profiles)} profile(s), {len(station.refused)} refused)",
+            file=sys.stderr,
+        )
         return
     state.error = f"the model could not be loaded: {future.exception()}"
     print(f"winclip serve: {state.error}", file=sys.stderr)

@@ -153,7 +153,7 @@ class Batcher(Generic[T, R]):
                 raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
             results = [exc] * len(batch)
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 item.future.set_exception(result)
             else:

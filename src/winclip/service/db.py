@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
@@ -44,8 +45,7 @@ COLUMNS = tuple(c.name for c in inspections.columns)
 MAX_PAGE = 1000
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(BaseModel, frozen=True):
     """One inspected image as stored (without the id the database assigns)."""
 
     time: datetime
@@ -120,7 +120,7 @@ class Recorder:
         """Insert rows in one transaction."""
         if not records:
             return
-        rows = [{**r.__dict__, "time": utc(r.time)} for r in records]
+        rows = [{**r.model_dump(), "time": utc(r.time)} for r in records]
         with self.engine.begin() as conn:
             conn.execute(inspections.insert(), rows)
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ..decisions import Region
 from ..inspector import Inspection
+from .db import Record
 from .station import Served
 
 
@@ -78,7 +80,16 @@ class ProfileOut(BaseModel):
         cal = p.calibration
         calibration = None
         if cal is not None:
-            fields = ("target_fpr", "review_fpr", "threshold", "review_threshold", "fpr", "recall", "f1_threshold", "f1")
+            fields = (
+                "target_fpr",
+                "review_fpr",
+                "threshold",
+                "review_threshold",
+                "fpr",
+                "recall",
+                "f1_threshold",
+                "f1",
+            )
             calibration = CalibrationOut(
                 **{k: getattr(cal, k) for k in fields}, good=[c.score for c in cal.good], bad=[c.score for c in cal.bad]
             )
@@ -88,7 +99,7 @@ class ProfileOut(BaseModel):
                 sha256=sha,
                 url=f"/v1/profiles/{served.name}/references/{i}" if served.reference_file(i) else None,
             )
-            for i, (name, sha) in enumerate(zip(p.reference_names, p.reference_hashes))
+            for i, (name, sha) in enumerate(zip(p.reference_names, p.reference_hashes, strict=True))
         ]
         roi = None if p.roi is None else Roi(width=p.roi.shape[1], height=p.roi.shape[0], inside=float(p.roi.mean()))
         return cls(
@@ -117,15 +128,6 @@ class ProfileOut(BaseModel):
 class ProfileList(BaseModel):
     profiles: list[ProfileOut]
     refused: dict[str, str]  # name → why it is not served
-
-
-class Region(BaseModel):
-    x: int
-    y: int
-    width: int
-    height: int
-    area: int
-    peak: float
 
 
 class PredictResult(BaseModel):
@@ -161,7 +163,7 @@ class PredictResult(BaseModel):
             review_threshold=r.review_threshold,
             label=r.label,
             confidence=r.confidence,
-            regions=[Region(**g.as_dict()) for g in r.regions],
+            regions=list(r.regions),
             **pictures,
         )
 
@@ -190,18 +192,11 @@ class Ready(BaseModel):
     batching: Batching
 
 
-class InspectionRow(BaseModel):
+class InspectionRow(Record):
+    """A recorded inspection as the API returns it: with its id, the time in ISO 8601 (UTC)."""
+
     id: int
     time: str
-    profile: str
-    filename: str
-    image_sha256: str
-    score: float
-    threshold: float
-    label: str
-    confidence: float
-    regions: list[Region]
-    latency_ms: float
 
 
 class InspectionPage(BaseModel):

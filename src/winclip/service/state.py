@@ -58,22 +58,19 @@ class AppState:
 
     def submit(self, item: PredictItem) -> Future:
         """Queue one image for the next batch (503 when shutting down)."""
-        try:
-            return self._batcher().submit(item)
-        except ShuttingDownError as exc:
-            raise HTTPException(503, str(exc)) from None
+        return self._to_worker(lambda batcher: batcher.submit(item))
 
     def call(self, fn: Callable[[], object]) -> Future:
         """Run `fn` alone on the model's worker thread (503 when shutting down)."""
-        try:
-            return self._batcher().call(fn)
-        except ShuttingDownError as exc:
-            raise HTTPException(503, str(exc)) from None
+        return self._to_worker(lambda batcher: batcher.call(fn))
 
-    def _batcher(self) -> Batcher:
+    def _to_worker(self, put: Callable[[Batcher], Future]) -> Future:
         if self.batcher is None:
             raise HTTPException(503, "not ready: starting")
-        return self.batcher
+        try:
+            return put(self.batcher)
+        except ShuttingDownError as exc:
+            raise HTTPException(503, str(exc)) from None
 
 
 async def outcome(future: Future) -> object:

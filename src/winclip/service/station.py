@@ -166,7 +166,9 @@ class Station:
 
     def predict_batch(self, items: Sequence[PredictItem]) -> list[Inspection | BaseException]:
         """Score a batch, grouped by profile; record every result in one transaction."""
-        results: list[Inspection | BaseException] = [UnknownProfileError(f"profile {it.profile!r} not found") for it in items]
+        results: list[Inspection | BaseException] = [
+            UnknownProfileError(f"profile {it.profile!r} not found") for it in items
+        ]
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
@@ -176,14 +178,16 @@ class Station:
             served = self.profiles.get(name)
             if served is None:
                 continue
-            for i, r in zip(indices, served.inspector.inspect([items[i].image for i in indices])):
+            for i, r in zip(indices, served.inspector.inspect([items[i].image for i in indices]), strict=True):
                 results[i] = r if r.error is None else r.error
                 if r.error is None:
                     records.append(_record(now, name, items[i], r))
         try:
             self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
-            failure = RecordingError(f"could not record the inspections: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            failure = RecordingError(
+                f"could not record the inspections: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            )
             return [failure if isinstance(r, Inspection) else r for r in results]
         return results
 

@@ -42,7 +42,8 @@ def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> 
         with Image.open(io.BytesIO(data)) as opened:
             if opened.width * opened.height > max_pixels:
                 raise UploadError(
-                    413, f"{name}: image is {opened.width}x{opened.height} pixels, more than the limit of {max_pixels:,}"
+                    413,
+                    f"{name}: image is {opened.width}x{opened.height} pixels, more than the limit of {max_pixels:,}",
                 )
             opened.load()
             return load_image(opened, name, min_size)
@@ -54,7 +55,9 @@ def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> 
         raise UploadError(413, f"{name}: image too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
-        raise UploadError(422, f"{name}: cannot decode image ({reason}); the file may be truncated or corrupt") from None
+        raise UploadError(
+            422, f"{name}: cannot decode image ({reason}); the file may be truncated or corrupt"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,12 @@ async def read_uploads(
 
     def decode() -> list[Upload]:
         return [
-            Upload(name, data, decode_upload(data, name, min_size=min_size, max_pixels=config.max_pixels),
-                   hashlib.sha256(data).hexdigest())
+            Upload(
+                name,
+                data,
+                decode_upload(data, name, min_size=min_size, max_pixels=config.max_pixels),
+                hashlib.sha256(data).hexdigest(),
+            )
             for name, data in raw
         ]
 

@@ -58,7 +58,7 @@ async def ready(state: State) -> Ready | JSONResponse:
         backbone=base.info.name,
         weights_id=base.info.weights_id,
         device=str(base.device),
-        precision=base.precision,
+        precision=base.backbone.precision,
         database=state.database().dialect,
         profiles=sorted(station.profiles),
         refused=station.refused,

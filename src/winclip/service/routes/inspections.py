@@ -46,7 +46,9 @@ async def list_inspections(
     rec = state.database()
 
     def query() -> InspectionPage:
-        return InspectionPage(total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset))
+        return InspectionPage(
+            total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset)
+        )
 
     return await run_in_threadpool(query)
 

@@ -46,8 +46,13 @@ def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str
     "/{name}/predict",
     summary="Inspect 1..N images with a profile",
     response_model_exclude_unset=True,
-    responses={404: {"model": Detail}, 409: {"model": Detail}, 413: {"model": Detail}, 415: {"model": Detail},
-               422: {"model": Detail}},
+    responses={
+        404: {"model": Detail},
+        409: {"model": Detail},
+        413: {"model": Detail},
+        415: {"model": Detail},
+        422: {"model": Detail},
+    },
 )
 async def predict(
     request: Request,
@@ -59,13 +64,16 @@ async def predict(
     received = request.scope.get("winclip.received", time.perf_counter())
     wanted = frozenset(x.strip() for x in include.split(",") if x.strip())
     if not wanted <= set(INCLUDES):
-        raise HTTPException(422, f"include: unknown {', '.join(sorted(wanted - set(INCLUDES)))}; use {', '.join(INCLUDES)}")
+        raise HTTPException(
+            422, f"include: unknown {', '.join(sorted(wanted - set(INCLUDES)))}; use {', '.join(INCLUDES)}"
+        )
     target = state.served(name)
     uploads = await read_uploads(images, "images", state.config, target.inspector.model.min_size)
     futures = [state.submit(PredictItem(name, u.image, u.name, u.sha256, received)) for u in uploads]
     results = [await outcome(f) for f in futures]
 
     def render() -> list[PredictResult]:
-        return [PredictResult.of(u.name, u.sha256, r, pictures(u, r, wanted)) for u, r in zip(uploads, results)]
+        pairs = zip(uploads, results, strict=True)
+        return [PredictResult.of(u.name, u.sha256, r, pictures(u, r, wanted)) for u, r in pairs]
 
     return PredictOut(profile=name, results=await run_in_threadpool(render))

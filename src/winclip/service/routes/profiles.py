@@ -53,7 +53,9 @@ async def create_profile(
     name: Annotated[str, Form(description="profile name: letters, digits, _ . - (1-64)")],
     object_name: Annotated[str, Form(alias="object", description="object name, e.g. screw")],
     good: Annotated[list[UploadFile] | None, File(description="good reference images (none = zero-shot)")] = None,
-    normal_states: Annotated[list[str] | None, Form(description="extra normal states, e.g. '{o} with a sticker'")] = None,
+    normal_states: Annotated[
+        list[str] | None, Form(description="extra normal states, e.g. '{o} with a sticker'")
+    ] = None,
     anomalous_states: Annotated[list[str] | None, Form(description="extra anomalous states")] = None,
     roi: Annotated[UploadFile | None, File(description="region-of-interest mask (nonzero = inspect)")] = None,
     threshold: Annotated[float, Form(gt=0.0, le=1.0)] = 0.5,

@@ -1,0 +1,134 @@
+"""The evaluation feature cache: one safetensors file per image content, per feature settings (SPEC §5).
+
+Features are stored in ``<cache>/<settings>/<sha256 of the file>.safetensors`` (fp32, never
+pickle), where ``<settings>`` digests everything that changes features: backbone, weights
+identity, input size, window scales, precision, resize mode and tiling, preprocessing mean/std.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .features import Features
+from .images import ImageError
+from .model import WinCLIP
+
+CACHE_FORMAT = 1
+
+
+def digest(obj: object) -> str:
+    """sha256 hex of an object's canonical JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def feature_settings(model: WinCLIP) -> dict:
+    """Everything that changes the encoded features of an image file."""
+    info = model.info
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": info.name,
+        "weights": info.weights_id,
+        "image_size": list(info.image_size),
+        "patch_size": list(info.patch_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "scales": list(model.options.scales),
+        "precision": model.backbone.precision,
+        "resize": model.options.resize,
+        "tile_overlap": model.options.tile_overlap if model.options.resize == "tile" else None,
+    }
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file then rename, so an interrupted write leaves nothing half-done."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Features of one image file's views (1 for squash, its tiles for tile) and its decoded size (H, W)."""
+
+    features: Features
+    size: tuple[int, int]
+
+
+class FeatureCache:
+    """One safetensors file per image content under a folder per feature settings (fp32)."""
+
+    def __init__(self, root: Path, model: WinCLIP) -> None:
+        settings = feature_settings(model)
+        self.folder = Path(root) / digest(settings)[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    def path(self, sha: str) -> Path:
+        return self.folder / f"{sha}.safetensors"
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def save(self, sha: str, item: Encoded) -> None:
+        tensors = {k: v.clone() for k, v in item.features.to_tensors().items()}  # not views of a larger batch
+        meta = {"height": str(item.size[0]), "width": str(item.size[1])}
+        atomic_write(self.path(sha), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+    def load(self, sha: str) -> Encoded:
+        path = self.path(sha)
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+        return Encoded(Features.from_tensors(load_file(str(path))), (int(meta["height"]), int(meta["width"])))
+
+
+def encode_files(
+    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
+) -> tuple[int, dict[str, ImageError]]:
+    """Encode the (path, sha) files not yet cached, ``model.batch_size`` images at a time.
+
+    Returns the number of images encoded and the decode errors by sha.
+    """
+    errors: dict[str, ImageError] = {}
+    encoded = 0
+    todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
+    for start in range(0, len(todo), model.batch_size):
+        decoded = []
+        for sha, path in todo[start : start + model.batch_size]:
+            try:
+                decoded.append((sha, model.load(path)))
+            except ImageError as err:
+                errors[sha] = err
+                bar.update(1)
+        if not decoded:
+            continue
+        enc = model.encode_images([img for _, img in decoded])
+        for i, (sha, _) in enumerate(decoded):
+            cache.save(sha, Encoded(enc.features[enc.views_of(i)], enc.sizes[i]))
+            bar.update(1)
+            encoded += 1
+    return encoded, errors
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """Cached features of several images, all views concatenated, and which image each view belongs to."""
+
+    features: Features
+    owner: torch.Tensor  # (V,) index of the image of each view
+    sizes: tuple[tuple[int, int], ...]  # (H, W) per image
+
+    @staticmethod
+    def load(cache: FeatureCache, shas: Sequence[str]) -> ViewSet:
+        items = [cache.load(sha) for sha in shas]
+        owner = torch.cat([torch.full((len(e.features),), i) for i, e in enumerate(items)])
+        return ViewSet(Features.cat([e.features for e in items]), owner, tuple(e.size for e in items))
