@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = str | Path | Image.Image | np.ndarray
+HASH_BLOCK = 1 << 22  # bytes read at a time when hashing a file
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
 
@@ -24,10 +25,10 @@ class ImageError(ValueError):
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    """Hex sha256 of a file's bytes, read HASH_BLOCK bytes at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
             h.update(block)
     return h.hexdigest()
 

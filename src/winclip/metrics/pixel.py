@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from winclip.metrics.image import CurveSweep, check_counts
 
+PRO_MAX_FPR = 0.3  # PRO integrates the per-region overlap up to this false-positive rate (SPEC §5)
 _SHIFT = np.uint64(32)
 _LOW = np.uint64(0xFFFFFFFF)
 _SIGN = np.uint32(0x80000000)
@@ -82,7 +83,7 @@ class PixelMetricAccumulator:
     does not reset; further updates may follow.
     """
 
-    def __init__(self, max_fpr: float = 0.3, chunk: int = 1 << 20, block: int = 1 << 23) -> None:
+    def __init__(self, max_fpr: float = PRO_MAX_FPR, chunk: int = 1 << 20, block: int = 1 << 23) -> None:
         if not 0.0 < max_fpr <= 1.0:
             raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
         self.max_fpr = max_fpr
@@ -174,7 +175,7 @@ class PixelMetricAccumulator:
         return {"pixel_auroc": roc.auroc, "pixel_pro": pro_sweep.pro, "pixel_f1max": roc.f1max}
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> dict[str, float]:
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray, max_fpr: float = PRO_MAX_FPR) -> dict[str, float]:
     """Pixel AUROC, PRO up to ``max_fpr`` and pixel F1-max; maps (N, H, W) float, masks (N, H, W) bool.
 
     Fed to a PixelMetricAccumulator a few images at a time, so temporaries stay chunk-sized.
@@ -187,7 +188,7 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> 
     return acc.compute()
 
 
-def pro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:
+def pro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = PRO_MAX_FPR) -> float:
     """Normalised area under the per-region-overlap curve up to ``max_fpr``; maps (N, H, W), masks (N, H, W).
 
     Regions are the 8-connected components of each image's mask; PRO(t) is the
