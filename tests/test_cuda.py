@@ -95,8 +95,8 @@ def test_scoring_state_lives_on_the_gpu():
     assert m.memory_.patches.device.type == "cuda"
     assert all(p.device.type == "cuda" for p in m.prototypes_)
     for k in m.options.scales:
-        cov = m._coverage(k)
-        assert cov.device.type == "cuda" and cov is m._coverage(k)  # cached, not copied per call
+        cov = m.scorer.coverage(k)
+        assert cov.device.type == "cuda" and cov is m.scorer.coverage(k)  # cached, not copied per call
         assert torch.equal(cov.cpu(), coverage_matrix(m.backbone.grid, k))
 
 

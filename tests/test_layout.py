@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("options", "prompts", "images", "windows", "metrics", "metrics.*", "data", "data.*"),
     ("features", "scoring", "memory", "weights", "decisions", "calibration"),
-    ("vision", "render", "profile_store"),
+    ("vision", "render", "profile_store", "scorer"),
     ("backbone",),
     ("model",),
     ("profile",),

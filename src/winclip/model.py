@@ -19,30 +19,11 @@ from . import __version__
 from .backbone import Backbone, BackboneInfo
 from .features import Features
 from .images import ImageError, ImageInput, Tile, load_image, source_name, square_tiles
-from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
+from .memory import ReferenceMemory
 from .options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, MethodOptions, ModelSpec
 from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase
-from .scoring import aggregate_windows, ascore0, gaussian_smooth, harmonic_fusion, upsample
-from .windows import coverage_matrix
-
-SCORE_CHUNK = 64  # views scored together: bounds the (views, L, K*L) nearest-neighbour similarities
-
-
-@dataclass(frozen=True)
-class GridScores:
-    """Scores of N encoded views on the patch grid.
-
-    scores `(N,)` final score; zero_shot `(N,)` = ascore0(F^I); maps `(N, h, w)` final patch map.
-    """
-
-    scores: torch.Tensor
-    zero_shot: torch.Tensor
-    maps: torch.Tensor
-
-    @staticmethod
-    def cat(parts: list[GridScores]) -> GridScores:
-        """Concatenate along the view axis."""
-        return GridScores(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(GridScores)))
+from .scorer import GridScores, Scorer
+from .scoring import gaussian_smooth, upsample
 
 
 @dataclass(frozen=True)
@@ -140,8 +121,7 @@ class WinCLIP:
             _check_shared(backbone, pretrained, device, precision, cache_dir)
         else:
             backbone = Backbone(backbone, pretrained, device=device, precision=precision, cache_dir=cache_dir)
-        for k in options.scales:
-            coverage_matrix(backbone.grid, k)  # validates that every window size fits the grid
+        self.scorer = Scorer(options, backbone.grid, backbone.device)
         self.backbone = backbone
         self.options = options
         self.batch_size = int(batch_size)
@@ -150,7 +130,6 @@ class WinCLIP:
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
         self.memory_: ReferenceMemory | None = None
-        self._coverages: dict[int, torch.Tensor] = {}
 
     def with_options(self, **changes: object) -> WinCLIP:
         """A new, unfitted WinCLIP on this backbone with some options changed (validated as in the constructor)."""
@@ -273,54 +252,15 @@ class WinCLIP:
         """Zero-shot (SPEC §3) or few-shot (SPEC §4) scores and patch-grid maps of encoded views."""
         if self.prototypes_ is None:
             raise RuntimeError("no text prototypes: call set_object(name) or set_prototypes(...) before predicting")
-        if len(feats) > SCORE_CHUNK:
-            return GridScores.cat([self.score(feats[i : i + SCORE_CHUNK]) for i in range(0, len(feats), SCORE_CHUNK)])
-        feats = feats.to(self.device, torch.float32)
-        opt = self.options
-        t_n, t_a = self.prototypes_
-        n, (h, w) = len(feats), self.backbone.grid
-        zero = ascore0(feats.image, t_n, t_a, opt.temperature)
-        maps = [
-            aggregate_windows(ascore0(feats.windows[k], t_n, t_a, opt.temperature), self._coverage(k), opt.aggregation)
-            for k in opt.scales
-        ]
-        if opt.image_scale:
-            maps.append(zero[:, None].expand(n, h * w))
-        m0 = harmonic_fusion(maps)
-        if self.memory_ is None:
-            return GridScores(zero, zero, m0.view(n, h, w))
-        mem = self.memory_
-        assoc = [nearest_distance(feats.patches, mem.patches)] + [
-            aggregate_windows(nearest_distance(feats.windows[k], mem.windows[k]), self._coverage(k), opt.aggregation)
-            for k in opt.scales
-        ]
-        mw = vision_map(assoc)
-        return GridScores(few_shot_score(zero, mw), zero, (0.5 * (m0 + mw)).view(n, h, w))
-
-    def _coverage(self, k: int) -> torch.Tensor:
-        """Eq. 3's coverage matrix for window size k, kept on the model's device (no copy per call)."""
-        if k not in self._coverages:
-            self._coverages[k] = coverage_matrix(self.backbone.grid, k).to(self.device)
-        return self._coverages[k]
+        return self.scorer.score(feats, self.prototypes_, self.memory_)
 
     def full_map(self, grid_maps: torch.Tensor, tiles: Sequence[Tile | None], size: tuple[int, int]) -> torch.Tensor:
         """Upsample view maps `(V, h, w)` to the image size, averaging tiles over their overlaps."""
-        if tiles[0] is None:
-            full = upsample(grid_maps[:1], size)[0]
-        else:
-            total = torch.zeros(size, device=grid_maps.device)
-            count = torch.zeros(size, device=grid_maps.device)
-            for m, t in zip(grid_maps, tiles, strict=True):
-                total[t.top : t.top + t.side, t.left : t.left + t.side] += upsample(m[None], (t.side, t.side))[0]
-                count[t.top : t.top + t.side, t.left : t.left + t.side] += 1.0
-            full = total / count
-        if self.options.smooth_sigma > 0:
-            full = gaussian_smooth(full[None], self.options.smooth_sigma)[0]
-        return full.cpu()
+        return self.scorer.full_map(grid_maps, tiles, size)
 
     def reduce_views(self, values: torch.Tensor) -> float:
         """One image's score from its views' scores (`tile_reduce`: max or mean)."""
-        return float(values.max() if self.options.tile_reduce == "max" else values.mean())
+        return self.scorer.reduce_views(values)
 
     # -- prediction --------------------------------------------------------------------------
 
