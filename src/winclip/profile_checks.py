@@ -37,13 +37,13 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _field(meta: dict, path: str, check: Callable[[object], bool], what: str) -> object:
-    """`meta[a][b]` for path "a.b", refused unless `check(value)`."""
+def _field(meta: dict, path: str, check: Callable[[object], bool], what: str, prefix: str = "") -> object:
+    """`meta[a][b]` for path "a.b" (named `prefix` + path in messages), refused unless `check(value)`."""
     value: object = meta
     for key in path.split("."):
-        _need(isinstance(value, dict) and key in value, f"{path} is missing")
+        _need(isinstance(value, dict) and key in value, f"{prefix}{path} is missing")
         value = value[key]
-    _need(check(value), f"{path} must be {what}, got {str(value)[:80]!r}")
+    _need(check(value), f"{prefix}{path} must be {what}, got {str(value)[:80]!r}")
     return value
 
 
@@ -83,9 +83,10 @@ def _check_meta(meta: dict) -> None:
     refs = _field(meta, "references", lambda v: isinstance(v, list), "a list")
     for i, ref in enumerate(refs):
         _need(isinstance(ref, dict), f"references[{i}] must be an object")
-        _field(ref, "name", lambda v: isinstance(v, str), "a string")
-        _field(ref, "sha256", lambda v: isinstance(v, str) and bool(SHA256.match(v)), "64 hex digits")
-        _field(ref, "views", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+        at = f"references[{i}]."
+        _field(ref, "name", lambda v: isinstance(v, str), "a string", at)
+        _field(ref, "sha256", lambda v: isinstance(v, str) and bool(SHA256.match(v)), "64 hex digits", at)
+        _field(ref, "views", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1", at)
     for key in ("threshold", "review_threshold", "confidence_scale"):
         _need(key in meta, f"{key} is missing")
     check_decision(meta["threshold"], meta["review_threshold"], meta["confidence_scale"])
@@ -145,7 +146,7 @@ def check_profile(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray 
     _check_tensors(meta, tensors)
     spec = meta["roi"]
     if spec is not None:
-        height = _field(spec, "height", lambda v: isinstance(v, int) and v > 0, "a positive integer")
-        width = _field(spec, "width", lambda v: isinstance(v, int) and v > 0, "a positive integer")
+        height = _field(spec, "height", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
+        width = _field(spec, "width", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
         _need(roi is not None and roi.shape == (height, width), f"roi.png is not {width}x{height} as recorded")
         _need(bool(roi.any()), "roi.png is empty (no pixel inside)")
