@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +92,11 @@ def image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, in
     name = str(path)
     check_path(Path(path), name)
     try:
-        with Image.open(path) as opened:
-            check_pixels(opened, name, max_pixels)
-            return opened.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is what we check here
+            with Image.open(path) as opened:
+                check_pixels(opened, name, max_pixels)
+                return opened.size
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):

@@ -122,7 +122,7 @@ def _key(path: Path | str, base: str | None = None) -> str:
     path = Path(path)
     if base is not None and not path.is_absolute():
         path = Path(base) / path
-    return str(path.resolve())
+    return os.path.realpath(path)  # Path.resolve raises on a symbolic link loop
 
 
 def check_out_not_inside(out: Path, inputs: Sequence[str]) -> None:
