@@ -103,18 +103,31 @@ def csp_for(path: str) -> str:
     return API_CSP
 
 
-class BrowserGuard:
-    """ASGI middleware: same-origin changes only, loopback Host without a key, security headers (module docstring)."""
+class HttpMiddleware:
+    """A pure ASGI middleware: lifespan and websocket traffic passes through, `http` handles each request."""
 
-    def __init__(self, app, *, loopback_only: bool, log=sys.stderr) -> None:
+    def __init__(self, app) -> None:
         self.app = app
-        self.loopback_only = loopback_only
-        self.log = log
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope, receive, send) -> None:
+        raise NotImplementedError
+
+
+class BrowserGuard(HttpMiddleware):
+    """ASGI middleware: same-origin changes only, loopback Host without a key, security headers (module docstring)."""
+
+    def __init__(self, app, *, loopback_only: bool, log=sys.stderr) -> None:
+        super().__init__(app)
+        self.loopback_only = loopback_only
+        self.log = log
+
+    async def http(self, scope, receive, send) -> None:
         extra = [
             (b"x-content-type-options", b"nosniff"),
             (b"content-security-policy", csp_for(scope["path"]).encode()),

@@ -209,6 +209,7 @@ class Station:
             self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
+            print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
             return [failure if isinstance(r, Inspection) else r for r in results]
         return results
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from ..images import IMAGE_FORMATS, ImageError, check_pixels, load_image
 from .budget import PixelBudget
 from .config import ServiceConfig
+from .security import HttpMiddleware
 
 PART_NAME_LIMIT = 200  # characters of an uploaded file name kept in messages
 
@@ -156,20 +157,17 @@ async def _read(
     return raw
 
 
-class RequestLimit:
+class RequestLimit(HttpMiddleware):
     """ASGI middleware: 413 for a body over `limit` bytes (declared length, or counted while read).
 
     It also stamps the arrival time into the scope (`winclip.received`) for the recorded latency.
     """
 
     def __init__(self, app, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send) -> None:
         scope["winclip.received"] = time.perf_counter()  # latency is measured from here
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
