@@ -158,28 +158,33 @@ def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_profile(saved, 
             shutil.rmtree(leftover, ignore_errors=True)
         shutil.copytree(pristine, folder)
         pid = os.fork()
-        if pid == 0:  # the child: count the calls, die at the n-th
-            count = [0]
+        if pid == 0:  # the child: count the calls, die at the n-th; it never returns into pytest
+            code = 1
+            try:
+                count = [0]
 
-            def counted(fn, kill_at=n, count=count):
-                def call(*args, **kwargs):
-                    count[0] += 1
-                    if count[0] == kill_at:
-                        os._exit(9)
-                    return fn(*args, **kwargs)
+                def counted(fn, kill_at=n, count=count):
+                    def call(*args, **kwargs):
+                        count[0] += 1
+                        if count[0] == kill_at:
+                            os._exit(9)
+                        return fn(*args, **kwargs)
 
-                return call
+                    return call
 
-            for name in SAVE_CALLS:
-                setattr(os, name, counted(getattr(os, name)))
-            store._exchange = counted(store._exchange)
-            write_folder(folder, meta, tensors, roi, overwrite=True)
-            os._exit(0)
+                for name in SAVE_CALLS:
+                    setattr(os, name, counted(getattr(os, name)))
+                store._exchange = counted(store._exchange)
+                write_folder(folder, meta, tensors, roi, overwrite=True)
+                code = 0
+            finally:
+                os._exit(code)
         _, status = os.waitpid(pid, 0)
         loaded = Profile.load(folder)  # the stale temp folder a kill leaves is ignored
         digests.add(loaded.digest())
         assert loaded.digest() in (old.digest(), new.digest()), f"mixed state after a kill at call {n}"
         assert (folder / "references" / "a.png").read_bytes() == b"a"
+        assert os.WEXITSTATUS(status) in (0, 9), f"the save failed in the child at call {n}"
         if os.WEXITSTATUS(status) == 0:
             break
         assert n < 500

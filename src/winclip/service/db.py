@@ -179,12 +179,13 @@ class Recorder:
         self.last_error = None
 
     def check(self) -> None:
-        """Readiness: the file is the one opened, the table reads, and a write lock can be had (SQLite) now."""
+        """Readiness: the file is the one opened and the table reads; after a failed write, also that a write
+        lock can be had now (SQLite; PostgreSQL's read suffices), which clears the failure."""
         try:
             self.check_file()
             with self.engine.connect() as conn:
                 conn.execute(sa.select(inspections.c.id).limit(1)).all()
-                if self.dialect == "sqlite":
+                if self.last_error is not None and self.dialect == "sqlite":
                     conn.exec_driver_sql(f"PRAGMA busy_timeout={PROBE_BUSY_MS}")
                     try:
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
