@@ -20,8 +20,11 @@ one encodes nothing:
 API (every method that changes a profile returns a new one):
 
     profile = Profile.create(model, "screw", good=["a.png", "b.png"], roi=None)   # encodes the refs
-    profile.save("screw.winclip")                  # folder: profile.json + tensors.safetensors [+ roi.png]
-    profile = Profile.load("screw.winclip")        # json + safetensors only: no pickle, no encoding
+    profile = Profile.assemble(model, "screw", prompt_set, prototypes, refs)     # from parts encoded already
+    profile.save("screw.winclip")                  # folder: profile.json + tensors.safetensors [+ roi.png],
+                                                   #   swapped in atomically (winclip.profile_store)
+    profile = Profile.load("screw.winclip")        # json + safetensors only: no pickle, no encoding; checked
+                                                   #   for consistency and ranges (winclip.profile_checks)
     model = profile.bind(model)                    # a WinCLIP on model's backbone with this profile's
                                                    #   options, prototypes and references
     profile = profile.calibrate(model, good=[...], bad=[...], target_fpr=0.01, review_fpr=0.05)

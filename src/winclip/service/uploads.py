@@ -11,9 +11,10 @@ import hashlib
 import io
 import time
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import HTTPException, UploadFile
 from fastapi.responses import JSONResponse
@@ -25,6 +26,7 @@ from .budget import PixelBudget
 from .config import ServiceConfig
 from .security import HttpMiddleware
 
+T = TypeVar("T")
 PART_NAME_LIMIT = 200  # characters of an uploaded file name kept in messages
 
 
@@ -64,7 +66,7 @@ def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> 
     return _opened(data, name, max_pixels, decode)
 
 
-def _opened(data: bytes, name: str, max_pixels: int, use):
+def _opened(data: bytes, name: str, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
     """`use(image)` on the upload opened lazily (size checked first), Pillow's errors as UploadErrors."""
     if not data:
         raise UploadError(422, f"{name}: file is empty (0 bytes)")
