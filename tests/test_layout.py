@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("profile",),
     ("inspector",),
-    ("feature_cache", "report", "evaluate", "workflow"),
+    ("feature_cache", "report", "evaluate", "workflow", "run_record", "report_data", "report_html"),
     ("service.config", "service.db", "service.batcher", "service.uploads"),
     ("service.station",),
     ("service.schemas", "service.state"),
