@@ -22,6 +22,7 @@ from conftest import TINY
 from synthetic import make_folder, make_mvtec
 from winclip.backbone import Backbone
 from winclip.cli import main
+from winclip.cli import report as report_command
 from winclip.feature_cache import FeatureCache
 from winclip.metrics import f1_max_threshold
 from winclip.metrics.curves import PLOT_CELLS
@@ -180,8 +181,10 @@ def test_moved_dataset_keeps_image_level_parts_with_one_note(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"winclip: warning: dataset not found or changed at {root} ")
-    assert "image-level parts only" in err[0]
+    assert err == [
+        f"winclip: warning: dataset not found (moved?) at {root}: image-level parts only; "
+        "the pixel curves and the gallery need its images and masks"
+    ]
     page = (tmp_path / "out" / "report.html").read_text()
     assert err[0].removeprefix("winclip: warning: ").replace("'", "&#x27;") in page
     section = _sections(page)["widget"]
@@ -238,6 +241,15 @@ def test_changed_files_and_old_runs_are_noted(run, tmp_path, capsys):
     assert all(s.pixel is None for s in by_name["widget"].settings)
     assert all(s.pixel is not None for s in by_name["metal_nut"].settings)
 
+    mask = data / "metal_nut" / "ground_truth" / "blob" / "001_mask.png"
+    mask.unlink()  # the dataset no longer validates: image-level parts only
+    report = collect(copy)
+    assert report.notes == (
+        f"dataset changed ({data / 'metal_nut' / 'test' / 'blob' / '001.png'}: no mask; expected {mask}) at {data}: "
+        "image-level parts only; the pixel curves and the gallery need its images and masks",
+    )
+    assert all(not s.rescored for section in report.sections for s in section.settings)
+
     (copy / RUN_FILE).unlink()  # a run from before run.json: image-level parts, one note
     assert main(["report", str(copy)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
@@ -247,6 +259,7 @@ def test_changed_files_and_old_runs_are_noted(run, tmp_path, capsys):
 
 
 def test_report_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, capsys):
+    assert report_command.GALLERY == GALLERY_SIZE
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"winclip: error: {tmp_path / 'results.csv'}: missing; is {tmp_path} a finished winclip eval run?"]
@@ -280,15 +293,18 @@ def test_headless_chromium_renders_every_section(run, tmp_path):
             assert section.locator(".gallery figure").count() == 2 * 2 * GALLERY_SIZE
         broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
         assert page.evaluate("document.images.length") > 2 * 2 * 2 * 2 * GALLERY_SIZE and broken == 0
-        shot = section_png = tmp_path / "report.png"
-        sections.first.screenshot(path=str(section_png))
+        shot = tmp_path / "report.png"
+        sections.first.screenshot(path=str(shot))
         browser.close()
     assert problems == []
     assert [u for u in requests if not u.startswith(("file://", "data:"))] == []
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape[0] > 800 and pixels.std() > 20  # not blank
     if os.environ.get("WINCLIP_UPDATE_DOCS") == "1":  # refresh the README's screenshot on request only
-        shutil.copyfile(shot, ROOT / "docs" / "report.png")
+        palette = (
+            Image.open(shot).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        )
+        palette.save(ROOT / "docs" / "report.png", optimize=True)  # a third of the bytes, no visible change
 
 
 def test_page_pictures_are_inline_and_decodable(run):

@@ -148,9 +148,10 @@ class _Source:
             self.samples = {s.path: s for data in found for s in data.test}
         except DatasetError as err:
             more = f" and {len(err.problems) - 1} more problems" if len(err.problems) > 1 else ""
+            what = "not found (moved?)" if not record.root.exists() else f"changed ({err.problems[0]}{more})"
             notes.append(
-                f"dataset not found or changed at {record.root} ({err.problems[0]}{more}): "
-                "image-level parts only; the pixel curves and the gallery need its images and masks"
+                f"dataset {what} at {record.root}: image-level parts only; "
+                "the pixel curves and the gallery need its images and masks"
             )
             return
         try:

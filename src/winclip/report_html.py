@@ -98,7 +98,7 @@ def render_page(data: ReportData) -> str:
         parts.append('<p class="random">RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.</p>')
     if data.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in data.notes) + "</ul>")
-    parts.append(_legend(data))
+    parts.append(_legend())
     parts.append("<nav>" + "".join(f'<a href="#class-{i}">{_esc(s.name)}</a>' for i, s in enumerate(data.sections)))
     parts.append("</nav>")
     parts.append("<details open><summary>Summary (summary.md)</summary>" + markdown_html(_summary(data)) + "</details>")
@@ -120,7 +120,7 @@ def _summary(data: ReportData) -> str:
     return summary_markdown(data.dataset, data.rows, record.settings if record else (), record.notes if record else ())
 
 
-def _legend(data: ReportData) -> str:
+def _legend() -> str:
     """How to read the plots and the gallery, with the colour scale."""
     strip = colorize(np.tile(np.linspace(0.0, 1.0, 240), (14, 1)), 0.5)
     shown = "the zero-shot row and, for each K, the row of the first seed"
@@ -130,8 +130,8 @@ def _legend(data: ReportData) -> str:
         f"{PRO_MAX_FPR:g}) from the run's maps scored again from its feature cache; the legends give the "
         "areas under them, as in results.csv.</p>"
         f'<p class="legend">Heat maps: 0 <img alt="colour scale" src="{_png(Image.fromarray(strip))}"> 1, '
-        "anchored at each setting's threshold t (yellow), the row's image F1-max threshold; ground truth "
-        "outlined in white.</p>"
+        "anchored at each setting's threshold t (yellow, mid-scale), the row's image F1-max threshold; ground "
+        "truth outlined in white.</p>"
     )
 
 

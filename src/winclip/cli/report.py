@@ -13,13 +13,17 @@ import sys
 
 from . import add_command
 
+GALLERY = 3  # report_data.GALLERY_SIZE, not imported from there: the command line parses without torch
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `report` subcommand."""
     p = add_command(subparsers, "report", __doc__)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a finished winclip eval")
     p.add_argument("--out", help="where to write the page (default: RUN_DIR/report.html)")
-    p.add_argument("--gallery", type=int, default=3, metavar="N", help="worst false positives / negatives per setting")
+    p.add_argument(
+        "--gallery", type=int, default=GALLERY, metavar="N", help="worst false positives / negatives per setting"
+    )
     p.add_argument("--device", help="scores the maps again (default: the run's device when present, else cpu)")
     p.set_defaults(func=run)
 
