@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("profile", "references"),
     ("inspector",),
-    ("feature_cache", "report", "evaluate", "workflow"),
+    ("feature_cache", "report", "evaluate", "workflow", "run_record", "report_data", "report_html"),
     ("service.config", "service.db", "service.batcher", "service.uploads", "service.security", "service.budget"),
     ("service.station",),
     ("service.schemas", "service.state"),

@@ -33,6 +33,8 @@ from .metrics import PixelMetricAccumulator, image_metrics
 from .model import WinCLIP
 from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
+from .report_html import write_report
+from .run_record import save_run
 
 
 @dataclass(frozen=True)
@@ -346,4 +348,6 @@ def evaluate(
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
     (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
+    save_run(out, plan, model, resolution=resolution, cache=features.folder, rows=rows, settings=settings, notes=notes)
+    write_report(out)
     return EvalResult(tuple(rows), out, encoded, reused, encode_seconds, score_seconds, tuple(errors))

@@ -73,6 +73,15 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
 
+    @classmethod
+    def open(cls, folder: Path) -> FeatureCache:
+        """An existing settings folder, read without a model (e.g. by ``winclip report``)."""
+        if not (Path(folder) / "settings.json").is_file():
+            raise FileNotFoundError(f"{folder}: not a feature cache folder (no settings.json)")
+        cache = cls.__new__(cls)
+        cache.folder = Path(folder)
+        return cache
+
     def path(self, sha: str) -> Path:
         return self.folder / f"{sha}.safetensors"
 

@@ -1,8 +1,8 @@
 """`winclip eval`: evaluate every class x shots x seed of a dataset and compare with the paper.
 
-Evaluate zero-shot WinCLIP and few-shot WinCLIP+ on a dataset: writes results.csv, scores.npz and summary.md
-(the paper's Table 1 / Table 4 layouts with its figures alongside) into --out. Features are cached by file
-content, so reruns and scoring ablations encode nothing, and an interrupted run resumes.
+Evaluate zero-shot WinCLIP and few-shot WinCLIP+ on a dataset: writes results.csv, scores.npz, summary.md
+(the paper's Table 1 / Table 4 layouts with its figures alongside) and report.html into --out. Features are
+cached by file content, so reruns and scoring ablations encode nothing, and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), metavar="K", help="few-shot K (0 = zero-shot)"
     )
     g.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="reference draws per few-shot K, seeds 0..S-1")
-    g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, rows/)")
+    g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, report.html)")
     g.add_argument("--cache", help="feature cache folder (default: <out>/cache)")
     g.add_argument(
         "--eval-resolution", default=str(DEFAULT_EVAL_RESOLUTION), metavar="N|original", help=RESOLUTION_HELP
@@ -100,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded "
         f"in {result.encode_seconds:.1f} s{per_image}, rows scored in {result.score_seconds:.1f} s{per_row}; "
-        f"wrote {result.out / 'summary.md'}, results.csv, scores.npz"
+        f"wrote {result.out / 'summary.md'}, results.csv, scores.npz, report.html"
     )
     return 0
