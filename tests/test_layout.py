@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("profile",),
     ("inspector",),
-    ("feature_cache", "report", "evaluate", "workflow"),
+    ("feature_cache", "report", "evaluate", "workflow", "distributed", "distributed.*"),
     ("service.config", "service.db", "service.batcher", "service.uploads"),
     ("service.station",),
     ("service.schemas", "service.state"),
