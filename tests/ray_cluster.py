@@ -21,6 +21,7 @@ from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_SECONDS = 90
+SRC = Path(__file__).resolve().parent.parent / "src"  # the workers import this winclip
 
 
 def free_port() -> int:
@@ -41,7 +42,9 @@ class LocalCluster:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
-            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parent.parent / "src"), os.environ.get("PYTHONPATH", "")]
+            ),
         }
         port = self.address.rsplit(":", 1)[1]
         self.head = subprocess.Popen(
