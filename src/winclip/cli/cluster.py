@@ -74,8 +74,8 @@ def _profile_payload(args: argparse.Namespace, ray, spec, model_job_for):
 
 def predict_on_ray(args: argparse.Namespace, found) -> int:
     """`winclip predict --ray`: the banner, the run on the cluster's workers, the summary and the workers' line."""
-    from ..distributed.pool import WorkerPool, connected
-    from ..distributed.predict import check_version, run_predict_ray
+    from ..distributed.pool import WorkerPool, check_version, connected
+    from ..distributed.predict import run_predict_ray
     from ..distributed.workers import InspectJob, InspectWorker, ModelJob
     from ..workflow import profile_label
 
@@ -90,7 +90,10 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
             check_version(info)
             print(f"predict: {profile_label(profile, args.profile)}", file=sys.stderr)
             if args.profile is None and args.threshold is None:
-                print("predict: threshold 0.5 is a default, not calibrated; pass --threshold", file=sys.stderr)
+                print(
+                    "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
+                    file=sys.stderr,
+                )
             where = f"on Ray ({len(pool.workers)} workers)"
             print(f"predict: {len(found.images)} images -> {args.out} {where}", file=sys.stderr)
             for pattern in found.unmatched:
@@ -118,8 +121,7 @@ def eval_encoder(args: argparse.Namespace, model, options: MethodOptions) -> Ite
         yield encode_files
         return
     from ..distributed.encode import RayEncoder, check_features
-    from ..distributed.pool import WorkerPool, connected
-    from ..distributed.predict import check_version
+    from ..distributed.pool import WorkerPool, check_version, connected
     from ..distributed.workers import EncodeWorker, ModelJob
 
     spec = _pool_spec(args)

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from .. import __version__
+
 INSTALL_HINT = "--ray needs Ray: pip install 'winclip[ray]'"
 IN_FLIGHT = 2  # chunks queued on each actor, so it never waits for the driver between chunks
 MAX_RESTARTS = 3  # times Ray restarts an actor whose process died
@@ -41,6 +43,15 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise ClusterError(INSTALL_HINT) from None
     return ray
+
+
+def check_version(info: dict) -> None:
+    """Refuse workers running another winclip than the driver (their results could differ)."""
+    if info.get("version") != __version__:
+        raise ClusterError(
+            f"the Ray workers run winclip {info.get('version')} but this machine {__version__}; "
+            "install the same version on every node"
+        )
 
 
 def first_line(error: BaseException | str) -> str:
@@ -140,7 +151,13 @@ class WorkerPool:
             max_restarts=MAX_RESTARTS,
             max_task_retries=0,  # the driver retries, so it knows what ran where and gives up on bad inputs
         )(worker_class)
-        count = spec.count(ray.cluster_resources())
+        resources = ray.cluster_resources()
+        if resources.get("CPU", 0) < spec.cpus_per_worker or resources.get("GPU", 0) < spec.gpus_per_worker:
+            raise ClusterError(
+                f"the Ray cluster has {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs, "
+                f"less than one worker asks for ({spec.cpus_per_worker:g} CPUs, {spec.gpus_per_worker:g} GPUs)"
+            )
+        count = spec.count(resources)
         self.workers = [Worker(remote.remote(*args)) for _ in range(count)]
         self.probes: dict[object, int] = {w.handle.ready.remote(): i for i, w in enumerate(self.workers)}
         self.images: Counter = Counter()

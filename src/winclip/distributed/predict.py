@@ -16,18 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..workflow import InputImage, Outcome, ResultWriter, Summary
 from .pool import ClusterError, Done, GaveUp, WorkerPool
-
-
-def check_version(info: dict) -> None:
-    """Refuse workers running another winclip than the driver (their results could differ)."""
-    if info.get("version") != __version__:
-        raise ClusterError(
-            f"the Ray workers run winclip {info.get('version')} but this machine {__version__}; "
-            "install the same version on every node"
-        )
 
 
 def _outcomes(event: Done | GaveUp, originals: dict[str, InputImage]) -> Iterator[Outcome]:
