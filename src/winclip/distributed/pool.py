@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import NamedTuple
 
 from .. import __version__
 
@@ -112,8 +113,7 @@ class Chunk:
     failures: int = 0
 
 
-@dataclass(frozen=True)
-class Done:
+class Done(NamedTuple):
     """A chunk an actor finished: its inputs, what the actor returned, and which worker it was."""
 
     items: tuple
@@ -121,8 +121,7 @@ class Done:
     worker: int
 
 
-@dataclass(frozen=True)
-class GaveUp:
+class GaveUp(NamedTuple):
     """An input no worker could finish after MAX_ATTEMPTS tries."""
 
     item: object
