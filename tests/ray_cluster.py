@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,7 +86,7 @@ class LocalCluster:
         return sorted(pids)
 
     def stop(self) -> None:
-        """End the head's session: SIGTERM to `ray start --block`, then SIGKILL to what is left of its group."""
+        """End the head's session (SIGTERM, then SIGKILL to what is left of its group) and remove its logs."""
         if self.head.poll() is None:
             self.head.terminate()
             try:
@@ -97,3 +98,4 @@ class LocalCluster:
         except ProcessLookupError:
             pass
         self.head.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
