@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("profile", "references"),
     ("inspector",),
     ("feature_cache", "report", "evaluate", "workflow", "run_record", "report_data", "report_html"),
+    ("distributed", "distributed.*"),
     ("service.config", "service.db", "service.batcher", "service.uploads", "service.security", "service.budget"),
     ("service.station",),
     ("service.schemas", "service.state"),

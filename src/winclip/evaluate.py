@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,11 +281,13 @@ def evaluate(
     resolution: int | None = DEFAULT_EVAL_RESOLUTION,
     progress: bool = True,
     settings: Sequence[tuple[str, str]] = (),
+    encoder: Callable[..., tuple[int, dict]] = encode_files,
 ) -> EvalResult:
     """Run every planned class × shots × seed and write results.csv, scores.npz and summary.md into ``out``.
 
     ``cache`` defaults to ``<out>/cache``; ``resolution`` is the square evaluation
-    size or None for each image's own size.
+    size or None for each image's own size; ``encoder`` encodes files into the cache
+    (``feature_cache.encode_files``'s contract; e.g. a pool of Ray workers).
     """
     out = Path(out)
     rows_dir = out / "rows"
@@ -314,7 +316,7 @@ def evaluate(
                 continue
             files = st.files(pending)
             start = time.perf_counter()
-            n, bad = encode_files(model, features, files, encode_bar)
+            n, bad = encoder(model, features, files, encode_bar)
             encoded += n
             encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]

@@ -14,6 +14,7 @@ from ..data import LAYOUTS
 from ..options import AGGREGATIONS, DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS, RESIZE_MODES, MethodOptions
 from ..prompts import PROMPT_SETS
 from . import add_command, add_model_options, load_model
+from .cluster import add_ray_options, eval_encoder
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square images")
     m.add_argument("--tile-overlap", type=float, default=0.25, help="with --resize tile")
     add_model_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
 
 
@@ -89,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("evaluation resolution", "original" if resolution is None else f"{resolution}x{resolution}"),
     ]
-    result = evaluate(
-        model, plan, args.out, cache=args.cache, resolution=resolution, progress=not args.no_progress, settings=settings
-    )
+    with eval_encoder(args, model, options) as encoder:  # feature_cache.encode_files, or Ray workers with --ray
+        result = evaluate(
+            model, plan, args.out, cache=args.cache, resolution=resolution, progress=not args.no_progress,
+            settings=settings, encoder=encoder,
+        )  # fmt: skip
     for line in result.errors:
         print(f"winclip: warning: {line}", file=sys.stderr)
     computed = len(result.rows) - result.reused_rows

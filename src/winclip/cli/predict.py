@@ -16,6 +16,7 @@ from pathlib import Path
 from ..images import DEFAULT_MAX_PIXELS
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
 from . import add_command, load_model
+from .cluster import add_ray_options
 from .profile import add_profile_model_options, image_paths, model_for_profile
 
 
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--resume", action="store_true", help="keep finished results in --out and do the rest")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_profile_model_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
 
 
@@ -83,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if not found.images:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
     check_output(Path(args.out), overwrite=args.overwrite, resume=args.resume)  # before loading any model
+    if args.ray:
+        from .cluster import predict_on_ray
+
+        return predict_on_ray(args, found)
     if args.profile:
         profile = Profile.load(args.profile)
         model = model_for_profile(args, profile)
