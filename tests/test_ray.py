@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,13 +145,19 @@ def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_pa
         env={**cluster.env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     jsonl = out / "results.jsonl"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stderr), daemon=True)  # the driver's stderr, live
+    reader.start()
     _wait_for(lambda: _rows(jsonl) >= 10 and len(cluster.worker_pids("InspectWorker")) == 2, "rows came", driver)
     victim = cluster.worker_pids("InspectWorker")[0]
     os.kill(victim, signal.SIGKILL)  # a worker process dies mid-run
     at_kill = _rows(jsonl)
-    _wait_for(lambda: _rows(jsonl) >= at_kill + 60, "rows came after the kill", driver)
+    _wait_for(lambda: any("died; its chunks go to the others" in line for line in lines), "the driver saw it", driver)
+    _wait_for(lambda: _rows(jsonl) >= at_kill + 20, "rows came after the kill", driver)
     driver.send_signal(signal.SIGINT)  # then the driver is interrupted
-    _, err = driver.communicate(timeout=RUN_SECONDS)
+    driver.wait(timeout=RUN_SECONDS)
+    reader.join(timeout=RUN_SECONDS)
+    err = "".join(lines)
     assert driver.returncode == 130, err
     done = _rows(jsonl)
     assert at_kill < n and done < n, "the run finished before the faults: make it longer"
