@@ -6,44 +6,32 @@ import csv
 import hashlib
 import io
 import json
-import os
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import TINY
-from test_service_support import LOCAL, images, library_inspection, make_profiles
+from test_service_support import LOCAL, images, library_inspection, make_profiles, postgres_schema
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import Filters, Record, Recorder, database_url, inspections
 
-PG_ENV = "WINCLIP_TEST_POSTGRES_URL"
-
-
-def postgres_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"{PG_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
-    try:
-        Recorder(url).close()
-    except sa.exc.SQLAlchemyError as exc:
-        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be reached: {str(exc).splitlines()[0]}")
-    return url
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
+def db_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'record.sqlite'}"
-    return postgres_url()
+        yield f"sqlite:///{tmp_path / 'record.sqlite'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 def test_database_urls_map_to_psycopg3():

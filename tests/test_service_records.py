@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,8 +28,7 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import TINY
-from test_service_db import postgres_url
-from test_service_support import LOCAL, images, make_profiles
+from test_service_support import LOCAL, images, make_profiles, postgres_schema
 from winclip.cli import main
 from winclip.decisions import label_of
 from winclip.options import ModelSpec
@@ -104,8 +104,12 @@ def test_a_locked_database_is_503_and_readiness_says_so_until_it_is_free(folder,
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'o.sqlite'}" if request.param == "sqlite" else postgres_url()
+def db_url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'o.sqlite'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 def test_offsets_beyond_a_64_bit_integer_are_422(folder, db_url):
