@@ -9,12 +9,13 @@ not the load balancer) and sums across them, e.g. `sum by (profile, label)
 
 Requests are timed by `MetricsMiddleware`, the outermost middleware, so refusals by the other
 middlewares (403, 413) are counted too; `route` is the route's template
-(`/v1/profiles/{name}/predict`), never the raw path, so a scan of random URLs adds one series
-(`unmatched`), not one per URL.
+(`/v1/profiles/{name}/predict`, matched also for requests refused before routing), never the
+raw path, so a scan of random URLs adds one series (`unmatched`), not one per URL.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from starlette.routing import compile_path
 
 from .security import HttpMiddleware
 
@@ -88,12 +90,28 @@ class Metrics:
         return encode(self.registry), content_type
 
 
+def api_templates(app) -> list[tuple[str, re.Pattern]]:
+    """The path templates of the app's API (its OpenAPI paths) with their regular expressions."""
+    return [(path, compile_path(path)[0]) for path in app.openapi()["paths"]]
+
+
 class MetricsMiddleware(HttpMiddleware):
     """ASGI middleware: each request's duration, and its status, by route template (module docstring)."""
 
     def __init__(self, app, *, metrics: Metrics) -> None:
         super().__init__(app)
         self.metrics = metrics
+        self._templates: list[tuple[str, re.Pattern]] | None = None
+
+    def route_template(self, scope) -> str:
+        """The template of the route that served a request, or would have: a refusal by a middleware comes before
+        routing, so its path is matched against the API's templates; UNMATCHED when none matches."""
+        route = scope.get("route")
+        if route is not None:
+            return getattr(route, "path", UNMATCHED)
+        if self._templates is None:
+            self._templates = api_templates(scope["app"])
+        return next((t for t, pattern in self._templates if pattern.match(scope["path"])), UNMATCHED)
 
     async def http(self, scope, receive, send) -> None:
         start = time.perf_counter()
@@ -108,7 +126,7 @@ class MetricsMiddleware(HttpMiddleware):
         try:
             await self.app(scope, receive, watched)
         finally:
-            route = getattr(scope.get("route"), "path", UNMATCHED)
+            route = self.route_template(scope)
             method = scope["method"]
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
             self.metrics.responses.labels(method, route, str(status)).inc()
