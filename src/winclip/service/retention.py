@@ -111,6 +111,8 @@ class Keeper:
         stem = kept_stem(time, record_id, label, filename)
         day = self.folder / profile / time.astimezone(timezone.utc).strftime("%Y-%m-%d")
         data, extension = photo
+        if len(data) + len(overlay) > self.max_bytes:
+            return None, []  # larger than the whole budget: keeping it would only empty the folder
         files = [(day / f"{stem}{extension}", data), (day / f"{stem}{OVERLAY_SUFFIX}", overlay)]
         entry = Kept(order_key(stamp(time), record_id), record_id, [], 0)
         with self._mutex:
