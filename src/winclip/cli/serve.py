@@ -75,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="torch CPU threads (default: torch's; 1 keeps a shared CPU from stalling)"
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="load balancers trusted to set X-Forwarded-Proto and X-Forwarded-For (comma-separated addresses; "
+        "default: 127.0.0.1, or $FORWARDED_ALLOW_IPS)",
+    )
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -241,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             log_level="info",
             access_log=args.access_log,
+            forwarded_allow_ips=args.forwarded_allow_ips,
             timeout_graceful_shutdown=60,
         )
     )
