@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -162,6 +163,32 @@ def test_a_profile_changed_on_disk_is_a_new_revision_at_the_next_start(tmp_path)
             assert b.get("/v1/profiles/zero").json()["revision"] == 2
             wait_for(lambda: a.get("/v1/profiles/zero").json()["threshold"] == 0.77, "A follows the disk change")
             assert b.get("/v1/profiles/bottle").json()["revision"] == 1  # unchanged: same digest, same revision
+
+
+def test_a_change_that_cannot_take_the_lock_is_503_and_changes_nothing(tmp_path):
+    folder = tmp_path / "profiles"
+    make_profiles(folder)
+    db = tmp_path / "shared.sqlite"
+    config = ServiceConfig(
+        profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", db_busy_timeout_ms=200
+    )
+    with TestClient(create_app(config), base_url=LOCAL) as c:
+        wait_for(lambda: c.get("/health/ready").status_code == 200, "ready")
+        before = (folder / "zero" / "profile.json").read_bytes()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another replica holding the write lock, longer than the busy timeout
+        try:
+            r = c.patch("/v1/profiles/zero", json={"threshold": 0.9})
+            assert r.status_code == 503 and r.headers["Retry-After"] == "2", r.text
+            assert "the profile's revision cannot be written" in r.json()["detail"] and "locked" in r.json()["detail"]
+            r = c.post("/v1/profiles", data={"name": "late", "object": "bottle"})
+            assert r.status_code == 503 and not (folder / "late").exists()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert (folder / "zero" / "profile.json").read_bytes() == before
+        assert c.get("/v1/profiles/zero").json()["revision"] == 1
+        assert c.patch("/v1/profiles/zero", json={"threshold": 0.9}).json()["revision"] == 2
 
 
 # -- two real processes on the CI PostgreSQL ---------------------------------------------------------------

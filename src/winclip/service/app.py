@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -103,6 +103,8 @@ def create_app(
         following = asyncio.create_task(follow(state, config.sync_interval_s))
         yield
         following.cancel()
+        with suppress(asyncio.CancelledError):
+            await following
         state.ready, state.error = False, "the service is shutting down"
         await run_in_threadpool(state.batcher.close)
         state.recorder.close()

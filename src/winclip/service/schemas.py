@@ -26,7 +26,7 @@ class Thresholds(BaseModel):
     review_threshold: float | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> Thresholds:
+    def _given(self) -> Thresholds:
         if "threshold" in self.model_fields_set and self.threshold is None:
             raise ValueError("threshold: must be a number (null is only for review_threshold)")
         if not self.model_fields_set & {"threshold", "review_threshold"}:

@@ -31,7 +31,8 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,6 +80,15 @@ class PreconditionFailedError(ValueError):
 
 class RecordingError(DatabaseUnavailableError):
     """The predictions were made but could not be written to the database (HTTP 503: nothing is answered 200)."""
+
+
+@contextmanager
+def revision_errors() -> Iterator[None]:
+    """The database's errors while changing a profile's revision, as DatabaseUnavailableError (HTTP 503)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
 
 
 def check_name(name: str) -> str:
@@ -334,7 +344,7 @@ class Station:
                 roi=roi_mask,
                 threshold=threshold,
             )
-            with self.revisions.locked(name) as row:
+            with revision_errors(), self.revisions.locked(name) as row:
                 profile.save(folder, overwrite=True)
                 revision = row.write(profile.digest()).revision
         except BaseException:
@@ -349,20 +359,17 @@ class Station:
         """New thresholds for a served profile, applied on top of its stored revision and saved in place, under
         its row lock (PreconditionFailedError when `change.if_match` is not the stored revision)."""
         served = self.get(name)
-        try:
-            with self.revisions.locked(name) as row:
-                if change.if_match is not None and change.if_match != row.revision:
-                    raise PreconditionFailedError(
-                        f"profile {name!r} is at revision {row.revision}, not {change.if_match} (If-Match): it was "
-                        "changed meanwhile; read it again and retry"
-                    )
-                stored = row.stored is not None and row.stored == Revision(served.revision, served.digest)
-                base = served.profile if stored else Profile.load(served.folder)  # another replica's change
-                profile = change.apply(base)
-                profile.save(served.folder, overwrite=True)
-                revision = row.write(profile.digest()).revision
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
+        with revision_errors(), self.revisions.locked(name) as row:
+            if change.if_match is not None and change.if_match != row.revision:
+                raise PreconditionFailedError(
+                    f"profile {name!r} is at revision {row.revision}, not {change.if_match} (If-Match): it was "
+                    "changed meanwhile; read it again and retry"
+                )
+            stored = row.stored is not None and row.stored == Revision(served.revision, served.digest)
+            base = served.profile if stored else Profile.load(served.folder)  # another replica's change
+            profile = change.apply(base)
+            profile.save(served.folder, overwrite=True)
+            revision = row.write(profile.digest()).revision
         updated = Served.of(name, profile, served.folder, self.base, self.min_area, revision)
         self._serve(updated)
         return updated
