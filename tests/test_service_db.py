@@ -8,7 +8,6 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,20 +17,13 @@ pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra:
 from fastapi.testclient import TestClient
 
 from conftest import TINY
-from test_service_support import LOCAL, images, library_inspection, make_profiles, postgres_schema
+from test_service_support import LOCAL, both_databases, images, library_inspection, make_profiles
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import Filters, Record, Recorder, database_url, inspections
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'record.sqlite'}"
-        return
-    with postgres_schema() as url:
-        yield url
+db_url = both_databases()
 
 
 def test_database_urls_map_to_psycopg3():

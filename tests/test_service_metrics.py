@@ -10,10 +10,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TINY
-from test_service_support import LOCAL, images, make_profiles
+from test_service_support import LOCAL, images, make_profiles, metric, metric_samples
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
@@ -47,16 +46,7 @@ def wait_ready(client: TestClient) -> dict:
 def scrape(client: TestClient, headers: dict) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics", headers=headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
-    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+    return metric_samples(r.text)
 
 
 def test_metrics_count_what_the_replica_served(tmp_path):
@@ -79,25 +69,25 @@ def test_metrics_count_what_the_replica_served(tmp_path):
         batching = wait_ready(c)["batching"]
         m = scrape(c, AUTH)
     for profile, label in set(labels):
-        assert value(m, "winclip_images_total", profile=profile, label=label) == labels.count((profile, label))
-    assert value(m, "winclip_images_total") == 3
-    assert value(m, "winclip_batch_size_sum") == 3 == batching["images"]
-    assert value(m, "winclip_batch_size_count") == batching["batches"]
-    assert value(m, "winclip_http_request_duration_seconds_count", method="POST", route=PREDICT) == 3
-    assert value(m, "winclip_http_request_duration_seconds_bucket", route=PREDICT, le="+Inf") == 3
-    assert value(m, "winclip_http_request_duration_seconds_sum", route=PREDICT) > 0
-    assert value(m, "winclip_http_responses_total", route=PREDICT, status="200") == 2
-    assert value(m, "winclip_http_responses_total", route="unmatched", status="404") == 1  # never the raw path
+        assert metric(m, "winclip_images_total", profile=profile, label=label) == labels.count((profile, label))
+    assert metric(m, "winclip_images_total") == 3
+    assert metric(m, "winclip_batch_size_sum") == 3 == batching["images"]
+    assert metric(m, "winclip_batch_size_count") == batching["batches"]
+    assert metric(m, "winclip_http_request_duration_seconds_count", method="POST", route=PREDICT) == 3
+    assert metric(m, "winclip_http_request_duration_seconds_bucket", route=PREDICT, le="+Inf") == 3
+    assert metric(m, "winclip_http_request_duration_seconds_sum", route=PREDICT) > 0
+    assert metric(m, "winclip_http_responses_total", route=PREDICT, status="200") == 2
+    assert metric(m, "winclip_http_responses_total", route="unmatched", status="404") == 1  # never the raw path
     assert not any("/no/such/page" in str(labels) for _, labels in m)
-    assert value(m, "winclip_http_responses_total", route="/v1/profiles/{name}", method="PATCH", status="403") == 1
+    assert metric(m, "winclip_http_responses_total", route="/v1/profiles/{name}", method="PATCH", status="403") == 1
     for status, n in (("401", 1), ("403", 1), ("404", 2), ("415", 1)):
-        assert value(m, "winclip_http_errors_total", status=status) == n, status
-    assert value(m, "winclip_queue_depth") == 0
-    assert value(m, "winclip_pixels_in_flight") == 0
-    assert (value(m, "winclip_profiles", state="served"), value(m, "winclip_profiles", state="refused")) == (3, 1)
-    assert value(m, "winclip_profile_revision", profile="bottle") == 1
-    assert value(m, "winclip_images_not_recorded_total") == 0
-    assert value(m, "process_resident_memory_bytes") > 0
+        assert metric(m, "winclip_http_errors_total", status=status) == n, status
+    assert metric(m, "winclip_queue_depth") == 0
+    assert metric(m, "winclip_pixels_in_flight") == 0
+    assert (metric(m, "winclip_profiles", state="served"), metric(m, "winclip_profiles", state="refused")) == (3, 1)
+    assert metric(m, "winclip_profile_revision", profile="bottle") == 1
+    assert metric(m, "winclip_images_not_recorded_total") == 0
+    assert metric(m, "process_resident_memory_bytes") > 0
 
 
 def test_metrics_are_open_on_a_loopback_station_without_a_key_and_speak_openmetrics(tmp_path):

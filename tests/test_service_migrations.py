@@ -4,7 +4,6 @@ replicas upgrading at once take turns, and a newer or foreign schema is refused 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -18,19 +17,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from conftest import TINY
-from test_service_support import old_record, postgres_schema
+from test_service_support import both_databases, old_record
 from winclip.cli import main
 from winclip.service.db import Record, Recorder, database_url, inspections, metadata
 from winclip.service.migrate import BASELINE, SchemaError, config, head, revision, upgrade
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'record.sqlite'}"
-        return
-    with postgres_schema() as url:
-        yield url
+db_url = both_databases()
 
 
 def engine_of(url: str) -> sa.Engine:

@@ -24,13 +24,14 @@ pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra:
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TINY
 from test_service_support import (
     LOCAL,
     images,
     make_profiles,
+    metric,
+    metric_samples,
     old_record,
     postgres_schema,
     start_server,
@@ -195,19 +196,10 @@ def test_a_change_that_cannot_take_the_lock_is_503_and_changes_nothing(tmp_path)
 
 
 def metrics_of(url: str) -> dict[tuple[str, tuple], float]:
-    """(sample name, sorted labels) → value, scraped with the key."""
+    """The replica's metrics, scraped with the key."""
     r = httpx.get(f"{url}/metrics", headers=AUTH)
     assert r.status_code == 200, r.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
-    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+    return metric_samples(r.text)
 
 
 class Client:
@@ -351,13 +343,13 @@ def test_two_serve_processes_on_one_postgresql(tmp_path):
             assert httpx.get(f"{url_a}/metrics").status_code == 401
             for c in (a, b):
                 m = metrics_of(c.url)
-                assert total(m, "winclip_images_total") == c.images
-                assert total(m, "winclip_batch_size_sum") == c.images
-                assert total(m, "winclip_http_errors_total", status="415") == c.unsupported == 1
-                assert total(m, "winclip_http_request_duration_seconds_count", route=PREDICT_ROUTE) == c.predicts
-                assert total(m, "winclip_http_responses_total", route=PREDICT_ROUTE, status="200") == c.predicts - 1
-            assert total(metrics_of(url_a), "winclip_profile_reloads_total", profile="zero") == PROPAGATIONS // 2
-            assert total(metrics_of(url_a), "winclip_profile_reloads_total", profile="from-b") == 1
+                assert metric(m, "winclip_images_total") == c.images
+                assert metric(m, "winclip_batch_size_sum") == c.images
+                assert metric(m, "winclip_http_errors_total", status="415") == c.unsupported == 1
+                assert metric(m, "winclip_http_request_duration_seconds_count", route=PREDICT_ROUTE) == c.predicts
+                assert metric(m, "winclip_http_responses_total", route=PREDICT_ROUTE, status="200") == c.predicts - 1
+            assert metric(metrics_of(url_a), "winclip_profile_reloads_total", profile="zero") == PROPAGATIONS // 2
+            assert metric(metrics_of(url_a), "winclip_profile_reloads_total", profile="from-b") == 1
             engine.dispose()
         finally:
             a.http.close()

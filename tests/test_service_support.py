@@ -61,6 +61,37 @@ def postgres_schema() -> Iterator[str]:
         engine.dispose()
 
 
+def both_databases():
+    """A fixture, bound as `db_url = both_databases()` in a test module: each test runs with a SQLite file and
+    with a fresh schema in the test PostgreSQL (skipped without one)."""
+
+    @pytest.fixture(params=["sqlite", "postgresql"], name="db_url")
+    def database(request, tmp_path) -> Iterator[str]:
+        if request.param == "sqlite":
+            yield f"sqlite:///{tmp_path / 'record.sqlite'}"
+            return
+        with postgres_schema() as url:
+            yield url
+
+    return database
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """A Prometheus exposition as (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
 def old_record(url: str, rows: int) -> sa.Table:
     """A database as winclip made it before its schema was versioned (`metadata.create_all` of the table below,
     copied from db.py as it was then, and no alembic_version table), holding `rows` rows."""

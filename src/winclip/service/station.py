@@ -127,11 +127,11 @@ class PredictItem:
 
 @dataclass(frozen=True)
 class Scored:
-    """One image's inspection, as recorded: the row's id and time."""
+    """One image's inspection, as recorded."""
 
     inspection: Inspection
-    record_id: int
-    time: datetime
+    record_id: int  # its row's id
+    time: datetime  # its row's time (UTC)
 
 
 @dataclass(frozen=True)
