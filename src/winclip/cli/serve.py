@@ -15,8 +15,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import add_command, add_model_options, model_spec
+
+if TYPE_CHECKING:  # the service is imported inside `run` (the command line parses without it)
+    from ..service.config import ServiceConfig
+    from ..service.db import Recorder
+    from ..service.retention import Keeper
 
 KEY_ENV = "WINCLIP_API_KEY"
 MEGA = 1_000_000
@@ -149,7 +155,7 @@ def kept_labels(args: argparse.Namespace) -> frozenset[str]:
     return labels
 
 
-def service_config(args: argparse.Namespace, key: str | None, keep: frozenset[str]):
+def service_config(args: argparse.Namespace, key: str | None, keep: frozenset[str]) -> ServiceConfig:
     """The ServiceConfig of the checked options (the profiles folder made if missing)."""
     from ..service.config import MiB, ServiceConfig
 
@@ -178,7 +184,7 @@ def service_config(args: argparse.Namespace, key: str | None, keep: frozenset[st
     )
 
 
-def open_stores(config):
+def open_stores(config: ServiceConfig) -> tuple[Recorder, Keeper | None]:
     """The record (its schema upgraded) and, with --keep, the keep folder; ValueError in one line when they cannot
     be opened."""
     import sqlalchemy
