@@ -25,7 +25,7 @@ from PIL import Image
 from conftest import TINY, make_model, textured
 from winclip.inspector import Inspector
 from winclip.profile import Profile
-from winclip.service.db import Recorder, database_url
+from winclip.service.db import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = "http://localhost"  # TestClient's base URL: without an API key the service answers loopback names only
@@ -37,10 +37,13 @@ def postgres_url() -> str:
     url = os.environ.get(PG_ENV)
     if not url:
         pytest.skip(f"{PG_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
+    engine = sa.create_engine(database_url(url), connect_args={"connect_timeout": 5})
     try:
-        Recorder(url).close()
+        engine.connect().close()  # reachable: nothing is created (each test makes its own schema)
     except sa.exc.SQLAlchemyError as exc:
         pytest.skip(f"PostgreSQL at {PG_ENV} cannot be reached: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
     return url
 
 
