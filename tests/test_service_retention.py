@@ -131,12 +131,13 @@ def test_the_service_keeps_anomalous_photos_within_the_budget(tmp_path):
     assert f"winclip_kept_evicted_total {float(5 - n)}" in metrics
 
 
-def test_keep_options_are_checked_in_one_line(tmp_path, capsys):
+def test_keep_and_sync_options_are_checked_in_one_line(tmp_path, capsys):
     base = ["serve", "--profiles", str(tmp_path / "p"), "--backbone", TINY, "--pretrained", "none"]
     for extra, text in (
         (["--keep", "anomalous"], "--keep needs --keep-max-gb N (> 0)"),
         (["--keep", "broken,review", "--keep-max-gb", "1"], "--keep: broken: give labels among"),
         (["--keep-max-gb", "1"], "--keep-max-gb and --keep-dir need --keep LABELS"),
+        (["--sync-interval", "0"], "--sync-interval must be > 0 seconds"),
     ):
         assert main(base + extra) == 2
         err = capsys.readouterr().err
