@@ -353,14 +353,28 @@ def test_patch_thresholds(client, profiles):
     after = client.post("/v1/profiles/zero/predict", files=files("images", [blob])).json()["results"][0]
     assert (after["score"], after["threshold"], after["label"]) == (before["score"], t, "anomalous")
     assert after["confidence"] > 0.5
+    # a field left out keeps its value; review_threshold null removes the band; every change is a new revision
+    revision = r.json()["revision"]
+    assert r.headers["ETag"] == f'"{revision}"' == client.get("/v1/profiles/zero").headers["ETag"]
+    r = client.patch("/v1/profiles/zero", json={"review_threshold": t / 4})
+    assert (r.json()["threshold"], r.json()["review_threshold"], r.json()["revision"]) == (t, t / 4, revision + 1)
+    r = client.patch("/v1/profiles/zero", json={"review_threshold": None}, headers={"If-Match": f'"{revision + 1}"'})
+    assert (r.json()["threshold"], r.json()["review_threshold"], r.json()["revision"]) == (t, None, revision + 2)
+    stale = client.patch("/v1/profiles/zero", json={"threshold": 0.9}, headers={"If-Match": f'"{revision}"'})
+    assert stale.status_code == 412 and f"at revision {revision + 2}, not {revision}" in stale.json()["detail"]
+    assert Profile.load(folder / "zero").threshold == t  # refused: nothing written
     for body, text in (
         ({"threshold": 1.5}, "threshold must be in (0, 1]"),
         ({"threshold": 0.3, "review_threshold": 0.4}, "review threshold"),
         ({"threshold": "high"}, "threshold: Input should be a valid number"),
-        ({}, "threshold: Field required"),
+        ({"threshold": None}, "threshold: must be a number"),
+        ({}, "give threshold and/or review_threshold"),
     ):
         r = client.patch("/v1/profiles/zero", json=body)
         assert r.status_code == 422 and text in r.json()["detail"], r.text
+    r = client.patch("/v1/profiles/zero", json={"threshold": 0.5}, headers={"If-Match": "W/seven"})
+    assert r.status_code == 422 and "If-Match" in r.json()["detail"]
+    assert client.get("/v1/profiles/zero").json()["revision"] == revision + 2
     assert (
         client.patch(
             "/v1/profiles/zero", content=b"{not json", headers={"content-type": "application/json"}

@@ -171,6 +171,15 @@ def test_page_creates_inspects_and_relabels(tmp_path):
             wait_js(page, "document.querySelector('#threshold-msg').textContent.startsWith('saved')", timeout=10_000)
             saved = httpx.get(f"{url}/v1/profiles/bracket", headers=AUTH).json()["threshold"]
             assert saved == pytest.approx(round(mid, 3))
+            # changed meanwhile by another client (or replica): the page's save is refused (412), then re-read
+            assert httpx.patch(f"{url}/v1/profiles/bracket", headers=AUTH, json={"threshold": 0.9}).status_code == 200
+            page.click("#save-threshold")
+            wait_js(
+                page, "document.querySelector('#threshold-msg').textContent.startsWith('not saved')", timeout=10_000
+            )
+            page.click("#save-threshold")
+            wait_js(page, "document.querySelector('#threshold-msg').textContent.startsWith('saved')", timeout=10_000)
+            assert httpx.get(f"{url}/v1/profiles/bracket", headers=AUTH).json()["revision"] == 4
             assert cards.count() == 4 and "0 refused" in page.inner_text("#inspect-msg")
             with page.expect_download() as download:  # the CSV, fetched with the key
                 page.click("#csv")
@@ -184,7 +193,7 @@ def test_page_creates_inspects_and_relabels(tmp_path):
             docs.goto(f"{url}/docs")
             docs.wait_for_selector(".opblock", timeout=30_000)
             operations = docs.locator(".opblock").count()
-            assert operations == 10 and "Unable to render" not in docs.inner_text("body")
+            assert operations == 11 and "Unable to render" not in docs.inner_text("body")
             assert docs.locator(".opblock-summary-path", has_text="/v1/profiles/{name}/predict").count() == 1
             assert docs.locator("button.authorize").count() == 1  # the Bearer key can be given there
             browser.close()

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -15,35 +14,16 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import TINY
-from test_service_support import LOCAL, images, library_inspection, make_profiles
+from test_service_support import LOCAL, both_databases, images, library_inspection, make_profiles
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import Filters, Record, Recorder, database_url, inspections
 
-PG_ENV = "WINCLIP_TEST_POSTGRES_URL"
-
-
-def postgres_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"{PG_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
-    try:
-        Recorder(url).close()
-    except sa.exc.SQLAlchemyError as exc:
-        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be reached: {str(exc).splitlines()[0]}")
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'record.sqlite'}"
-    return postgres_url()
+db_url = both_databases()
 
 
 def test_database_urls_map_to_psycopg3():

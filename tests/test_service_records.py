@@ -27,8 +27,7 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import TINY
-from test_service_db import postgres_url
-from test_service_support import LOCAL, images, make_profiles
+from test_service_support import LOCAL, both_databases, images, make_profiles
 from winclip.cli import main
 from winclip.decisions import label_of
 from winclip.options import ModelSpec
@@ -36,6 +35,8 @@ from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import DatabaseUnavailableError, Recorder
 from winclip.spreadsheet import safe_cell
+
+db_url = both_databases()
 
 
 def app_for(folder: Path, db_url: str, **options) -> TestClient:
@@ -101,11 +102,6 @@ def test_a_locked_database_is_503_and_readiness_says_so_until_it_is_free(folder,
         assert c.get("/health/ready").status_code == 200
         assert predict(c, blob).status_code == 200
         assert c.get("/v1/inspections").json()["total"] == 2  # the refused answer left no row
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'o.sqlite'}" if request.param == "sqlite" else postgres_url()
 
 
 def test_offsets_beyond_a_64_bit_integer_are_422(folder, db_url):

@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +19,110 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
+import sqlalchemy as sa
 from PIL import Image
 
 from conftest import TINY, make_model, textured
 from winclip.inspector import Inspector
 from winclip.profile import Profile
+from winclip.service.db import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = "http://localhost"  # TestClient's base URL: without an API key the service answers loopback names only
+PG_ENV = "WINCLIP_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL's URL (env WINCLIP_TEST_POSTGRES_URL); skips the test when unset or unreachable."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
+    engine = sa.create_engine(database_url(url), connect_args={"connect_timeout": 5})
+    try:
+        engine.connect().close()  # reachable: nothing is created (each test makes its own schema)
+    except sa.exc.SQLAlchemyError as exc:
+        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be reached: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    return url
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh, empty schema in the test PostgreSQL (skips without one): its URL, whose connections use only that
+    schema (search_path), so a test sees only its own tables; dropped afterwards."""
+    url = postgres_url()
+    name = f"winclip_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(database_url(url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+        engine.dispose()
+
+
+def both_databases():
+    """A fixture, bound as `db_url = both_databases()` in a test module: each test runs with a SQLite file and
+    with a fresh schema in the test PostgreSQL (skipped without one)."""
+
+    @pytest.fixture(params=["sqlite", "postgresql"], name="db_url")
+    def database(request, tmp_path) -> Iterator[str]:
+        if request.param == "sqlite":
+            yield f"sqlite:///{tmp_path / 'record.sqlite'}"
+            return
+        with postgres_schema() as url:
+            yield url
+
+    return database
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """A Prometheus exposition as (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def old_record(url: str, rows: int) -> sa.Table:
+    """A database as winclip made it before its schema was versioned (`metadata.create_all` of the table below,
+    copied from db.py as it was then, and no alembic_version table), holding `rows` rows."""
+    old = sa.MetaData()
+    table = sa.Table(
+        "inspections",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("profile", sa.String(64), nullable=False, index=True),
+        sa.Column("filename", sa.String(255), nullable=False),
+        sa.Column("image_sha256", sa.String(64), nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("threshold", sa.Float, nullable=False),
+        sa.Column("label", sa.String(16), nullable=False, index=True),
+        sa.Column("confidence", sa.Float, nullable=False),
+        sa.Column("regions", sa.JSON, nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+    )
+    engine = sa.create_engine(database_url(url))
+    old.create_all(engine)
+    row = dict(profile="old", image_sha256="0" * 64, score=0.25, threshold=0.5, label="normal", confidence=0.1)
+    with engine.begin() as conn:
+        for i in range(rows):
+            time_i = sa.func.now() if engine.dialect.name == "postgresql" else sa.func.datetime("now")
+            conn.execute(table.insert().values(time=time_i, filename=f"old{i}.png", regions=[], latency_ms=1.0, **row))
+    engine.dispose()
+    return table
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -72,7 +171,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(profiles: Path, *extra: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(profiles: Path, *extra: str, log: Path, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
     """`python -m winclip serve` with the tiny random model on a free loopback port; waits until ready."""
     import httpx
 
@@ -99,7 +198,7 @@ def start_server(profiles: Path, *extra: str, log: Path) -> tuple[subprocess.Pop
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"winclip serve exited with {proc.returncode}:\n{log.read_text()}")
@@ -110,7 +209,8 @@ def start_server(profiles: Path, *extra: str, log: Path) -> tuple[subprocess.Pop
             pass
         time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"winclip serve did not get ready in 60 s:\n{log.read_text()}")
+    proc.wait()
+    raise RuntimeError(f"winclip serve did not get ready in {timeout:.0f} s:\n{log.read_text()}")
 
 
 def stop_server(proc: subprocess.Popen) -> int:

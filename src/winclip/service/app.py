@@ -4,21 +4,23 @@ Endpoints (OpenAPI at `/docs`; routers in `routes/`, shapes in `schemas.py`): `G
 `GET /health/ready` (503 until the model and every profile are loaded and warmed),
 `GET /v1/profiles`, `GET /v1/profiles/{name}`, `GET /v1/profiles/{name}/references/{index}`,
 `POST /v1/profiles`, `PATCH /v1/profiles/{name}`, `POST /v1/profiles/{name}/predict`,
-`GET /v1/inspections`, `GET /v1/inspections.csv`, and the page at `/`. Errors are
-`{"detail": "<one line>"}`: 401 missing or wrong API key, 403 a cross-site browser request,
-404 unknown profile, 409 a refused or existing profile, 413 too large or too many uploads, 415
-not an image, 422 malformed fields or an undecodable image (each naming the part or file), 503
-(with `Retry-After` where waiting helps) not ready, shutting down, memory budget busy, or the
-record unavailable.
+`GET /v1/inspections`, `GET /v1/inspections.csv`, `GET /metrics` (Prometheus), and the page at
+`/`. Errors are `{"detail": "<one line>"}`: 401 missing or wrong API key, 403 a cross-site
+browser request, 404 unknown profile, 409 a refused or existing profile, 412 an `If-Match`
+that is not the profile's revision, 413 too large or too many uploads, 415 not an image, 422
+malformed fields or an undecodable image (each naming the part or file), 503 (with
+`Retry-After` where waiting helps) not ready, shutting down, memory budget busy, or the record
+unavailable.
 
-Security (winclip.service.security): with `config.api_key` every `/v1` route needs
-`Authorization: Bearer <key>`; the page, `/docs`, `/openapi.json` and `/health/*` are open.
+Security (winclip.service.security): with `config.api_key` every `/v1` route and `/metrics`
+need `Authorization: Bearer <key>`; the page, `/docs`, `/openapi.json` and `/health/*` are open.
 `BrowserGuard` refuses cross-site changes and, without a key, a non-loopback `Host`, and puts
 `nosniff` and a Content-Security-Policy on every response.
 
-Where later parts plug in: routers in `routes/` (a `/metrics` router beside `health`), their
-shared state in `state.AppState` (one field per service part), request and response shapes in
-`schemas.py`, the record in `db.Recorder` (schema migrations would replace `create_all`).
+Replicas: several processes on one database and one profiles folder serve the same profiles
+(winclip.service.revisions, winclip.service.sync); each has its own metrics
+(winclip.service.metrics). The record's schema is migrated when it is opened
+(winclip.service.migrate); photos may be kept for audit (winclip.service.retention).
 
 `predict?include=mask,overlay,map` adds base64 PNGs at the image's own size: `mask` (255 where
 map >= threshold), `overlay` (the `winclip predict` overlay) and `map` (grayscale, pixel =
@@ -28,9 +30,10 @@ moves, so nothing is recomputed.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,11 +46,14 @@ from .batcher import Batcher
 from .budget import BudgetError
 from .config import ServiceConfig
 from .db import Recorder
-from .routes import health, inspections, predict, profiles
+from .metrics import MetricsMiddleware
+from .retention import Keeper
+from .routes import health, inspections, metrics, predict, profiles
 from .schemas import Detail
 from .security import BrowserGuard
 from .state import AppState, authorized
 from .station import Station
+from .sync import follow
 from .uploads import RequestLimit, UploadError
 
 
@@ -60,13 +66,18 @@ def _one_line(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    config: ServiceConfig, recorder: Recorder | None = None, *, on_fatal: Callable[[str], None] | None = None
+    config: ServiceConfig,
+    recorder: Recorder | None = None,
+    *,
+    keeper: Keeper | None = None,
+    on_fatal: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The FastAPI app; the lifespan loads the model on the worker thread and drains it on shutdown.
 
-    `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded.
+    The record and the keep folder are opened by the lifespan unless given (the command line opens them first, to
+    fail before serving). `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded.
     """
-    state = AppState(config)
+    state = AppState(config, keeper=keeper)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,17 +85,31 @@ def create_app(
         state.recorder = recorder or Recorder(
             config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
         )
+        if config.keep and state.keeper is None:
+            state.keeper = Keeper(config.keep_folder, config.keep, config.keep_max_bytes)
         state.station = Station(
-            config.profiles, config.model, state.recorder, batch_size=config.batch_size, min_area=config.min_area
+            config.profiles,
+            config.model,
+            state.recorder,
+            metrics=state.metrics,
+            batch_size=config.batch_size,
+            min_area=config.min_area,
         )
         state.batcher = Batcher(
             state.station.predict_batch, window_s=config.window_ms / 1000.0, max_batch=config.max_batch
         )
+        _watch(state)
         state.batcher.call(state.station.load).add_done_callback(lambda future: _loaded(state, future, on_fatal))
+        following = asyncio.create_task(follow(state, config.sync_interval_s))
         yield
+        following.cancel()
+        with suppress(asyncio.CancelledError):
+            await following
         state.ready, state.error = False, "the service is shutting down"
         await run_in_threadpool(state.batcher.close)
         state.recorder.close()
+        if state.keeper is not None:
+            state.keeper.close()
 
     app = FastAPI(
         title="winclip inspection station",
@@ -96,17 +121,31 @@ def create_app(
     )
     app.state.winclip = state
     app.add_middleware(RequestLimit, limit=config.request_limit)
-    app.add_middleware(BrowserGuard, loopback_only=config.api_key is None)  # outermost: every response
+    app.add_middleware(BrowserGuard, loopback_only=config.api_key is None)  # every response
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: times and counts every refusal too
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(BudgetError, _budget_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(health.router)
-    for module in (profiles, predict, inspections):
+    for module in (profiles, predict, inspections, metrics):
         app.include_router(module.router, dependencies=[Depends(authorized)], responses={401: {"model": Detail}})
     app.mount("/static", StaticFiles(directory=health.STATIC), name="static")
     app.mount("/docs-static", StaticFiles(directory=str(health.DOCS_STATIC)), name="docs-static")
     return app
+
+
+def _watch(state: AppState) -> None:
+    """The metrics read when scraped: queue, memory budget, profiles, kept photos."""
+    station, keeper = state.station, state.keeper
+    state.metrics.watch(
+        queue=lambda: state.batcher.depth,
+        pixels=lambda: state.budget.in_flight,
+        served=lambda: (len(station.profiles), len(station.refused)),
+    )
+    if keeper is not None:
+        state.metrics.kept_bytes.set_function(lambda: keeper.total)
+        state.metrics.kept_files.set_function(lambda: keeper.count)
 
 
 def _loaded(state: AppState, future, on_fatal: Callable[[str], None] | None) -> None:

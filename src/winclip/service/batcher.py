@@ -96,6 +96,11 @@ class Batcher(Generic[T, R]):
         self._thread.start()
 
     @property
+    def depth(self) -> int:
+        """Items and jobs waiting in the queue (not those of the batch being collected or run)."""
+        return self._queue.qsize()
+
+    @property
     def closed(self) -> bool:
         """True once `close` was called."""
         return self._closed

@@ -32,11 +32,20 @@ class ServiceConfig:
     max_state_chars: int = 200  # characters per state
     min_area: int = 0  # regions smaller than this (pixels) are dropped
     api_key: str | None = field(default=None, repr=False)  # None = no authentication (loopback only)
+    sync_interval_s: float = 1.0  # how often the profile revisions are polled (replicas follow each other)
+    keep: frozenset[str] = frozenset()  # labels whose photos are kept for audit (none = no retention)
+    keep_max_bytes: int = 0  # the keep folder's budget
+    keep_dir: Path | None = None  # None = <profiles>/kept
 
     @property
     def request_limit(self) -> int:
         """The largest request body accepted."""
         return self.max_request_bytes or self.max_images * self.max_file_bytes + MiB
+
+    @property
+    def keep_folder(self) -> Path:
+        """Where kept photos go."""
+        return self.keep_dir or self.profiles / "kept"
 
     @property
     def database(self) -> str:

@@ -7,7 +7,11 @@ One schema and one code path for both databases; only the URL differs:
 - `postgresql://user:pass@host/db` (mapped to the psycopg 3 driver, `postgresql+psycopg://`).
 
 Times are stored and compared in UTC. `regions` is a JSON list of `{x, y, width, height,
-area, peak}`. Only the service's model worker writes (one transaction per batch).
+area, peak}`. `kept` is the path of the photo kept for audit (winclip.service.retention), null
+when none is kept (or no longer: removed to stay within the disk budget). Only the service's
+model worker writes rows (one transaction per batch); `profile_revisions` is written by
+winclip.service.revisions. The schema is versioned with Alembic (winclip.service.migrate):
+opening a database upgrades it to the schema below.
 
 Records that survive: the SQLite file's identity (device, inode) is taken at start and checked
 before and after every write and by `check` (readiness): a file deleted or replaced while
@@ -24,17 +28,20 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from ..spreadsheet import safe_cell
+from .migrate import upgrade
 
 metadata = sa.MetaData()
+KEPT_CHARS = 1024  # the longest path of a kept photo
 
 inspections = sa.Table(
     "inspections",
@@ -50,12 +57,23 @@ inspections = sa.Table(
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("regions", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("kept", sa.String(KEPT_CHARS), nullable=True),
+)
+
+profile_revisions = sa.Table(
+    "profile_revisions",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(80), nullable=False),
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
 )
 
 COLUMNS = tuple(c.name for c in inspections.columns)
 MAX_PAGE = 1000
 MAX_OFFSET = 2**63 - 1  # the largest OFFSET both databases take (a signed 64-bit integer)
 PROBE_BUSY_MS = 100  # how long the readiness probe waits for SQLite's write lock
+T = TypeVar("T")
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -75,6 +93,7 @@ class Record(BaseModel, frozen=True):
     confidence: float
     regions: list[dict]
     latency_ms: float
+    kept: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +152,7 @@ class Recorder:
             sa.event.listen(self.engine, "connect", self._sqlite_pragmas)
             database = self.engine.url.database
             self.path = os.path.abspath(database) if database and database != ":memory:" else None
-        metadata.create_all(self.engine)
+        self.schema_change = upgrade(self.engine)  # SchemaError when it cannot
         self._identity = self._file_identity()
         self.last_error: str | None = None
 
@@ -163,20 +182,37 @@ class Recorder:
                 "service (a new file is made) or restore the file"
             )
 
-    def record(self, records: Sequence[Record]) -> None:
-        """Insert rows in one transaction; DatabaseUnavailableError when they may not be in the database file."""
+    def record(self, records: Sequence[Record]) -> list[int]:
+        """Insert rows in one transaction and return their ids in order; DatabaseUnavailableError when they may
+        not be in the database file."""
         if not records:
-            return
+            return []
         rows = [{**r.model_dump(), "time": utc(r.time)} for r in records]
+        insert = inspections.insert().returning(inspections.c.id, sort_by_parameter_order=True)
+        ids = self._write(lambda conn: [row.id for row in conn.execute(insert, rows)])
+        if len(ids) != len(rows):
+            raise DatabaseUnavailableError(f"{len(rows)} rows inserted but {len(ids)} ids returned")
+        return ids
+
+    def set_kept(self, kept: dict[int, str | None]) -> None:
+        """Point rows (by id) at their kept photo, or at none (None)."""
+        if kept:
+            update = inspections.update().where(inspections.c.id == sa.bindparam("row_id"))
+            params = [{"row_id": i, "kept_path": path} for i, path in kept.items()]
+            self._write(lambda conn: conn.execute(update.values(kept=sa.bindparam("kept_path")), params))
+
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        """`work(conn)` in one transaction, the file checked before and after (module docstring)."""
         try:
             self.check_file()
             with self.engine.begin() as conn:
-                conn.execute(inspections.insert(), rows)
+                out = work(conn)
             self.check_file()  # deleted during the write: the rows went into an unlinked file
         except (DatabaseUnavailableError, sa.exc.SQLAlchemyError) as exc:
             self.last_error = one_line(exc)
             raise DatabaseUnavailableError(self.last_error) from None
         self.last_error = None
+        return out
 
     def check(self) -> None:
         """Readiness: the file is the one opened and the table reads; after a failed write, also that a write

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from ..decisions import Region
-from ..inspector import Inspection
 from .db import Record
-from .station import Served
+from .station import Scored, Served
 
 
 class Detail(BaseModel):
@@ -20,10 +19,19 @@ class Detail(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """New thresholds for a profile (`review_threshold` null = no review band)."""
+    """New thresholds for a profile: a field left out keeps its value; `review_threshold: null` removes the review
+    band. At least one of the two."""
 
-    threshold: float
+    threshold: float | None = None
     review_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _given(self) -> Thresholds:
+        if "threshold" in self.model_fields_set and self.threshold is None:
+            raise ValueError("threshold: must be a number (null is only for review_threshold)")
+        if not self.model_fields_set & {"threshold", "review_threshold"}:
+            raise ValueError("give threshold and/or review_threshold")
+        return self
 
 
 class Reference(BaseModel):
@@ -71,6 +79,7 @@ class ProfileOut(BaseModel):
     confidence_scale: float
     calibration: CalibrationOut | None
     digest: str
+    revision: int  # increases with every change through any replica; the PATCH's If-Match / the ETag
     created: str
     version: str
 
@@ -120,6 +129,7 @@ class ProfileOut(BaseModel):
             confidence_scale=p.confidence_scale,
             calibration=calibration,
             digest=served.digest,
+            revision=served.revision,
             created=p.created,
             version=p.version,
         )
@@ -133,6 +143,7 @@ class ProfileList(BaseModel):
 class PredictResult(BaseModel):
     """One inspected image; `mask`, `overlay` and `map` (base64 PNGs) only when asked for with `include`."""
 
+    id: int  # its row in the record (GET /v1/inspections)
     filename: str
     sha256: str
     width: int
@@ -151,9 +162,11 @@ class PredictResult(BaseModel):
     map: str | None = None
 
     @classmethod
-    def of(cls, filename: str, sha256: str, r: Inspection, pictures: dict[str, str]) -> PredictResult:
-        """An answer from one Inspection: every field of the same snapshot of the profile."""
+    def of(cls, filename: str, sha256: str, scored: Scored, pictures: dict[str, str]) -> PredictResult:
+        """An answer from one recorded Inspection: every field of the same snapshot of the profile."""
+        r = scored.inspection
         return cls(
+            id=scored.record_id,
             filename=filename,
             sha256=sha256,
             width=r.map.shape[1],

@@ -18,8 +18,18 @@ from .batcher import Batcher, ShuttingDownError
 from .budget import RETRY_AFTER_S, PixelBudget
 from .config import ServiceConfig
 from .db import DatabaseUnavailableError, Recorder
+from .metrics import Metrics
+from .retention import Keeper
 from .security import key_matches
-from .station import PredictItem, ProfileConflictError, Served, Station, UnknownProfileError, check_name
+from .station import (
+    PreconditionFailedError,
+    PredictItem,
+    ProfileConflictError,
+    Served,
+    Station,
+    UnknownProfileError,
+    check_name,
+)
 
 bearer = HTTPBearer(
     auto_error=False, description="the API key given to `winclip serve` (--api-key-file or WINCLIP_API_KEY)"
@@ -34,12 +44,15 @@ class AppState:
     station: Station | None = None
     batcher: Batcher | None = None
     recorder: Recorder | None = None
+    keeper: Keeper | None = None  # photos kept for audit (None: not asked for)
     budget: PixelBudget = field(init=False)
+    metrics: Metrics = field(init=False)
     ready: bool = False
     error: str | None = None  # why the service cannot answer (load failure, shutting down)
 
     def __post_init__(self) -> None:
         self.budget = PixelBudget(self.config.max_pixels_in_flight)
+        self.metrics = Metrics()
 
     def live_station(self) -> Station:
         """The station once ready; HTTP 503 before, after a load failure and while shutting down."""
@@ -98,6 +111,8 @@ async def outcome(future: Future) -> object:
         raise HTTPException(404, str(exc)) from None
     except ProfileConflictError as exc:
         raise HTTPException(409, str(exc)) from None
+    except PreconditionFailedError as exc:
+        raise HTTPException(412, str(exc)) from None
     except (ImageError, ProfileMismatchError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     except DatabaseUnavailableError as exc:

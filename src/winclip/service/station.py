@@ -1,7 +1,7 @@
 """The inspection station's model side: one warm backbone, the profiles of a folder, batched scoring.
 
-Every method that touches the model (`load`, `predict_batch`, `create_steps`, `set_thresholds`)
-runs on the batcher's worker thread, so the model has exactly one user. The event loop only
+Every method that touches the model (`load`, `predict_batch`, `create_steps`, `set_thresholds`,
+`refresh`) runs on the batcher's worker thread, so the model has exactly one user. The event loop only
 reads `profiles` and `refused`, dicts whose entries are replaced whole (never mutated).
 `create_steps` is a generator the worker runs a step at a time (Batcher.steps): it encodes
 the prompts `TEXT_STEP` at a time and the references a batch at a time, so predictions keep
@@ -16,6 +16,12 @@ The serve options (backbone, weights, device, precision, batch size) build one `
 one backbone with the profile's options, prototypes and references (`Profile.bind`), so
 profiles never touch each other's state. A profile made with another backbone or checkpoint
 is refused with the profile's own message (`ProfileMismatchError`), and the others are served.
+
+Replicas (winclip.service.revisions): every served profile carries the revision it was loaded
+at. Loading registers each profile (a folder changed on disk outside the service becomes a new
+revision); creating one and changing its thresholds happen under the profile's row lock, on
+top of the stored revision; `refresh` loads the profiles that another replica created or
+changed (winclip.service.sync polls for them).
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 import torch
 from PIL import Image
 
@@ -45,6 +53,8 @@ from ..prompts import object_phrase
 from ..references import References
 from ..scoring import prototype
 from .db import DatabaseUnavailableError, Record, Recorder, one_line
+from .metrics import Metrics
+from .revisions import Revision, Revisions
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
@@ -64,8 +74,21 @@ class ProfileConflictError(ValueError):
     """A profile with this name exists already."""
 
 
+class PreconditionFailedError(ValueError):
+    """`If-Match` named another revision than the stored one (HTTP 412)."""
+
+
 class RecordingError(DatabaseUnavailableError):
     """The predictions were made but could not be written to the database (HTTP 503: nothing is answered 200)."""
+
+
+@contextmanager
+def revision_errors() -> Iterator[None]:
+    """The database's errors while changing a profile's revision, as DatabaseUnavailableError (HTTP 503)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
 
 
 def check_name(name: str) -> str:
@@ -103,19 +126,46 @@ class PredictItem:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """One image's inspection, as recorded."""
+
+    inspection: Inspection
+    record_id: int  # its row's id
+    time: datetime  # its row's time (UTC)
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    """New thresholds: None keeps the stored value; `clear_review` removes the review band; `if_match` (a
+    revision) refuses the change unless the profile is still at that revision."""
+
+    threshold: float | None = None
+    review: float | None = None
+    clear_review: bool = False
+    if_match: int | None = None
+
+    def apply(self, profile: Profile) -> Profile:
+        """The profile with these thresholds (ValueError when they are invalid)."""
+        review = None if self.clear_review else profile.review_threshold if self.review is None else self.review
+        return profile.with_thresholds(profile.threshold if self.threshold is None else self.threshold, review)
+
+
+@dataclass(frozen=True)
 class Served:
-    """A loaded profile, its folder, its digest and the inspector that runs it."""
+    """A loaded profile, its folder, digest and revision, and the inspector that runs it."""
 
     name: str
     profile: Profile
     folder: Path
     inspector: Inspector
     digest: str
+    revision: int
 
     @classmethod
-    def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int) -> Served:
+    def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int, revision: int) -> Served:
         """Bind `profile` to its own configuration of `model`'s backbone."""
-        return cls(name, profile, folder, Inspector(profile, model, min_area=min_area), profile.digest())
+        inspector = Inspector(profile, model, min_area=min_area)
+        return cls(name, profile, folder, inspector, profile.digest(), revision)
 
     def reference_file(self, index: int) -> Path | None:
         """Reference image `index` when the service saved it inside the profile folder with an image
@@ -136,6 +186,7 @@ class Station:
         spec: ModelSpec,
         recorder: Recorder,
         *,
+        metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
         log=sys.stderr,
@@ -144,11 +195,14 @@ class Station:
         self.spec = spec
         self.batch_size = batch_size
         self.recorder = recorder
+        self.revisions = Revisions(recorder)
+        self.metrics = metrics
         self.min_area = int(min_area)
         self.log = log
         self.base: WinCLIP | None = None
         self.profiles: dict[str, Served] = {}
         self.refused: dict[str, str] = {}
+        self.passed: dict[str, Revision] = {}  # revisions `refresh` could not serve: not tried again
 
     # -- loading (worker thread) -----------------------------------------------------------
 
@@ -165,18 +219,38 @@ class Station:
         return {"profiles": len(self.profiles), "refused": len(self.refused)}
 
     def _load_one(self, folder: Path) -> None:
+        """Load, register (under the profile's row lock, so the folder read is the stored revision's) and warm."""
         name = folder.name
+        stored = None
         try:
             check_name(name)
-            profile = Profile.load(folder)
-            served = Served.of(name, profile, folder, self.base, self.min_area)
+            with self.revisions.locked(name) as row:
+                profile = Profile.load(folder)
+                digest = profile.digest()
+                stored = row.stored if row.stored and row.stored.digest == digest else row.write(digest)
+            served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
-        except (ValueError, OSError) as exc:
-            self.refused = {**self.refused, name: str(exc)}
-            print(f"winclip serve: refused profile {name!r}: {exc}", file=self.log)
+        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+            self._refuse(name, one_line(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc))
+            if stored is not None:
+                self.passed[name] = stored  # registered, but this replica cannot serve it: refresh skips it
             return
-        self.profiles = {**self.profiles, name: served}
-        print(f"winclip serve: profile {name!r} ready ({profile.object_name}, {profile.shots} shot(s))", file=self.log)
+        self._serve(served)
+        print(
+            f"winclip serve: profile {name!r} ready ({profile.object_name}, {profile.shots} shot(s), revision "
+            f"{served.revision}{'' if row.written is None else ', registered now'})",
+            file=self.log,
+        )
+
+    def _refuse(self, name: str, why: str) -> None:
+        self.refused = {**self.refused, name: why}
+        print(f"winclip serve: refused profile {name!r}: {why}", file=self.log)
+
+    def _serve(self, served: Served) -> None:
+        """Serve (or replace) a profile: the dicts are replaced whole, never mutated (module docstring)."""
+        self.profiles = {**self.profiles, served.name: served}
+        self.refused = {k: v for k, v in self.refused.items() if k != served.name}
+        self.metrics.revision.labels(served.name).set(served.revision)
 
     def _warm(self, served: Served) -> None:
         """One inspection of a grey image: allocates buffers and proves the profile runs."""
@@ -187,8 +261,9 @@ class Station:
 
     # -- prediction (worker thread) --------------------------------------------------------
 
-    def predict_batch(self, items: Sequence[PredictItem]) -> list[Inspection | BaseException]:
+    def predict_batch(self, items: Sequence[PredictItem]) -> list[Scored | BaseException]:
         """Score a batch, grouped by profile; record every result in one transaction."""
+        self.metrics.batch_size.observe(len(items))
         results: list[Inspection | BaseException] = [
             UnknownProfileError(f"profile {it.profile!r} not found") for it in items
         ]
@@ -206,12 +281,15 @@ class Station:
                 if r.error is None:
                     records.append(_record(now, name, items[i], r))
         try:
-            self.recorder.record(records)
+            ids = iter(self.recorder.record(records))
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
+            self.metrics.not_recorded.inc(len(records))
             return [failure if isinstance(r, Inspection) else r for r in results]
-        return results
+        for r in records:
+            self.metrics.images.labels(r.profile, r.label).inc()
+        return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
@@ -266,23 +344,74 @@ class Station:
                 roi=roi_mask,
                 threshold=threshold,
             )
-            profile.save(folder, overwrite=True)
+            with revision_errors(), self.revisions.locked(name) as row:
+                profile.save(folder, overwrite=True)
+                revision = row.write(profile.digest()).revision
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        served = Served.of(name, profile, folder, self.base, self.min_area)
-        self.profiles = {**self.profiles, name: served}
+        served = Served.of(name, profile, folder, self.base, self.min_area, revision)
+        self._serve(served)
         print(f"winclip serve: created profile {name!r} ({object_name}, {profile.shots} shot(s))", file=self.log)
         return served
 
-    def set_thresholds(self, name: str, threshold: float, review: float | None) -> Served:
-        """New thresholds for a served profile, saved in place."""
+    def set_thresholds(self, name: str, change: ThresholdChange) -> Served:
+        """New thresholds for a served profile, applied on top of its stored revision and saved in place, under
+        its row lock (PreconditionFailedError when `change.if_match` is not the stored revision)."""
         served = self.get(name)
-        profile = served.profile.with_thresholds(threshold, review)
-        profile.save(served.folder, overwrite=True)
-        updated = Served.of(name, profile, served.folder, self.base, self.min_area)
-        self.profiles = {**self.profiles, name: updated}
+        with revision_errors(), self.revisions.locked(name) as row:
+            if change.if_match is not None and change.if_match != row.revision:
+                raise PreconditionFailedError(
+                    f"profile {name!r} is at revision {row.revision}, not {change.if_match} (If-Match): it was "
+                    "changed meanwhile; read it again and retry"
+                )
+            stored = row.stored is not None and row.stored == Revision(served.revision, served.digest)
+            base = served.profile if stored else Profile.load(served.folder)  # another replica's change
+            profile = change.apply(base)
+            profile.save(served.folder, overwrite=True)
+            revision = row.write(profile.digest()).revision
+        updated = Served.of(name, profile, served.folder, self.base, self.min_area, revision)
+        self._serve(updated)
         return updated
+
+    def refresh(self, current: dict[str, Revision]) -> list[str]:
+        """Load the profiles whose stored revision is newer than the one served (created or changed by another
+        replica); a new one is warmed first. A folder that does not hold the stored digest yet is tried again
+        at the next call; one that cannot be served is refused until its revision moves on."""
+        done = []
+        for name in self.stale(current):
+            served, stored = self.profiles.get(name), current[name]
+            try:
+                profile = Profile.load(self.folder / check_name(name))
+                if profile.digest() != stored.digest:
+                    continue  # between two saves, or changed outside the service: the next poll reads it again
+                fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
+                if served is None:
+                    self._warm(fresh)
+            except (ValueError, OSError) as exc:
+                self.passed[name] = stored
+                if served is None:
+                    self._refuse(name, str(exc))
+                else:
+                    print(f"winclip serve: revision {stored.revision} of {name!r} not served: {exc}", file=self.log)
+                continue
+            self._serve(fresh)
+            self.metrics.reloads.labels(name).inc()
+            done.append(name)
+            print(f"winclip serve: profile {name!r} loaded at revision {stored.revision}", file=self.log)
+        return done
+
+    def stale(self, current: dict[str, Revision]) -> list[str]:
+        """The names whose stored revision is newer than the one served, not passed over at that revision, and
+        whose folder is here (a missing one may not be visible yet on a shared file system: looked for again)."""
+        return [
+            name
+            for name, stored in sorted(current.items())
+            if stored.revision > getattr(self.profiles.get(name), "revision", 0)
+            and self.passed.get(name) != stored
+            and NAME_PATTERN.fullmatch(name)
+            and (self.folder / name / PROFILE_JSON).is_file()
+        ]
 
     def get(self, name: str) -> Served:
         """A served profile by name (UnknownProfileError)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 import time
 from typing import Annotated
 
@@ -13,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspector import Inspection
 from ...render import map_image, mask_image, overlay
+from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
 from ..state import AppState, app_state, outcome
-from ..station import PredictItem
+from ..station import PredictItem, Scored
 from ..uploads import Upload, read_uploads
 
 INCLUDES = ("mask", "overlay", "map")
@@ -25,11 +27,16 @@ router = APIRouter(prefix="/v1/profiles", tags=["predict"], responses={503: {"mo
 State = Annotated[AppState, Depends(app_state)]
 
 
-def png_base64(image: Image.Image) -> str:
-    """A PNG as base64 text."""
+def png_bytes(image: Image.Image) -> bytes:
+    """An image as PNG bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_base64(image: Image.Image) -> str:
+    """A PNG as base64 text."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str, str]:
@@ -74,7 +81,40 @@ async def predict(
         results = [await outcome(f) for f in futures]
 
         def render() -> list[PredictResult]:
+            if state.keeper is not None:
+                keep(state, name, uploads, results)
             pairs = zip(uploads, results, strict=True)
-            return [PredictResult.of(u.name, u.sha256, r, pictures(u, r, wanted)) for u, r in pairs]
+            return [PredictResult.of(u.name, u.sha256, r, pictures(u, r.inspection, wanted)) for u, r in pairs]
 
         return PredictOut(profile=name, results=await run_in_threadpool(render))
+
+
+def keep(state: AppState, profile: str, uploads: list[Upload], results: list[Scored]) -> None:
+    """Keep the photos with a kept label and their overlays (winclip.service.retention), and point their rows at
+    them; rows of photos removed for the budget are pointed at none. A failure is logged and counted: the
+    inspection stands, recorded, without its photo."""
+    keeper, metrics = state.keeper, state.metrics
+    pointers: dict[int, str | None] = {}
+    for u, s in zip(uploads, results, strict=True):
+        r = s.inspection
+        if r.label not in keeper.labels:
+            continue
+        try:
+            drawn = png_bytes(overlay(u.image, r.map, r.threshold, r.regions))
+            path, evicted = keeper.keep(
+                record_id=s.record_id, time=s.time, profile=profile, label=r.label, filename=u.name,
+                photo=(u.data, u.extension), overlay=drawn,
+            )  # fmt: skip
+        except OSError as exc:
+            metrics.keep_failures.inc()
+            print(f"winclip serve: photo of record {s.record_id} not kept: {exc}", file=sys.stderr)
+            continue
+        metrics.evicted.inc(len(evicted))
+        pointers.update({i: None for i in evicted})
+        if path is not None:
+            pointers[s.record_id] = path
+    try:
+        state.database().set_kept(pointers)
+    except DatabaseUnavailableError as exc:
+        metrics.keep_failures.inc()
+        print(f"winclip serve: kept photos not pointed to by their records: {exc}", file=sys.stderr)

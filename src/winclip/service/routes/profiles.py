@@ -6,13 +6,13 @@ import sys
 from contextlib import AsyncExitStack
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from ..config import ServiceConfig
 from ..schemas import Detail, ProfileList, ProfileOut, Thresholds
 from ..state import AppState, app_state, outcome
-from ..station import MEDIA_TYPES, check_name
+from ..station import MEDIA_TYPES, ThresholdChange, check_name
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"], responses={503: {"model": Detail}})
@@ -27,9 +27,29 @@ async def list_profiles(state: State) -> ProfileList:
     )
 
 
-@router.get("/{name}", summary="One profile", responses={404: {"model": Detail}, 409: {"model": Detail}})
-async def get_profile(name: str, state: State) -> ProfileOut:
-    return ProfileOut.of(state.served(name))
+def etag(revision: int) -> str:
+    """The ETag of a profile at a revision."""
+    return f'"{revision}"'
+
+
+def if_match_revision(value: str | None) -> int | None:
+    """The revision an If-Match header names (`"7"`, or `7`); None when absent or `*`; 422 when malformed."""
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip()
+    tag = tag[1:-1] if len(tag) > 1 and tag[0] == tag[-1] == '"' else tag
+    if not tag.isdigit():
+        raise HTTPException(422, f'If-Match: {value[:40]!r} is not a profile\'s ETag (its revision in quotes: "7")')
+    return int(tag)
+
+
+@router.get(
+    "/{name}", summary="One profile (ETag: its revision)", responses={404: {"model": Detail}, 409: {"model": Detail}}
+)
+async def get_profile(name: str, state: State, response: Response) -> ProfileOut:
+    served = state.served(name)
+    response.headers["ETag"] = etag(served.revision)
+    return ProfileOut.of(served)
 
 
 @router.get(
@@ -67,6 +87,7 @@ def states(field: str, given: list[str] | None, config: ServiceConfig) -> list[s
 async def create_profile(
     request: Request,
     state: State,
+    response: Response,
     name: Annotated[str, Form(description="profile name: letters, digits, _ . - (1-64)")],
     object_name: Annotated[str, Form(alias="object", description="object name, e.g. screw")],
     good: Annotated[list[UploadFile] | None, File(description="good reference images (none = zero-shot)")] = None,
@@ -110,6 +131,7 @@ async def create_profile(
             )
         )
         made = ProfileOut.of(await outcome(future))
+    response.headers["ETag"] = etag(made.revision)
     print(f"winclip serve: profile {name!r} created by {client(request)}", file=sys.stderr)
     return made
 
@@ -121,17 +143,32 @@ def client(request: Request) -> str:
 
 @router.patch(
     "/{name}",
-    summary="Change a profile's thresholds (saved in the profile)",
-    responses={404: {"model": Detail}, 422: {"model": Detail}},
+    summary="Change a profile's thresholds (saved in the profile; fields left out keep their value)",
+    responses={404: {"model": Detail}, 412: {"model": Detail}, 422: {"model": Detail}},
 )
-async def patch_profile(request: Request, name: str, body: Thresholds, state: State) -> ProfileOut:
+async def patch_profile(
+    request: Request,
+    name: str,
+    body: Thresholds,
+    state: State,
+    response: Response,
+    if_match: Annotated[
+        str | None, Header(description='the ETag read before (e.g. "7"): 412 if the profile changed since')
+    ] = None,
+) -> ProfileOut:
     target = state.served(name)
     station = state.live_station()
-    future = state.call(lambda: station.set_thresholds(target.name, body.threshold, body.review_threshold))
-    changed = ProfileOut.of(await outcome(future))
+    change = ThresholdChange(
+        threshold=body.threshold,
+        review=body.review_threshold,
+        clear_review="review_threshold" in body.model_fields_set and body.review_threshold is None,
+        if_match=if_match_revision(if_match),
+    )
+    changed = await outcome(state.call(lambda: station.set_thresholds(target.name, change)))
+    response.headers["ETag"] = etag(changed.revision)
     print(
-        f"winclip serve: profile {name!r} thresholds set to {body.threshold} (review {body.review_threshold}) "
-        f"by {client(request)}",
+        f"winclip serve: profile {name!r} thresholds set to {changed.profile.threshold} (review "
+        f"{changed.profile.review_threshold}), revision {changed.revision}, by {client(request)}",
         file=sys.stderr,
     )
-    return changed
+    return ProfileOut.of(changed)

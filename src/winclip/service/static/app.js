@@ -355,11 +355,20 @@ async function saveThreshold() {
   const t = Number($("#threshold").value);
   const review = p.review_threshold != null && p.review_threshold <= t ? p.review_threshold : null;
   try {
-    renderProfile(await api(`/v1/profiles/${encodeURIComponent(p.name)}`, {
-      method: "PATCH", headers: { "content-type": "application/json" },
+    // If-Match: the revision shown; another replica or tab may have changed the profile since (412).
+    const response = await authorized(`/v1/profiles/${encodeURIComponent(p.name)}`, {
+      method: "PATCH", headers: { "content-type": "application/json", "If-Match": `"${p.revision}"` },
       body: JSON.stringify({ threshold: t, review_threshold: review }),
-    }));
-    message(msg, `saved: ${p.name} now uses ${t.toFixed(3)}`);
+    });
+    const body = await response.json();
+    if (response.status === 412) {
+      renderProfile(await api(`/v1/profiles/${encodeURIComponent(p.name)}`));
+      message(msg, `not saved: ${p.name} was changed elsewhere meanwhile; its current thresholds are shown, save again`, true);
+      return;
+    }
+    if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+    renderProfile(body);
+    message(msg, `saved: ${p.name} now uses ${t.toFixed(3)} (revision ${body.revision})`);
     drawHistograms();
   } catch (err) {
     message(msg, err.message, true);
