@@ -12,6 +12,7 @@ from winclip.report import (
     METRICS,
     PaperValue,
     RowResult,
+    class_mean,
     format_cell,
     paper_table,
     paper_value,
@@ -104,7 +105,8 @@ def test_csv_and_scores_round_trip(tmp_path):
     write_results_csv(tmp_path / "r.csv", "mvtec", rows)
     with (tmp_path / "r.csv").open() as handle:
         lines = list(csv.DictReader(handle))
-    assert len(lines) == 6 + 5
+    assert len(lines) == 2 * (6 + 5)  # then the class means, per shots x seed x metric
+    assert [(r["class"], r["seed"], r["value"]) for r in lines[11:13]] == [("mean", "", "0.25")] * 2
     assert lines[0] == {
         "dataset": "mvtec",
         "class": "a",
@@ -113,7 +115,9 @@ def test_csv_and_scores_round_trip(tmp_path):
         "metric": "image_auroc",
         "value": "0.25",
     }
-    assert {(r["seed"], r["metric"]) for r in lines[6:]} == {("3", m) for m in METRICS if m != "pixel_pro"}
+    assert {(r["seed"], r["metric"]) for r in lines[6:11]} == {("3", m) for m in METRICS if m != "pixel_pro"}
+    expected = {("mean", "3", m) for m in METRICS if m != "pixel_pro"}
+    assert {(r["class"], r["seed"], r["metric"]) for r in lines[17:]} == expected
     write_scores(tmp_path / "s.npz", rows)
     scores = np.load(tmp_path / "s.npz")  # allow_pickle is False by default: no object arrays
     assert list(scores["seed"]) == [-1] * 4 + [3] * 3
@@ -135,3 +139,13 @@ def test_summary_has_paper_columns_for_mvtec_only():
         "| 0-shot WinCLIP | 90.0 | 90.0 | 90.0 |" in plain
         and "(" not in plain.split("## Per class")[1].split("## References")[0]
     )
+
+
+def test_a_mean_rows_plus_minus_is_the_mean_of_the_per_class_stds():
+    """The paper's mean ±, not the std over seeds of the class mean (here 0: the classes' errors cancel)."""
+    rows = [_row("a", 1, 0, 0.5), _row("a", 1, 1, 0.7), _row("b", 1, 0, 0.9), _row("b", 1, 1, 0.7)]
+    assert class_mean(rows, "image_auroc", 1) == pytest.approx((0.7, 0.1))
+    assert np.std(seed_values(rows, "image_auroc", "mean", 1)) == pytest.approx(0.0)
+    text = summary_markdown("folder", rows, [])
+    assert "| mean | 70.0 ± 10.0 |" in text and "| 1-shot WinCLIP+ | 70.0 ± 10.0 | 70.0 ± 10.0 |" in text
+    assert class_mean([_row("a", 0, None, 0.4), _row("b", 0, None, 0.6)], "pixel_pro", 0) == (0.5, None)

@@ -32,6 +32,7 @@ from .images import file_sha256, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import WinCLIP
 from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
+from .prompts import OBJECT_NAME_MAPS, TASK_STATES
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
 
 
@@ -115,18 +116,36 @@ def parse_resolution(text: str) -> int | None:
     return value
 
 
-def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
+def scoring_settings(
+    model: WinCLIP, resolution: int | None, object_names: str = "clean", task_states: bool = False
+) -> dict:
     """Everything besides features and files that changes a row's results."""
     prompts, opt = model.prompts, model.options
     return {
+        "method": model.method,
         "temperature": opt.temperature,
+        "scales": list(opt.scales),
         "aggregation": opt.aggregation,
         "image_scale": opt.image_scale,
         "prompts": [list(prompts.normal_states), list(prompts.anomalous_states), list(prompts.templates)],
+        "object_names": dict(OBJECT_NAME_MAPS[object_names]),
+        "task_states": {k: list(v) for k, v in TASK_STATES.items()} if task_states else None,
         "tile_reduce": opt.tile_reduce,
         "smooth_sigma": opt.smooth_sigma,
+        "multi_crop": opt.multi_crop,
+        "fewshot": [opt.fewshot_score, opt.vision_scales, opt.fewshot_aggregation, opt.fewshot_fusion],
         "eval_resolution": resolution,
     }
+
+
+def check_encoder(model: WinCLIP, encoder: WinCLIP) -> None:
+    """Raise ValueError unless `encoder`'s features hold everything `model` scores (its window scales or more)."""
+    mine, theirs = feature_settings(model), feature_settings(encoder)
+    scales = set(mine.pop("scales"))
+    if encoder.backbone is not model.backbone or mine != {k: v for k, v in theirs.items() if k != "scales"}:
+        raise ValueError("the encoder must share the model's backbone and encode the same views the same way")
+    if not scales <= set(theirs["scales"]):
+        raise ValueError(f"the encoder's window scales {theirs['scales']} lack some of {sorted(scales)}")
 
 
 def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
@@ -162,9 +181,16 @@ def evaluate_run(
     resolution: int | None,
     masks: dict[Path, np.ndarray] | None,
     root: Path,
+    object_names: str = "clean",
+    task_states: bool = False,
 ) -> RowResult:
-    """Score one class × shots × seed from cached features and compute its six metrics."""
-    model.set_object(run.data.name)
+    """Score one class × shots × seed from cached features and compute its six metrics.
+
+    `object_names`: the class-name map (prompts.OBJECT_NAME_MAPS); `task_states`: add the
+    class's task-specific anomalous states (prompts.TASK_STATES, Table 7).
+    """
+    extra = TASK_STATES.get(run.data.name, ()) if task_states else ()
+    model.set_object(run.data.name, anomalous_states=extra, object_names=dict(OBJECT_NAME_MAPS[object_names]))
     if references is None:
         model.fit(None)
     else:
@@ -279,20 +305,30 @@ def evaluate(
     resolution: int | None = DEFAULT_EVAL_RESOLUTION,
     progress: bool = True,
     settings: Sequence[tuple[str, str]] = (),
+    encoder: WinCLIP | None = None,
+    object_names: str = "clean",
+    task_states: bool = False,
+    rows_dir: str | Path | None = None,
 ) -> EvalResult:
     """Run every planned class × shots × seed and write results.csv, scores.npz and summary.md into ``out``.
 
-    ``cache`` defaults to ``<out>/cache``; ``resolution`` is the square evaluation
-    size or None for each image's own size.
+    ``cache`` defaults to ``<out>/cache``; ``resolution``: the square evaluation size, None = each image's own.
+    ``encoder`` (default ``model``) encodes what ``model`` scores (more window scales: scale ablations share
+    its cache); ``object_names``, ``task_states`` as in ``evaluate_run``; ``rows_dir`` (default ``<out>/rows``).
     """
     out = Path(out)
-    rows_dir = out / "rows"
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    features = FeatureCache(Path(cache) if cache is not None else out / "cache", model)
-    base = {"features": feature_settings(model), "scoring": scoring_settings(model, resolution), "format": CACHE_FORMAT}
+    rows_dir = out / "rows" if rows_dir is None else Path(rows_dir)
+    for folder in (out, rows_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    encoder = model if encoder is None else encoder
+    check_encoder(model, encoder)
+    features = FeatureCache(Path(cache) if cache is not None else out / "cache", encoder)
+    scoring = scoring_settings(model, resolution, object_names, task_states)
+    base = {"features": feature_settings(encoder), "scoring": scoring, "format": CACHE_FORMAT}
+    crops = model.options.multi_crop
 
     states = _class_states(plan, rows_dir, base, progress)
-    missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha)} if states else set()
+    missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha, crops)}
 
     errors: list[str] = []
     rows: list[RowResult] = []
@@ -312,7 +348,7 @@ def evaluate(
                 continue
             files = st.files(pending)
             start = time.perf_counter()
-            n, bad = encode_files(model, features, files, encode_bar)
+            n, bad = encode_files(encoder, features, files, encode_bar, crops=crops)
             encoded += n
             encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]
@@ -329,7 +365,9 @@ def evaluate(
                     continue
                 refs = ViewSet.load(features, [st.hashes[p] for p in run.references]) if run.shots else None
                 start = time.perf_counter()
-                row = evaluate_run(model, run, test, samples, refs, resolution, masks, plan.root)
+                row = evaluate_run(
+                    model, run, test, samples, refs, resolution, masks, plan.root, object_names, task_states
+                )
                 score_seconds += time.perf_counter() - start
                 atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
                 rows.append(row)
@@ -337,8 +375,21 @@ def evaluate(
     finally:
         encode_bar.close()
         row_bar.close()
+    rows = _write_outputs(out, plan, model, rows, errors, settings)
+    return EvalResult(rows, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+
+
+def _write_outputs(
+    out: Path,
+    plan: EvalPlan,
+    model: WinCLIP,
+    rows: list[RowResult],
+    errors: list[str],
+    settings: Sequence[tuple[str, str]],
+) -> tuple[RowResult, ...]:
+    """results.csv, scores.npz and summary.md of the rows in plan order; returns the ordered rows."""
     order = {(r.data.name, r.shots, r.seed): i for i, r in enumerate(plan.runs)}
-    rows.sort(key=lambda r: order[(r.cls, r.shots, r.seed)])
+    rows = sorted(rows, key=lambda r: order[(r.cls, r.shots, r.seed)])
     notes = []
     if model.info.checkpoint is None:
         notes.append("**RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.**")
@@ -346,4 +397,4 @@ def evaluate(
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
     (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
-    return EvalResult(tuple(rows), out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+    return tuple(rows)
