@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 import winclip.evaluate as ev
@@ -18,7 +19,7 @@ from synthetic import make_folder, make_mvtec, make_visa
 from winclip import WinCLIP
 from winclip.cli import main
 from winclip.data import load_dataset, sample_references
-from winclip.images import load_image
+from winclip.images import file_sha256, load_image
 from winclip.scoring import upsample
 
 MAKERS = {"mvtec": make_mvtec, "visa": make_visa, "folder": make_folder}
@@ -191,6 +192,12 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     needed |= {p for c in classes for k in (1, 2) for seed in range(3) for p in sample_references(c, k, seed)}
     assert sum(counter.calls) == len(needed) == len(list((tmp_path / "out" / "cache").glob("*/*.safetensors")))
     assert f"{len(needed)} images encoded" in capsys.readouterr().out
+    with_crops = set()  # multi-crop (eval's default) embeds the test images' crops only: references need none
+    for entry in (tmp_path / "out" / "cache").glob("*/*.safetensors"):
+        with safe_open(str(entry), framework="pt") as handle:
+            if "crops" in handle.keys():
+                with_crops.add(entry.stem)
+    assert with_crops == {file_sha256(s.path) for c in classes for s in c.test}
     first = (tmp_path / "out" / "results.csv").read_bytes()
 
     counter.calls.clear()  # the same command again: every row and every feature is reused

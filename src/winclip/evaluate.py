@@ -272,10 +272,25 @@ class _ClassState:
     def pending(self) -> list[int]:
         return [i for i, p in enumerate(self.row_paths) if not p.is_file()]
 
-    def files(self, pending: list[int]) -> list[tuple[Path, str]]:
-        """The (path, sha) of every image the pending runs need: test images and their references."""
-        paths = [s.path for s in self.data.test] + [p for i in pending for p in self.runs[i].references]
-        return [(p, self.hashes[p]) for p in dict.fromkeys(paths)]
+    def files(self, pending: list[int]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+        """The (path, sha) of every image the pending runs need: the test images, and their references
+        (which never need multi-crop embeddings)."""
+        test = [s.path for s in self.data.test]
+        tested = set(test)
+        refs = [p for i in pending for p in self.runs[i].references if p not in tested]
+        return [(p, self.hashes[p]) for p in test], [(p, self.hashes[p]) for p in dict.fromkeys(refs)]
+
+    def missing(self, cache: FeatureCache, crops: bool) -> set[str]:
+        """The sha of every file the pending runs need that the cache lacks (crops: for test images)."""
+        test, refs = self.files(self.pending())
+        return {sha for _, sha in test if not cache.has(sha, crops)} | {sha for _, sha in refs if not cache.has(sha)}
+
+    def encode(self, encoder: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm) -> tuple[int, dict]:
+        """Encode what the pending runs need and the cache lacks: (images encoded, decode errors by sha)."""
+        test, refs = self.files(self.pending())
+        n, bad = encode_files(encoder, cache, test, bar, crops=crops)
+        m, bad_refs = encode_files(encoder, cache, refs, bar, crops=False)
+        return n + m, bad | bad_refs
 
 
 def _class_states(plan: EvalPlan, rows_dir: Path, base: dict, progress: bool) -> list[_ClassState]:
@@ -328,7 +343,7 @@ def evaluate(
     crops = model.options.multi_crop
 
     states = _class_states(plan, rows_dir, base, progress)
-    missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha, crops)}
+    missing = set().union(*(st.missing(features, crops) for st in states))
 
     errors: list[str] = []
     rows: list[RowResult] = []
@@ -346,9 +361,8 @@ def evaluate(
                     row_bar.update(1)
             if not pending:
                 continue
-            files = st.files(pending)
             start = time.perf_counter()
-            n, bad = encode_files(encoder, features, files, encode_bar, crops=crops)
+            n, bad = st.encode(encoder, features, crops, encode_bar)
             encoded += n
             encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]

@@ -66,6 +66,11 @@ def slug(row: TableRow) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{row.setup} {row.label}".lower()).strip("-")
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name on CUDA, else the CPU's (`cpu_name`)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
 def cpu_name() -> str:
     """The CPU as /proc/cpuinfo names it (else platform's word), its SIMD level and torch's threads."""
     name = platform.processor() or platform.machine()
@@ -195,7 +200,8 @@ def run_table(
         images = [model.load(s.path) for s in first.test[:timing_images]]
         times = iter(time_per_image(timed, images, first.name))
         outcomes = [dataclasses.replace(o, time_ms=next(times)) if o.row.runs else o for o in outcomes]
-        notes.append(f"times: {len(images)} images of {first.name}, one at a time, rows taking turns, on {cpu_name()}")
+        where = device_name(model.device)
+        notes.append(f"times: {len(images)} images of {first.name}, one at a time, rows taking turns, on {where}")
     if random:
         notes.append("**RANDOM WEIGHTS (--pretrained none): every figure of ours is meaningless.**")
     path = out / f"table{key}.md"
