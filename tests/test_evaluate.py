@@ -30,11 +30,9 @@ def _eval(root: Path, out: Path, dataset: str, *extra: str) -> int:
     return main(["eval", "--dataset", dataset, "--root", str(root), "--out", str(out), *TINY_ARGS, *extra])
 
 
-def _results(out: Path) -> dict[tuple[str, int, str, str], float]:
+def _results(out: Path, column: str = "value") -> dict[tuple[str, int, str, str], float]:
     with (out / "results.csv").open(newline="") as handle:
-        return {
-            (r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r["value"]) for r in csv.DictReader(handle)
-        }
+        return {(r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r[column]) for r in csv.DictReader(handle)}
 
 
 def _f1max(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -87,27 +85,28 @@ def test_results_equal_sklearn_on_saved_scores(finished):
 
 def test_summary_shows_recomputed_means(finished):
     """A mean row's ± is the mean over classes of the per-class stds (the paper's); results.csv keeps the
-    per-seed class means, whose std over seeds is the other figure."""
+    per-seed class means and their std over seeds, the other figure."""
     dataset, root, out = finished
-    results = _results(out)
+    results, means, spread = _results(out), _results(out, "class_mean"), _results(out, "class_mean_seed_std")
     summary = (out / "summary.md").read_text()
     assert "RANDOM WEIGHTS" in summary and "the mean over classes of the per-class stds" in summary
     table1 = summary.split("## Classification")[1].split("## Segmentation")[0]
     row0 = next(line for line in table1.splitlines() if line.startswith("| 0-shot WinCLIP |"))
     row1 = next(line for line in table1.splitlines() if line.startswith("| 1-shot WinCLIP+ |"))
-    classes = sorted({k[0] for k in results} - {"mean"})
+    classes = sorted({k[0] for k in results})
     assert len(classes) == 2
     checked = 0
     for column, metric in enumerate(("image_auroc", "image_aupr", "image_f1max")):
         zero = np.mean([results[(c, 0, "", metric)] for c in classes])
         assert row0.split("|")[2 + column].strip().startswith(f"{100 * zero:.1f}")
-        assert results[("mean", 0, "", metric)] == pytest.approx(zero, abs=1e-12)
+        assert means[(classes[0], 0, "", metric)] == pytest.approx(zero, abs=1e-12)
         per_class = [[results[(c, 1, str(s), metric)] for s in (0, 1)] for c in classes]
         mean = np.mean(per_class)
         class_std = np.mean([np.std(v) for v in per_class])
         assert row1.split("|")[2 + column].strip().startswith(f"{100 * mean:.1f} ± {100 * class_std:.1f}")
-        per_seed = [results[("mean", 1, str(s), metric)] for s in (0, 1)]
+        per_seed = [means[(classes[1], 1, str(s), metric)] for s in (0, 1)]
         assert per_seed == pytest.approx(np.mean(per_class, axis=0), abs=1e-12)
+        assert spread[(classes[0], 1, "0", metric)] == pytest.approx(np.std(per_seed), abs=1e-12)
         checked += 1
     assert checked == 3
     references = [line for line in summary.splitlines() if line.startswith("| ") and line.count("|") == 5]

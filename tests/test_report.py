@@ -100,13 +100,12 @@ def test_seed_values_average_classes_per_seed():
 
 
 def test_csv_and_scores_round_trip(tmp_path):
-    rows = [_row("a", 0, None, 0.25), _row("a", 1, 3, 0.5, n=3)]
+    rows = [_row("a", 0, None, 0.25), _row("a", 1, 3, 0.5, n=3), _row("b", 1, 3, 0.7), _row("b", 1, 4, 0.9)]
     del rows[1].metrics["pixel_pro"]
     write_results_csv(tmp_path / "r.csv", "mvtec", rows)
     with (tmp_path / "r.csv").open() as handle:
         lines = list(csv.DictReader(handle))
-    assert len(lines) == 2 * (6 + 5)  # then the class means, per shots x seed x metric
-    assert [(r["class"], r["seed"], r["value"]) for r in lines[11:13]] == [("mean", "", "0.25")] * 2
+    assert len(lines) == 6 + 5 + 6 + 6
     assert lines[0] == {
         "dataset": "mvtec",
         "class": "a",
@@ -114,15 +113,21 @@ def test_csv_and_scores_round_trip(tmp_path):
         "seed": "",
         "metric": "image_auroc",
         "value": "0.25",
+        "class_mean": "0.25",
+        "class_mean_seed_std": "0.0",
     }
     assert {(r["seed"], r["metric"]) for r in lines[6:11]} == {("3", m) for m in METRICS if m != "pixel_pro"}
-    expected = {("mean", "3", m) for m in METRICS if m != "pixel_pro"}
-    assert {(r["class"], r["seed"], r["metric"]) for r in lines[17:]} == expected
+    by_key = {(r["class"], r["seed"], r["metric"]): r for r in lines}
+    # 1-shot image AUROC: seed 3 over a and b = 0.6, seed 4 over b alone = 0.9; their std 0.15
+    assert float(by_key[("a", "3", "image_auroc")]["class_mean"]) == pytest.approx(0.6)
+    assert float(by_key[("b", "4", "image_auroc")]["class_mean"]) == pytest.approx(0.9)
+    assert float(by_key[("b", "3", "image_auroc")]["class_mean_seed_std"]) == pytest.approx(0.15)
+    assert float(by_key[("b", "3", "pixel_pro")]["class_mean"]) == pytest.approx(0.7)  # a has no PRO
     write_scores(tmp_path / "s.npz", rows)
     scores = np.load(tmp_path / "s.npz")  # allow_pickle is False by default: no object arrays
-    assert list(scores["seed"]) == [-1] * 4 + [3] * 3
-    assert list(scores["path"]) == list(rows[0].paths + rows[1].paths)
-    np.testing.assert_array_equal(scores["score"], np.array(rows[0].scores + rows[1].scores))
+    assert list(scores["seed"]) == [-1] * 4 + [3] * 3 + [3] * 4 + [4] * 4
+    assert list(scores["path"]) == [p for r in rows for p in r.paths]
+    np.testing.assert_array_equal(scores["score"], np.array([v for r in rows for v in r.scores]))
     assert RowResult.from_json(rows[1].to_json()) == rows[1]
 
 

@@ -1,8 +1,8 @@
 """Evaluation reports: results.csv, scores.npz and summary.md with the paper's figures alongside (SPEC §5).
 
 ``results.csv`` holds fractions in [0, 1] at full precision, one row per
-class × shots × seed × metric, then rows of class ``mean``: per shots × seed × metric the mean
-over the classes (the population std of those over seeds is the std of the class mean).
+class × shots × seed × metric, each with the mean over the classes of its shots × seed × metric
+(``class_mean``) and the population std over seeds of that class mean (``class_mean_seed_std``).
 ``summary.md`` shows percentages like the paper (Table 1 / Table 4 layouts, then per-class
 tables), mean ± std over seeds, the published figure and our difference to it in percentage
 points. A mean row's ± is, as in the paper, the mean over classes of the per-class stds (all 36
@@ -125,22 +125,28 @@ def paper_value(
 
 
 def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> None:
-    """dataset,class,shots,seed,metric,value; value a fraction; seed empty for zero-shot.
+    """dataset,class,shots,seed,metric,value,class_mean,class_mean_seed_std; value a fraction; seed empty for
+    zero-shot.
 
-    After the rows of each class: rows of class ``mean``, the per-seed mean over the classes.
+    class_mean: the mean over the classes of this shots × seed × metric; class_mean_seed_std: the
+    population std over seeds of that class mean (0 for zero-shot), repeated on each row it concerns.
     """
+    means = {
+        (shots, metric): dict(seed_means(rows, metric, shots))
+        for shots in sorted({r.shots for r in rows})
+        for metric in METRICS
+    }
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["dataset", "class", "shots", "seed", "metric", "value"])
+        writer.writerow(["dataset", "class", "shots", "seed", "metric", "value", "class_mean", "class_mean_seed_std"])
         for row in rows:
             for metric in METRICS:
                 if metric in row.metrics:
                     seed = "" if row.seed is None else row.seed
-                    writer.writerow([dataset, row.cls, row.shots, seed, metric, repr(row.metrics[metric])])
-        for shots in sorted({r.shots for r in rows}):
-            for metric in METRICS:
-                for seed, value in seed_means(rows, metric, shots):
-                    writer.writerow([dataset, "mean", shots, "" if seed is None else seed, metric, repr(value)])
+                    per_seed = means[(row.shots, metric)]
+                    std = float(np.std(list(per_seed.values())))
+                    cells = [row.metrics[metric], per_seed[row.seed], std]
+                    writer.writerow([dataset, row.cls, row.shots, seed, metric, *map(repr, cells)])
 
 
 def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
@@ -236,8 +242,8 @@ def summary_markdown(
     lines.append("")
     legend = (
         "Percent; few-shot cells are mean ± std over seeds (population std); a mean row's ± is the mean over "
-        "classes of the per-class stds, as in the paper (the std over seeds of the class mean is in results.csv, "
-        "rows of class `mean`); "
+        "classes of the per-class stds, as in the paper (the std over seeds of the class mean is results.csv's "
+        "`class_mean_seed_std`); "
     ) + (
         "in brackets the paper's figure (Jeong et al., CVPR 2023) and our difference in points."
         if has_paper
