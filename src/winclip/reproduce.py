@@ -15,6 +15,7 @@ import dataclasses
 import platform
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import Backbone
+from .backbone import Backbone, RandomWeightsWarning
 from .baselines import make_baseline
 from .evaluate import EvalPlan, evaluate
 from .model import WinCLIP
@@ -119,9 +120,10 @@ class _Models:
             runnable = [r for r in table.rows if r.runs and r.backbone is not None]
             wanted = self.overrides[runnable.index(row)]
         if wanted not in self.loaded:
-            self.loaded[wanted] = Backbone.load(
-                dataclasses.replace(self.spec, backbone=wanted[0], pretrained=wanted[1])
-            )
+            with warnings.catch_warnings():  # tableN.md says it louder
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                spec = dataclasses.replace(self.spec, backbone=wanted[0], pretrained=wanted[1])
+                self.loaded[wanted] = Backbone.load(spec)
         return self.loaded[wanted]
 
     def model(self, table: Table, row: TableRow) -> tuple[WinCLIP, WinCLIP]:
