@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +137,105 @@ def test_roi_via_the_command_line(tmp_path, photos):
         mask = np.asarray(Image.open(out / r["mask"]))
         assert not mask[:, :32].any() and mask[:, 32:].all()
         assert all(g["x"] >= 32 for g in r["regions"]) and r["score"] <= r["model_score"]
+
+
+# -- issue 11: outputs, bad entries, limits, unwritable folders ----------------------------------
+
+
+def predict_args(inputs: list[str], out: Path, *extra: str) -> list[str]:
+    return ["predict", *inputs, "--object", "widget", "--out", str(out), *TINY_MODEL, "--no-progress", *extra]
+
+
+def test_overwrite_removes_only_what_winclip_wrote(tmp_path, photos, capsys):
+    out = tmp_path / "out"
+    assert main(predict_args([str(photos["new"])], out)) == 0
+    mine = [out / "overlays" / "notes.txt", out / "masks" / "keep" / "user.png", out / "user.csv"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("user data")
+    written = (out / ".winclip-written").read_text().splitlines()
+    assert "overlays/0.png" in written and "results.csv" in written
+    assert main(predict_args([str(photos["new"] / "0.png")], out, "--overwrite")) == 0
+    assert all(p.read_text() == "user data" for p in mine)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["0.png", "notes.txt"]  # 1.png, 2.png removed
+    assert len(read_records(out / "results.jsonl")[1]) == 1
+    # an output folder from before the manifest: the files its results.jsonl names are removed, nothing else
+    (out / ".winclip-written").unlink()
+    assert main(predict_args([str(photos["new"] / "1.png")], out, "--overwrite")) == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["1.png", "notes.txt"]
+    assert all(p.read_text() == "user data" for p in mine)
+
+
+def test_out_inside_an_input_folder_is_refused(tmp_path, photos, capsys):
+    for out in (photos["new"] / "results", photos["new"]):
+        assert main(predict_args([str(photos["new"])], out)) == 2
+        assert "is inside the input folder" in capsys.readouterr().err
+        assert not (photos["new"] / "results").exists()
+    assert main(predict_args([str(photos["new"].parent / "**" / "*.png")], photos["new"] / "o")) == 2
+    assert "is inside the input folder" in capsys.readouterr().err
+
+
+def test_resume_matches_inputs_by_resolved_path(tmp_path, photos, capsys, monkeypatch):
+    monkeypatch.chdir(photos["new"].parent)
+    out = tmp_path / "out"
+    assert main(predict_args(["new"], out)) == 0
+    assert main(predict_args([str(photos["new"].resolve()), "./new/0.png"], out, "--resume")) == 0
+    assert "3 resumed" in capsys.readouterr().err
+    assert len(read_records(out / "results.jsonl")[1]) == 3  # no row twice
+    monkeypatch.chdir(tmp_path)  # relative paths of the first run are taken from its own folder
+    assert main(predict_args([str(photos["new"])], out, "--resume")) == 0
+    assert "3 resumed" in capsys.readouterr().err and len(read_records(out / "results.jsonl")[1]) == 3
+
+
+def test_folders_named_like_images_and_bad_links_are_error_rows(tmp_path, photos, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(photos["new"], src)
+    (src / "x.png").mkdir()
+    (src / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (src / "loop.png").symlink_to("loop.png")
+    os.mkfifo(src / "pipe.png")
+    code = main(predict_args([str(src), str(src / "loop.png")], tmp_path / "out"))
+    assert code == 1
+    errors = {Path(r["path"]).name: r["reason"] for r in csv.DictReader((tmp_path / "out" / "errors.csv").open())}
+    assert errors == {
+        "x.png": "is a directory, not an image file",
+        "broken.png": f"broken symbolic link (to {str(tmp_path / 'nowhere.png')!r})",
+        "loop.png": "symbolic link loop",
+        "pipe.png": "is not a regular file (a pipe, socket or device)",
+    }
+    assert len(read_records(tmp_path / "out" / "results.jsonl")[1]) == 3
+    assert "4 failed" in capsys.readouterr().err
+
+
+def test_a_pixel_bomb_is_an_error_row_without_decoding(tmp_path, photos, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("L", (12000, 12000)).save(src / "bomb.png", optimize=True)
+    shutil.copy(photos["new"] / "0.png", src / "ok.png")
+    assert (src / "bomb.png").stat().st_size < 200_000
+    tracemalloc.start()
+    code = main(predict_args([str(src)], tmp_path / "out", "--max-megapixels", "100"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1 and peak < 400 * 2**20  # 12000 x 12000 x 3 bytes alone would be 412 MiB
+    errors = list(csv.DictReader((tmp_path / "out" / "errors.csv").open()))
+    assert [(Path(e["path"]).name, e["reason"]) for e in errors] == [
+        ("bomb.png", "image is 12000x12000 pixels, more than the limit of 100,000,000 pixels")
+    ]
+    assert len(read_records(tmp_path / "out" / "results.jsonl")[1]) == 1
+    assert main(predict_args([str(src)], tmp_path / "o2", "--max-megapixels", "0")) == 2
+
+
+def test_unwritable_output_and_a_full_disk_end_with_one_line_and_exit_3(tmp_path, photos, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(predict_args([str(photos["new"])], blocker / "out")) == 3
+    err = capsys.readouterr().err
+    assert "winclip: error: cannot write the results in" in err and "Traceback" not in err
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "results.csv").symlink_to("/dev/full")  # every write there: ENOSPC, as on a full disk
+    assert main(predict_args([str(photos["new"])], out, "--overwrite")) == 3
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("winclip: error")]
+    assert len(line) == 1 and "No space left on device" in line[0] and "--resume" in line[0]

@@ -183,7 +183,7 @@ def test_the_cache_adds_crops_to_an_entry_without_encoding_it_again(tmp_path, rn
     cache = FeatureCache(tmp_path / "cache", model)
     bar = type("Bar", (), {"update": lambda self, n: None})()
     assert encode_files(model, cache, files[:2], bar) == (2, {})
-    assert not cache.has("sha0", crops=True)
+    assert cache.has("sha0") and not cache.has_crops("sha0") and not cache.complete("sha0", crops=True)
     calls = []
     original = type(model).encode
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import TINY
-from test_service_support import free_port, images, library_inspection, make_profiles, png_bytes
+from test_service_support import LOCAL, free_port, images, library_inspection, make_profiles, png_bytes
 from winclip.cli import main
 from winclip.options import ModelSpec
 from winclip.profile import Profile
@@ -46,7 +46,7 @@ def app_for(folder: Path, db: Path, **options) -> TestClient:
     config = ServiceConfig(
         profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", **{**LIMITS, **options}
     )
-    return TestClient(create_app(config))
+    return TestClient(create_app(config), base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_health_lists_served_and_refused_profiles(client):
 
 def test_not_ready_is_503_with_the_reason(tmp_path):
     config = ServiceConfig(profiles=tmp_path / "p", model=ModelSpec(TINY, str(tmp_path / "missing.pt"), device="cpu"))
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url=LOCAL) as c:
         deadline = time.monotonic() + 30
         while "could not be loaded" not in c.get("/health/ready").json()["detail"] and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -125,3 +125,34 @@ def test_bad_settings():
         Batcher(lambda items: items, max_batch=0)
     with pytest.raises(ValueError, match="window"):
         Batcher(lambda items: items, window_s=-1)
+
+
+def test_a_long_job_runs_a_step_at_a_time_between_batches():
+    log: list[str] = []
+
+    def handle(items):
+        log.append(f"batch {list(items)}")
+        return list(items)
+
+    def long_job():
+        for step in range(5):
+            log.append(f"step {step}")
+            time.sleep(0.05)
+            yield
+        return "made"
+
+    b = Batcher(handle, window_s=0.0, max_batch=8)
+    made = b.steps(long_job)
+    time.sleep(0.02)  # the job is on its first step
+    items = [b.submit(i) for i in range(3)]
+    assert [f.result(5) for f in items] == [0, 1, 2]
+    assert made.result(5) == "made"
+    first_batch = log.index("batch [0, 1, 2]")
+    assert log[0] == "step 0" and first_batch < log.index("step 2")  # served before the job ended, not after
+    assert [x for x in log if x.startswith("step")] == [f"step {i}" for i in range(5)]
+    failing = b.steps(lambda: (x for x in [None] if 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    done = b.steps(long_job)
+    b.close()  # a long job already queued is finished before the worker stops
+    assert done.result(0) == "made"

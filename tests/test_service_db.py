@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import TINY
-from test_service_support import images, library_inspection, make_profiles
+from test_service_support import LOCAL, images, library_inspection, make_profiles
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
@@ -113,7 +113,7 @@ def test_the_service_records_every_prediction(db_url, tmp_path):
     made = make_profiles(folder)
     blobs = images(60, 3)
     config = ServiceConfig(profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=db_url)
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url=LOCAL) as c:
         deadline = time.monotonic() + 30
         while c.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.02)

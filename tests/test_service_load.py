@@ -1,5 +1,5 @@
-"""Load on a real `winclip serve` (loopback only): 8 concurrent clients, 400 requests mixing valid
-images, corrupt files and oversize uploads; answers checked against the library, one database row per
+"""Load on a real `winclip serve` with an API key (loopback only): 8 concurrent clients, 400 requests mixing
+valid images, corrupt files and oversize uploads; answers checked against the library, one database row per
 valid image, flat memory, and a graceful shutdown that finishes and records in-flight requests."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 CLIENTS = 8
 REQUESTS = 400
 MAX_UPLOAD = 50_000  # bytes (--max-upload-mb 0.0476...)
+KEY = "load-test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def noise_png(seed: int, side: int) -> bytes:
@@ -61,8 +63,11 @@ def test_load_mixed_traffic(tmp_path):
         expected.update({(name, k): r.score for k, r in enumerate(results)})
     # one torch thread: on a shared 2-core machine two spinning OpenMP threads collapse whenever
     # another process takes a core, and the HTTP work needs the other core anyway
+    (tmp_path / "key").write_text(KEY)
     proc, url = start_server(
         folder,
+        "--api-key-file",
+        str(tmp_path / "key"),
         "--max-upload-mb",
         str(MAX_UPLOAD / 2**20),
         "--max-images",
@@ -75,7 +80,7 @@ def test_load_mixed_traffic(tmp_path):
     failures: list[str] = []
 
     def send(i: int) -> tuple[float, int]:
-        client = getattr(local, "client", None) or httpx.Client(base_url=url, timeout=60)
+        client = getattr(local, "client", None) or httpx.Client(base_url=url, timeout=60, headers=AUTH)
         local.client = client
         profile, parts, want, text = plan(i, pool)
         t0 = time.perf_counter()
@@ -111,12 +116,13 @@ def test_load_mixed_traffic(tmp_path):
             timings = list(pool_.map(send, range(REQUESTS)))
             wall = time.perf_counter() - t0
             rss_after = rss_bytes(proc.pid)
-        batching = httpx.get(f"{url}/health/ready").json()["batching"]
+        batching = httpx.get(f"{url}/health/ready").json()["batching"]  # open without the key
         assert not failures, "\n".join(failures[:10])
         assert len(timings) == REQUESTS
         assert httpx.get(f"{url}/health/live").status_code == 200
         n_valid = sum(1 for i in list(range(60)) + list(range(REQUESTS)) if plan(i, pool)[2] == 200)
-        assert httpx.get(f"{url}/v1/inspections?limit=1").json()["total"] == n_valid
+        assert httpx.get(f"{url}/v1/inspections?limit=1").status_code == 401  # the key is required
+        assert httpx.get(f"{url}/v1/inspections?limit=1", headers=AUTH).json()["total"] == n_valid
         latencies = np.array([t for t, _ in timings]) * 1000
         statuses = {s: sum(1 for _, x in timings if x == s) for s in sorted({x for _, x in timings})}
         print(
@@ -136,10 +142,11 @@ def test_load_mixed_traffic(tmp_path):
 
     # graceful shutdown: restart on the same folder with a long batch window so that requests are
     # still queued when SIGTERM arrives; they must be answered and recorded before the process ends
-    proc, url = start_server(folder, "--batch-window-ms", "1500", log=tmp_path / "server2.log")
+    key = ("--api-key-file", str(tmp_path / "key"))
+    proc, url = start_server(folder, *key, "--batch-window-ms", "1500", log=tmp_path / "server2.log")
 
     def late(i: int) -> int:
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
             parts = [("images", (f"late{i}_{k}.png", pool[k], "image/png")) for k in range(2)]
             return c.post("/v1/profiles/bottle/predict", files=parts).status_code
 

@@ -23,6 +23,7 @@ from winclip.inspector import Inspector
 from winclip.profile import Profile
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCAL = "http://localhost"  # TestClient's base URL: without an API key the service answers loopback names only
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -97,6 +97,7 @@ class PatchCoreBaseline(WinCLIP):
     """The supplement's few-shot PatchCore on ViT patch tokens of hidden layers or of the last layer."""
 
     method = "patchcore-last"
+    rescorable = False  # its own distances and blur: no run.json / report.html for `winclip report`
 
     def hidden_layers(self) -> tuple[int, ...]:
         """Blocks whose tokens are used (1-based); () = the last layer's F^P."""

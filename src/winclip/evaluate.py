@@ -15,9 +15,10 @@ resolution of VisA, about 1.5k×1k, some 12 MB per image, so ~2.4 GB for a
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +28,24 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
-from .feature_cache import CACHE_FORMAT, FeatureCache, ViewSet, atomic_write, digest, encode_files, feature_settings
+from .feature_cache import (
+    CACHE_FORMAT,
+    FeatureCache,
+    ViewSet,
+    atomic_write,
+    check_encoding_model,
+    digest,
+    encode_files,
+    feature_settings,
+)
 from .images import file_sha256, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import WinCLIP
 from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
 from .prompts import OBJECT_NAME_MAPS, TASK_STATES
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
+from .report_html import write_report
+from .run_record import save_run
 
 
 @dataclass(frozen=True)
@@ -138,16 +150,6 @@ def scoring_settings(
     }
 
 
-def check_encoder(model: WinCLIP, encoder: WinCLIP) -> None:
-    """Raise ValueError unless `encoder`'s features hold everything `model` scores (its window scales or more)."""
-    mine, theirs = feature_settings(model), feature_settings(encoder)
-    scales = set(mine.pop("scales"))
-    if encoder.backbone is not model.backbone or mine != {k: v for k, v in theirs.items() if k != "scales"}:
-        raise ValueError("the encoder must share the model's backbone and encode the same views the same way")
-    if not scales <= set(theirs["scales"]):
-        raise ValueError(f"the encoder's window scales {theirs['scales']} lack some of {sorted(scales)}")
-
-
 def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
     """An image's map at the evaluation resolution from its view maps on the patch grid `(V, h, w)` → `(H', W')`.
 
@@ -172,6 +174,12 @@ def sample_mask(sample: Sample, size: tuple[int, int], resolution: int | None) -
     return mask if target == size else resize_mask(mask, target)
 
 
+def _set_object(model: WinCLIP, name: str, *, object_names: str, task_states: bool) -> WinCLIP:
+    """The class's text prototypes under the run's name map and (Table 7) its task-specific states."""
+    extra = TASK_STATES.get(name, ()) if task_states else ()
+    return model.set_object(name, anomalous_states=extra, object_names=dict(OBJECT_NAME_MAPS[object_names]))
+
+
 def evaluate_run(
     model: WinCLIP,
     run: Run,
@@ -189,8 +197,7 @@ def evaluate_run(
     `object_names`: the class-name map (prompts.OBJECT_NAME_MAPS); `task_states`: add the
     class's task-specific anomalous states (prompts.TASK_STATES, Table 7).
     """
-    extra = TASK_STATES.get(run.data.name, ()) if task_states else ()
-    model.set_object(run.data.name, anomalous_states=extra, object_names=dict(OBJECT_NAME_MAPS[object_names]))
+    _set_object(model, run.data.name, object_names=object_names, task_states=task_states)
     if references is None:
         model.fit(None)
     else:
@@ -272,6 +279,10 @@ class _ClassState:
     def pending(self) -> list[int]:
         return [i for i, p in enumerate(self.row_paths) if not p.is_file()]
 
+    def finished(self) -> list[RowResult]:
+        """The rows an earlier run already saved."""
+        return [RowResult.from_json(json.loads(p.read_text())) for p in self.row_paths if p.is_file()]
+
     def files(self, pending: list[int]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
         """The (path, sha) of every image the pending runs need: the test images, and their references
         (which never need multi-crop embeddings)."""
@@ -283,13 +294,24 @@ class _ClassState:
     def missing(self, cache: FeatureCache, crops: bool) -> set[str]:
         """The sha of every file the pending runs need that the cache lacks (crops: for test images)."""
         test, refs = self.files(self.pending())
-        return {sha for _, sha in test if not cache.has(sha, crops)} | {sha for _, sha in refs if not cache.has(sha)}
+        return {sha for _, sha in test if not cache.complete(sha, crops)} | {
+            sha for _, sha in refs if not cache.has(sha)
+        }
 
-    def encode(self, encoder: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm) -> tuple[int, dict]:
-        """Encode what the pending runs need and the cache lacks: (images encoded, decode errors by sha)."""
+    def encode(
+        self, encoder: Callable[..., tuple[int, dict]], model: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm
+    ) -> tuple[int, dict]:
+        """Encode what the pending runs need and the cache lacks with `encoder` (encode_files' contract):
+        (images encoded, decode errors by sha). Test images get their multi-crop embeddings when `crops`,
+        here if `encoder` (e.g. Ray workers) left an entry without them."""
         test, refs = self.files(self.pending())
-        n, bad = encode_files(encoder, cache, test, bar, crops=crops)
-        m, bad_refs = encode_files(encoder, cache, refs, bar, crops=False)
+        with_crops = model if model.options.multi_crop == crops else model.with_options(multi_crop=crops)
+        without = model if not model.options.multi_crop else model.with_options(multi_crop=False)
+        n, bad = encoder(with_crops, cache, test, bar)
+        m, bad_refs = encoder(without, cache, refs, bar)
+        if crops:
+            good = [(p, sha) for p, sha in test if sha not in bad and not cache.has_crops(sha)]
+            n += encode_files(with_crops, cache, good, bar)[0]
         return n + m, bad | bad_refs
 
 
@@ -320,28 +342,27 @@ def evaluate(
     resolution: int | None = DEFAULT_EVAL_RESOLUTION,
     progress: bool = True,
     settings: Sequence[tuple[str, str]] = (),
-    encoder: WinCLIP | None = None,
+    encoder: Callable[..., tuple[int, dict]] = encode_files,
+    encoding_model: WinCLIP | None = None,
     object_names: str = "clean",
     task_states: bool = False,
     rows_dir: str | Path | None = None,
 ) -> EvalResult:
-    """Run every planned class × shots × seed and write results.csv, scores.npz and summary.md into ``out``.
+    """Run every planned class × shots × seed; write results.csv, scores.npz and summary.md into ``out``.
 
-    ``cache`` defaults to ``<out>/cache``; ``resolution``: the square evaluation size, None = each image's own.
-    ``encoder`` (default ``model``) encodes what ``model`` scores (more window scales: scale ablations share
-    its cache); ``object_names``, ``task_states`` as in ``evaluate_run``; ``rows_dir`` (default ``<out>/rows``).
-    """
+    ``cache``: default ``<out>/cache``; ``resolution``: the square evaluation size, None = each image's own;
+    ``encoder`` (``encode_files``' contract, e.g. Ray workers) encodes with ``encoding_model`` (default
+    ``model``; more window scales let scale ablations share its cache); ``object_names``, ``task_states``:
+    as in ``evaluate_run``; ``rows_dir``: default ``<out>/rows``."""
     out = Path(out)
     rows_dir = out / "rows" if rows_dir is None else Path(rows_dir)
     for folder in (out, rows_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    encoder = model if encoder is None else encoder
-    check_encoder(model, encoder)
-    features = FeatureCache(Path(cache) if cache is not None else out / "cache", encoder)
+    encoding_model = check_encoding_model(model, encoding_model)
+    features = FeatureCache(Path(cache) if cache is not None else out / "cache", encoding_model)
     scoring = scoring_settings(model, resolution, object_names, task_states)
-    base = {"features": feature_settings(encoder), "scoring": scoring, "format": CACHE_FORMAT}
+    base = {"features": feature_settings(encoding_model), "scoring": scoring, "format": CACHE_FORMAT}
     crops = model.options.multi_crop
-
     states = _class_states(plan, rows_dir, base, progress)
     missing = set().union(*(st.missing(features, crops) for st in states))
 
@@ -353,16 +374,14 @@ def evaluate(
     row_bar = tqdm(total=len(plan.runs), desc="evaluate", unit="row", disable=not progress, position=1)
     try:
         for st in states:
-            pending = st.pending()
-            for i, path in enumerate(st.row_paths):
-                if i not in pending:
-                    rows.append(RowResult.from_json(json.loads(path.read_text())))
-                    reused += 1
-                    row_bar.update(1)
+            pending, finished = st.pending(), st.finished()
+            rows += finished
+            reused += len(finished)
+            row_bar.update(len(finished))
             if not pending:
                 continue
             start = time.perf_counter()
-            n, bad = st.encode(encoder, features, crops, encode_bar)
+            n, bad = st.encode(encoder, encoding_model, features, crops, encode_bar)
             encoded += n
             encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]
@@ -390,7 +409,26 @@ def evaluate(
         encode_bar.close()
         row_bar.close()
     rows = _write_outputs(out, plan, model, rows, errors, settings)
+    if model.rescorable:  # what `winclip report` needs to score the rows again (run_record, report_html)
+        set_object = functools.partial(_set_object, model, object_names=object_names, task_states=task_states)
+        _record_run(out, plan, model, rows, features.folder, resolution, settings, _notes(model, errors), set_object)
     return EvalResult(rows, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+
+
+def _record_run(out, plan, model, rows, folder, resolution, settings, notes, set_object) -> None:
+    """run.json, prototypes.safetensors and report.html (winclip.run_record, winclip.report_html)."""
+    save_run(
+        out, plan, model, resolution=resolution, cache=folder, rows=rows, settings=settings, notes=notes,
+        set_object=set_object,
+    )  # fmt: skip
+    write_report(out)
+
+
+def _notes(model: WinCLIP, errors: Sequence[str]) -> list[str]:
+    notes = []
+    if model.info.checkpoint is None:
+        notes.append("**RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.**")
+    return notes + [f"not evaluated: {line}" for line in errors]
 
 
 def _write_outputs(
@@ -404,10 +442,7 @@ def _write_outputs(
     """results.csv, scores.npz and summary.md of the rows in plan order; returns the ordered rows."""
     order = {(r.data.name, r.shots, r.seed): i for i, r in enumerate(plan.runs)}
     rows = sorted(rows, key=lambda r: order[(r.cls, r.shots, r.seed)])
-    notes = []
-    if model.info.checkpoint is None:
-        notes.append("**RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.**")
-    notes += [f"not evaluated: {line}" for line in errors]
+    notes = _notes(model, errors)
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
     (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))

@@ -55,6 +55,20 @@ def feature_settings(model: WinCLIP) -> dict:
     }
 
 
+def check_encoding_model(model: WinCLIP, encoding: WinCLIP | None) -> WinCLIP:
+    """`encoding` (None: `model` itself) when its features hold all that `model` scores (its window scales or
+    more, the same views the same way), else ValueError."""
+    if encoding is None:
+        return model
+    mine, theirs = feature_settings(model), feature_settings(encoding)
+    scales = set(mine.pop("scales"))
+    if encoding.backbone is not model.backbone or mine != {k: v for k, v in theirs.items() if k != "scales"}:
+        raise ValueError("the encoding model must share the model's backbone and encode the same views the same way")
+    if not scales <= set(theirs["scales"]):
+        raise ValueError(f"the encoding model's window scales {theirs['scales']} lack some of {sorted(scales)}")
+    return encoding
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file then rename, so an interrupted write leaves nothing half-done."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -79,17 +93,29 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
 
+    @classmethod
+    def open(cls, folder: Path) -> FeatureCache:
+        """An existing settings folder, read without a model (e.g. by ``winclip report``)."""
+        if not (Path(folder) / "settings.json").is_file():
+            raise FileNotFoundError(f"{folder}: not a feature cache folder (no settings.json)")
+        cache = cls.__new__(cls)
+        cache.folder = Path(folder)
+        return cache
+
     def path(self, sha: str) -> Path:
         return self.folder / f"{sha}.safetensors"
 
-    def has(self, sha: str, crops: bool = False) -> bool:
-        """Whether the entry exists (and holds the multi-crop embeddings when `crops`)."""
-        if not self.path(sha).is_file():
-            return False
-        if not crops:
-            return True
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def has_crops(self, sha: str) -> bool:
+        """Whether the (existing) entry holds the multi-crop embeddings."""
         with safe_open(str(self.path(sha)), framework="pt") as handle:
             return "crops" in handle.keys()
+
+    def complete(self, sha: str, crops: bool) -> bool:
+        """Whether the entry exists, with the multi-crop embeddings when `crops`."""
+        return self.has(sha) and (not crops or self.has_crops(sha))
 
     def save(self, sha: str, item: Encoded) -> None:
         tensors = {k: v.clone() for k, v in item.features.to_tensors().items()}  # not views of a larger batch
@@ -116,7 +142,8 @@ def encode_files(
     errors: dict[str, ImageError] = {}
     encoded = 0
     unique = {sha: path for path, sha in files}
-    todo = [(sha, path, cache.has(sha)) for sha, path in unique.items() if not cache.has(sha, crops)]
+    todo = [(sha, path, cache.has(sha)) for sha, path in unique.items() if not cache.has(sha) or crops]
+    todo = [(sha, path, partial) for sha, path, partial in todo if not partial or not cache.has_crops(sha)]
     for start in range(0, len(todo), model.batch_size):
         decoded = []
         for sha, path, partial in todo[start : start + model.batch_size]:

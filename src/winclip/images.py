@@ -1,9 +1,19 @@
-"""Thin image I/O at the edge: decoding any input into RGB, file hashes and square tiling. No torch."""
+"""Thin image I/O at the edge: decoding any input into RGB, file hashes and square tiling. No torch.
+
+Decoded size is checked from the header before any pixel is decoded (`check_pixels`; Pillow's
+`Image.open` is lazy), so a small file that decodes to a huge image (a "pixel bomb") is refused
+cheaply; `check_path` refuses what is not a regular file (folders, broken or looping symbolic
+links, pipes) with a one-line reason.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +23,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ImageInput = str | Path | Image.Image | np.ndarray
 HASH_BLOCK = 1 << 22  # bytes read at a time when hashing a file
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+DEFAULT_MAX_PIXELS = 50_000_000  # decoded pixels per image that `winclip predict` and `serve` accept by default
+# Pillow format → (file extension, media type) of the formats accepted from untrusted uploads.
+IMAGE_FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": (".png", "image/png"),
+    "JPEG": (".jpg", "image/jpeg"),
+    "BMP": (".bmp", "image/bmp"),
+    "TIFF": (".tif", "image/tiff"),
+    "WEBP": (".webp", "image/webp"),
+    "GIF": (".gif", "image/gif"),
+}
 
 
 class ImageError(ValueError):
@@ -36,6 +56,51 @@ def file_sha256(path: str | Path) -> str:
 def source_name(src: ImageInput, index: int) -> str:
     """How an input is named in messages: its path, else `image[i]`."""
     return str(src) if isinstance(src, (str, Path)) else f"image[{index}]"
+
+
+def check_path(path: Path, name: str) -> None:
+    """ImageError unless `path` is a non-empty regular file (following symbolic links)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            loop = exc.errno == errno.ELOOP
+            reason = "symbolic link loop" if loop else f"broken symbolic link (to {os.readlink(path)!r})"
+            raise ImageError(name, reason) from None
+        if exc.errno == errno.ENOENT:
+            raise ImageError(name, "file not found") from None
+        raise ImageError(name, f"cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(name, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(name, "is not a regular file (a pipe, socket or device)")
+    if info.st_size == 0:
+        raise ImageError(name, "file is empty (0 bytes)")
+
+
+def check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:
+    """ImageError when an opened (not yet decoded) image has more than `max_pixels` pixels; None = no limit."""
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise ImageError(
+            name, f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels:,} pixels"
+        )
+
+
+def image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int] | None:
+    """(width, height) from a file's header without decoding it; ImageError naming the file for what
+    `check_path` refuses or a size over `max_pixels`; None when the header cannot be read (decoding says why)."""
+    name = str(path)
+    check_path(Path(path), name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is what we check here
+            with Image.open(path) as opened:
+                check_pixels(opened, name, max_pixels)
+                return opened.size
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -70,28 +135,29 @@ def _array_to_image(arr: np.ndarray, name: str) -> Image.Image:
     return _to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
 
 
-def load_image(src: ImageInput, name: str, min_size: int = 1) -> Image.Image:
+def load_image(src: ImageInput, name: str, min_size: int = 1, *, max_pixels: int | None = None) -> Image.Image:
     """Decode any supported input into an RGB image with EXIF orientation applied.
 
-    Raises ImageError naming `name` and the reason (missing, empty, not an image,
-    truncated, too small).
+    Raises ImageError naming `name` and the reason (missing, not a regular file, empty, not an
+    image, truncated, too small, more than `max_pixels` pixels: checked before decoding).
     """
     if isinstance(src, np.ndarray):
+        if max_pixels is not None and src.ndim >= 2 and src.shape[0] * src.shape[1] > max_pixels:
+            raise ImageError(name, f"array of shape {src.shape} has more than the limit of {max_pixels:,} pixels")
         img = _array_to_image(src, name)
     elif isinstance(src, Image.Image):
+        check_pixels(src, name, max_pixels)
         img = _to_rgb(ImageOps.exif_transpose(src))
     elif isinstance(src, (str, Path)):
         path = Path(src)
-        if not path.exists():
-            raise ImageError(name, "file not found")
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image file")
-        if path.stat().st_size == 0:
-            raise ImageError(name, "file is empty (0 bytes)")
+        check_path(path, name)
         try:
             with Image.open(path) as opened:
+                check_pixels(opened, name, max_pixels)
                 opened.load()
                 img = _to_rgb(ImageOps.exif_transpose(opened))
+        except ImageError:
+            raise
         except UnidentifiedImageError:
             raise ImageError(name, "not an image file (format not recognised)") from None
         except Image.DecompressionBombError as exc:

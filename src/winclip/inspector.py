@@ -4,7 +4,7 @@ Each `Inspection` has `index`, `source`, the decoded `image`, and either `error`
 (`ImageError`) or: `score` (final image score, ROI applied), `model_score`, `zero_shot`,
 `label` ("normal" / "review" / "anomalous"), `confidence`, `regions` (tuple of `Region`),
 `map` (float32 `(H, W)` numpy array at the image's own size, ROI applied), and the
-`threshold` and `review_threshold` the decision was made at (winclip.decisions).
+`threshold`, `review_threshold` and `confidence_scale` the decision was made at (winclip.decisions).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Inspection:
     map: np.ndarray | None = None
     threshold: float | None = None
     review_threshold: float | None = None
+    confidence_scale: float | None = None
     image: Image.Image | None = None
     error: ImageError | None = None
 
@@ -65,6 +66,7 @@ def decide(
         map=masked,
         threshold=profile.threshold,
         review_threshold=profile.review_threshold,
+        confidence_scale=profile.confidence_scale,
         image=image,
     )
 

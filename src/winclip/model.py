@@ -92,6 +92,7 @@ class WinCLIP:
     """
 
     method = "winclip"  # what scores the features; the paper's baselines (winclip.baselines) name theirs
+    rescorable = True  # a weightless Scorer scores its features as it does (winclip report relies on it)
 
     def __init__(
         self,

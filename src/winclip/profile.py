@@ -20,8 +20,11 @@ one encodes nothing:
 API (every method that changes a profile returns a new one):
 
     profile = Profile.create(model, "screw", good=["a.png", "b.png"], roi=None)   # encodes the refs
-    profile.save("screw.winclip")                  # folder: profile.json + tensors.safetensors [+ roi.png]
-    profile = Profile.load("screw.winclip")        # json + safetensors only: no pickle, no encoding
+    profile = Profile.assemble(model, "screw", prompt_set, prototypes, refs)     # from parts encoded already
+    profile.save("screw.winclip")                  # folder: profile.json + tensors.safetensors [+ roi.png],
+                                                   #   swapped in atomically (winclip.profile_store)
+    profile = Profile.load("screw.winclip")        # json + safetensors only: no pickle, no encoding; checked
+                                                   #   for consistency and ranges (winclip.profile_checks)
     model = profile.bind(model)                    # a WinCLIP on model's backbone with this profile's
                                                    #   options, prototypes and references
     profile = profile.calibrate(model, good=[...], bad=[...], target_fpr=0.01, review_fpr=0.05)
@@ -46,18 +49,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import __version__
 from .backbone import BackboneInfo
 from .calibration import Calibration, CalibrationImage, calibrate, check_rates, robust_scale
 from .decisions import DEFAULT_CONFIDENCE_SCALE, DEFAULT_THRESHOLD, apply_roi
 from .features import Features
-from .images import ImageInput, file_sha256, load_image, source_name
+from .images import ImageInput, file_sha256
 from .model import WinCLIP
 from .options import MethodOptions
+from .profile_checks import ProfileFormatError, check_decision, check_profile
 from .profile_store import FORMAT, FORMAT_VERSION, ROI_FILE, read_folder, write_folder
-from .prompts import object_phrase
+from .prompts import PromptSet, object_phrase
+from .references import References, image_digest, roi_array
 
 
 class CalibrationChangedWarning(UserWarning):
@@ -66,51 +70,6 @@ class CalibrationChangedWarning(UserWarning):
 
 class ProfileMismatchError(ValueError):
     """The loaded model is not the one a profile was made with."""
-
-
-def image_digest(src: ImageInput, image: Image.Image | None = None) -> str:
-    """sha256 of a file's bytes, or of the decoded RGB pixels (with the size) for in-memory images."""
-    if isinstance(src, (str, Path)):
-        return file_sha256(src)
-    image = image if image is not None else load_image(src, source_name(src, 0))
-    h = hashlib.sha256(f"{image.width}x{image.height}".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()
-
-
-def roi_array(roi: ImageInput | np.ndarray | None) -> np.ndarray | None:
-    """A bool ROI from a mask image/path/array (nonzero = inside); refuses an empty ROI."""
-    if roi is None:
-        return None
-    if isinstance(roi, np.ndarray) and roi.ndim == 2:
-        arr = roi != 0
-    else:
-        arr = np.asarray(load_image(roi, source_name(roi, 0), 1).convert("L")) > 0
-    if not arr.any():
-        raise ValueError(f"{source_name(roi, 0)}: the ROI mask is empty (no nonzero pixel)")
-    return arr
-
-
-@dataclass(frozen=True)
-class References:
-    """Encoded reference images: features of every view, views per image, names and sha256s."""
-
-    features: Features
-    views: tuple[int, ...]
-    names: tuple[str, ...]
-    hashes: tuple[str, ...]
-
-    @staticmethod
-    def encode(model: WinCLIP, images: Sequence[ImageInput]) -> References:
-        """Decode (ImageError names a bad file) and encode reference images through the model's one path."""
-        decoded = [model.load(src, i) for i, src in enumerate(images)]
-        enc = model.encode_images(decoded)
-        return References(
-            enc.features.to("cpu"),
-            tuple(len(enc.views_of(i)) for i in range(len(decoded))),
-            tuple(source_name(src, i) for i, src in enumerate(images)),
-            tuple(image_digest(src, img) for src, img in zip(images, decoded, strict=True)),
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,8 +118,22 @@ class Profile:
         """Encode the prompts and the good references with `model` (which is left fitted to them)."""
         prompt_set = model.prompts.extended(normal_states, anomalous_states)
         model.set_object(object_name, normal_states=normal_states, anomalous_states=anomalous_states)
-        t_n, t_a = model.prototypes_
         refs = References.encode(model, good) if len(good) else None
+        return cls.assemble(model, object_name, prompt_set, model.prototypes_, refs, roi=roi, threshold=threshold)
+
+    @classmethod
+    def assemble(
+        cls,
+        model: WinCLIP,
+        object_name: str,
+        prompt_set: PromptSet,
+        prototypes: tuple[torch.Tensor, torch.Tensor],
+        refs: References | None,
+        *,
+        roi: ImageInput | np.ndarray | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> Profile:
+        """A profile from prototypes and references already encoded with `model` (which is left fitted to them)."""
         info = model.info
         profile = cls(
             backbone=info.name,
@@ -175,7 +148,7 @@ class Profile:
             normal_states=prompt_set.normal_states,
             anomalous_states=prompt_set.anomalous_states,
             templates=prompt_set.templates,
-            prototypes=(t_n.detach().cpu().clone(), t_a.detach().cpu().clone()),
+            prototypes=(prototypes[0].detach().cpu().clone(), prototypes[1].detach().cpu().clone()),
             references=refs.features if refs else None,
             reference_views=refs.views if refs else (),
             reference_names=refs.names if refs else (),
@@ -194,12 +167,7 @@ class Profile:
         return len(self.reference_names)
 
     def _check_thresholds(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.review_threshold is not None and not 0.0 <= self.review_threshold <= self.threshold:
-            raise ValueError(f"review threshold {self.review_threshold} must be in [0, threshold {self.threshold}]")
-        if self.confidence_scale <= 0:
-            raise ValueError(f"confidence scale must be > 0, got {self.confidence_scale}")
+        check_decision(self.threshold, self.review_threshold, self.confidence_scale)
 
     def with_thresholds(self, threshold: float, review: float | None = None) -> Profile:
         """The same profile with other thresholds (checked)."""
@@ -418,13 +386,16 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        """Read a profile folder: JSON and safetensors only (nothing is unpickled, executed or encoded)."""
+        """Read a profile folder: JSON and safetensors only (nothing is unpickled, executed or encoded); one-line
+        ValueError naming the folder and the first inconsistent, non-finite or out-of-range part (profile_checks)."""
         folder = Path(path)
         meta, tensors, roi = read_folder(folder)
         try:
+            check_profile(meta, tensors, roi)
             return cls.from_json(meta, tensors, roi)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{folder}: malformed profile ({type(exc).__name__}: {exc})") from None
+            detail = str(exc) if isinstance(exc, ProfileFormatError) else f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"{folder}: malformed profile ({detail})") from None
 
     def summary(self) -> str:
         """A few lines describing the profile (for `winclip profile show`)."""

@@ -5,6 +5,9 @@ below t and `v = 0.5 + 0.5·(m − t)/(1 − t)` from t up, so v = 0.5 (yellow) 
 threshold, blues below, orange to red above; colour = `COLORMAP(v)`, blended with the photo
 at alpha `OVERLAY_ALPHA`; regions are outlined in white. The service's page applies the same
 stops to the grayscale map (`map_image`) when its threshold slider moves.
+
+Pictures are drawn `RENDER_BLOCK` pixels at a time into uint8 outputs, so the working memory of
+drawing one stays a few tens of MiB whatever the image size (the output is 3 bytes a pixel).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ COLORMAP: tuple[tuple[float, tuple[int, int, int]], ...] = (
 )
 OVERLAY_ALPHA = 0.5
 REGION_LINE_FRACTION = 1 / 200  # region outline width relative to the image's short side
+RENDER_BLOCK = 1 << 18  # pixels coloured at a time (float64 temporaries of a few MiB each)
+
+
+def _row_blocks(height: int, width: int) -> list[slice]:
+    """Row bands of about RENDER_BLOCK pixels covering an image."""
+    rows = max(1, RENDER_BLOCK // max(1, width))
+    return [slice(top, min(top + rows, height)) for top in range(0, height, rows)]
 
 
 def scale_values(score_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -47,9 +57,14 @@ def colorize(score_map: np.ndarray, threshold: float) -> np.ndarray:
 
 def overlay(image: Image.Image, score_map: np.ndarray, threshold: float, regions: Sequence[Region] = ()) -> Image.Image:
     """The photo blended with the coloured map (alpha OVERLAY_ALPHA), regions outlined in white."""
-    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
-    blended = (1.0 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colorize(score_map, threshold)
-    out = Image.fromarray(blended.round().astype(np.uint8))
+    photo = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    blended = np.empty(photo.shape, np.uint8)
+    for rows in _row_blocks(*score_map.shape):
+        mixed = (1.0 - OVERLAY_ALPHA) * photo[rows].astype(np.float32) + OVERLAY_ALPHA * colorize(
+            score_map[rows], threshold
+        )
+        blended[rows] = mixed.round()
+    out = Image.fromarray(blended)
     draw = ImageDraw.Draw(out)
     line = max(1, round(min(out.size) * REGION_LINE_FRACTION))
     for r in regions:
@@ -59,9 +74,12 @@ def overlay(image: Image.Image, score_map: np.ndarray, threshold: float, regions
 
 def mask_image(score_map: np.ndarray, threshold: float) -> Image.Image:
     """Binary mask PNG: 255 where map >= threshold, else 0 (mode L)."""
-    return Image.fromarray(np.where(score_map >= threshold, 255, 0).astype(np.uint8))
+    return Image.fromarray((score_map >= threshold).astype(np.uint8) * np.uint8(255))
 
 
 def map_image(score_map: np.ndarray) -> Image.Image:
     """The map as an 8-bit grayscale image: pixel = round(255 · value), clipped to [0, 255]."""
-    return Image.fromarray(np.clip(np.rint(score_map * 255.0), 0, 255).astype(np.uint8))
+    out = np.empty(score_map.shape, np.uint8)
+    for rows in _row_blocks(*score_map.shape):
+        out[rows] = np.clip(np.rint(score_map[rows] * 255.0), 0, 255)
+    return Image.fromarray(out)

@@ -127,7 +127,7 @@ class _Models:
         return self.loaded[wanted]
 
     def model(self, table: Table, row: TableRow) -> tuple[WinCLIP, WinCLIP]:
-        """The row's model and its encoder (the same, or one with all window scales for a scale ablation)."""
+        """The row's model and the one encoding its features (itself, or with all scales for a scale ablation)."""
         opt = self.base.options
         view = {"resize": opt.resize, "tile_overlap": opt.tile_overlap, "tile_reduce": opt.tile_reduce}
         model = WinCLIP(
@@ -177,7 +177,7 @@ def run_table(
         if not row.runs:
             outcomes.append(RowOutcome(row))
             continue
-        row_model, encoder = models.model(table, row)
+        row_model, encoding = models.model(table, row)
         settings = [("table", f"{key}: {table.title}"), ("row", f"{row.setup} {row.label}".strip())]
         result = evaluate(
             row_model,
@@ -187,7 +187,7 @@ def run_table(
             resolution=resolution,
             progress=progress,
             settings=settings,
-            encoder=encoder,
+            encoding_model=encoding,
             object_names=object_names,
             task_states=row.task_states,
             rows_dir=out / "rows",

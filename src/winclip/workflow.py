@@ -14,8 +14,16 @@ The run is two halves that meet in `Outcome`: `inspect_items` turns inputs into 
 record and the rendered pictures as bytes, or an error), and `ResultWriter` puts outcomes on
 disk. Anything that yields outcomes in order can feed the writer (a pool of remote workers,
 say). `resume` reads results.jsonl back, keeps the finished images and runs the rest
-(failures are retried); without `overwrite` or `resume` an output folder holding results is
+(failures are retried; inputs are matched on their resolved paths, so `many/` and its absolute
+path are the same input); without `overwrite` or `resume` an output folder holding results is
 refused.
+
+Every file the writer creates is listed in `out/.winclip-written` before it is written, and
+`overwrite` removes exactly those (and the files named by an older results.jsonl), never
+anything else a user put in the folder. An output folder inside an input folder is refused (a
+resumed run would read its own overlays as photos). Photos over `max_pixels` pixels (read from
+the header, before decoding), folders named like images, broken or looping symbolic links get
+an error row like any unreadable photo.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import csv
 import glob
 import io
 import json
-import shutil
+import os
 import sys
 import time
 from collections import Counter
@@ -37,13 +45,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
-from .images import IMAGE_EXTENSIONS
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, image_size
 from .inspector import Inspection, Inspector
-from .profile import Profile
 from .render import mask_image, overlay
+from .spreadsheet import safe_cell
 
 OUTPUT_TABLES = ("results.jsonl", "results.csv", "errors.csv")
 OUTPUT_TREES = ("overlays", "masks", "maps")
+MANIFEST = ".winclip-written"  # every file the writer made, one relative path a line
 CSV_COLUMNS = (
     "path", "score", "threshold", "label", "confidence", "n_regions", "regions",
     "model_score", "zero_shot", "width", "height", "overlay", "mask", "map",
@@ -71,8 +80,14 @@ class Discovery:
     unmatched: tuple[str, ...]
 
 
+def _searched(path: Path, top: Path) -> bool:
+    """An entry a folder search yields: an image name (file or not: a folder or a broken link gets an error
+    row), not hidden."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in path.relative_to(top).parts)
+
+
 def discover(inputs: Sequence[str]) -> Discovery:
-    """Expand files, folders (recursed, image extensions only, hidden entries skipped) and globs.
+    """Expand files, folders (recursed, image names only, hidden entries skipped) and globs.
 
     Raises ValueError when two inputs would write the same output (e.g. `a.png` and `a.jpg`).
     """
@@ -81,26 +96,47 @@ def discover(inputs: Sequence[str]) -> Discovery:
     for arg in inputs:
         path = Path(arg)
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )  # fmt: skip
+            files = sorted(p for p in path.rglob("*") if _searched(p, path))
             found += [InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix())) for p in files]
-        elif path.exists() or not glob.has_magic(arg):
+        elif path.exists() or path.is_symlink() or not glob.has_magic(arg):
             found.append(InputImage(path, PurePosixPath(path.stem)))  # a missing file becomes an error row
         else:
-            matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            matches = sorted(
+                Path(m) for m in glob.glob(arg, recursive=True)
+                if Path(m).is_file() or Path(m).suffix.lower() in IMAGE_EXTENSIONS
+            )  # fmt: skip
             if not matches:
                 unmatched.append(arg)
             found += [InputImage(m, PurePosixPath(m.stem)) for m in matches]
+    unique = list({_key(item.path): item for item in found}.values())
     seen: dict[PurePosixPath, Path] = {}
-    for item in found:
+    for item in unique:
         other = seen.setdefault(item.rel, item.path)
         if other != item.path:
             raise ValueError(f"{other} and {item.path} would both write outputs named {item.rel}; rename one")
-    unique = list({item.path: item for item in found}.values())
     return Discovery(tuple(unique), tuple(unmatched))
+
+
+def _key(path: Path | str, base: str | None = None) -> str:
+    """The identity of an input: its resolved path (relative paths taken from `base`, else the current folder)."""
+    path = Path(path)
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return os.path.realpath(path)  # Path.resolve raises on a symbolic link loop
+
+
+def check_out_not_inside(out: Path, inputs: Sequence[str]) -> None:
+    """ValueError when `out` is an input folder or lies inside one (or inside the folder a `**` glob searches)."""
+    target = Path(out).resolve()
+    for arg in inputs:
+        folder = Path(arg) if Path(arg).is_dir() else None
+        if folder is None and glob.has_magic(arg) and "**" in arg:
+            folder = Path(arg[: arg.index("**")] or ".")
+        if folder is not None and (target == folder.resolve() or folder.resolve() in target.parents):
+            raise ValueError(
+                f"--out {out} is inside the input folder {arg}: its overlays would be read as photos; "
+                "choose an output folder outside the inputs"
+            )
 
 
 # -- outcomes: one input's result, ready to write ------------------------------------------------
@@ -152,24 +188,52 @@ def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
     return Outcome(item, record, files)
 
 
+def size_problem(item: InputImage, max_pixels: int | None) -> str | None:
+    """Why a file cannot be inspected before decoding it (not a regular file, over `max_pixels`), or None."""
+    try:
+        image_size(item.path, max_pixels)
+    except ImageError as err:
+        return err.reason
+    return None
+
+
 def inspect_items(
-    inspector: Inspector, items: Sequence[InputImage], *, save_maps: bool = False, batch_size: int | None = None
+    inspector: Inspector,
+    items: Sequence[InputImage],
+    *,
+    save_maps: bool = False,
+    batch_size: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Outcome]:
-    """Inspect files batch by batch (each decoded once), yielding one outcome per input, in order."""
-    for r in inspector.iter_inspect([str(item.path) for item in items], batch_size=batch_size):
-        item = items[r.index]
-        yield Outcome(item, error=r.error.reason) if r.error is not None else render(item, r, save_maps)
+    """Inspect files batch by batch (each decoded once), yielding one outcome per input, in order.
+
+    A file over `max_pixels` (from its header) or not a regular file is an error outcome and never decoded.
+    """
+    step = batch_size or inspector.model.batch_size
+    for start in range(0, len(items), step):
+        chunk = items[start : start + step]
+        problems = [size_problem(item, max_pixels) for item in chunk]
+        todo = [item for item, problem in zip(chunk, problems, strict=True) if problem is None]
+        results = inspector.iter_inspect([str(item.path) for item in todo], batch_size=step)
+        for item, problem in zip(chunk, problems, strict=True):
+            if problem is not None:
+                yield Outcome(item, error=problem)
+                continue
+            r = next(results)
+            yield Outcome(item, error=r.error.reason) if r.error is not None else render(item, r, save_maps)
 
 
 # -- the writer ---------------------------------------------------------------------------
 
 
 def header_record(inspector: Inspector, profile_path: str | None, save_maps: bool) -> dict:
-    """Provenance: package version, backbone, weights, profile identity, decision settings."""
+    """Provenance: package version, backbone, weights, profile identity, decision settings, the working folder
+    (relative input paths are taken from it on resume)."""
     p = inspector.profile
     return {
         "type": "header",
         "winclip_version": __version__,
+        "cwd": os.getcwd(),
         "backbone": p.backbone,
         "pretrained": p.pretrained,
         "weights_id": p.weights_id,
@@ -193,7 +257,7 @@ def csv_row(record: dict) -> list:
         "n_regions": len(record["regions"]),
         "regions": json.dumps(record["regions"], separators=(",", ":")),
     }
-    return ["" if row[c] is None else row[c] for c in CSV_COLUMNS]
+    return ["" if row[c] is None else safe_cell(row[c]) for c in CSV_COLUMNS]
 
 
 def read_records(path: Path) -> tuple[dict | None, list[dict]]:
@@ -233,13 +297,41 @@ def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
     """The winclip outputs already in `out`; OutputExistsError if there are some and neither flag is set."""
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other")
-    existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES) if (out / n).exists()]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES, MANIFEST) if (out / n).exists()]
     if existing and not (overwrite or resume):
         raise OutputExistsError(
             f"{out}: already holds results ({', '.join(existing)}); "
             "pass --overwrite to replace them or --resume to continue"
         )
     return existing
+
+
+def written_files(out: Path) -> list[str]:
+    """Relative paths of the files an earlier run wrote: its manifest, else what its results.jsonl names."""
+    names = list(OUTPUT_TABLES)
+    if (out / MANIFEST).is_file():
+        names += (out / MANIFEST).read_text().splitlines()
+    elif (out / "results.jsonl").is_file():
+        names += [r[k] for r in read_records(out / "results.jsonl")[1] for k in ("overlay", "mask", "map") if r.get(k)]
+    return names
+
+
+def remove_written(out: Path) -> None:
+    """Delete the files an earlier run wrote (and folders left empty by that), nothing else."""
+    root = out.resolve()
+    folders = set()
+    for name in written_files(out):
+        target = out / name
+        if root not in target.resolve().parents or not (target.is_file() or target.is_symlink()):
+            continue  # never outside the output folder, never a folder
+        target.unlink()
+        folders.update(p for p in target.parents if root in p.resolve().parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (out / MANIFEST).unlink(missing_ok=True)
 
 
 class ResultWriter:
@@ -250,14 +342,13 @@ class ResultWriter:
 
     def __init__(self, out: str | Path, header: dict, *, overwrite: bool = False, resume: bool = False) -> None:
         self.out = Path(out)
-        existing = check_output(self.out, overwrite=overwrite, resume=resume)
+        check_output(self.out, overwrite=overwrite, resume=resume)
         if overwrite:
-            for name in existing:
-                target = self.out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            remove_written(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         jsonl = self.out / "results.jsonl"
         self.done: list[dict] = []
+        self._base = header["cwd"]
         if resume and jsonl.exists():
             old, self.done = read_records(jsonl)
             changed = [k for k in RESUME_KEYS if old and old[k] != header[k]]
@@ -265,13 +356,21 @@ class ResultWriter:
                 raise ValueError(
                     f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"
                 )
+            self._base = (old or {}).get("cwd", self._base)
+        self._manifest = (self.out / MANIFEST).open("a")
+        self._note(*OUTPUT_TABLES)
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in [header, *self.done]))  # drops a cut-off line
         self.summary = Summary(labels=Counter(r["label"] for r in self.done), resumed=len(self.done))
 
+    def _note(self, *names: str) -> None:
+        """List files in the manifest before they are written."""
+        self._manifest.write("".join(f"{name}\n" for name in names))
+        self._manifest.flush()
+
     def todo(self, images: Iterable[InputImage]) -> list[InputImage]:
-        """The inputs without a finished record."""
-        finished = {r["path"] for r in self.done}
-        return [item for item in images if str(item.path) not in finished]
+        """The inputs without a finished record (compared as resolved paths)."""
+        finished = {_key(r["path"], self._base) for r in self.done}
+        return [item for item in images if _key(item.path) not in finished]
 
     def __enter__(self) -> ResultWriter:
         self._jsonl = (self.out / "results.jsonl").open("a")
@@ -286,17 +385,21 @@ class ResultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.summary.seconds = time.perf_counter() - self._started
-        for f in (self._jsonl, self._csv_file, self._err_file):
-            f.close()
+        for f in (self._jsonl, self._csv_file, self._err_file, self._manifest):
+            try:
+                f.close()
+            except OSError:
+                pass  # a full disk: the error being raised says so
 
     def write(self, outcome: Outcome) -> None:
         """One outcome: an error line and row, or the pictures and the record (each flushed at once)."""
         if outcome.error is not None:
             tqdm.write(f"winclip: {outcome.item.path}: {outcome.error}", file=sys.stderr)
-            self._errors.writerow((str(outcome.item.path), outcome.error))
+            self._errors.writerow((safe_cell(str(outcome.item.path)), outcome.error))
             self._err_file.flush()
             self.summary.failed += 1
             return
+        self._note(*outcome.files)
         for rel, data in outcome.files.items():
             target = self.out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +421,7 @@ def run_predict(
     overwrite: bool = False,
     resume: bool = False,
     batch_size: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> Summary:
     """Inspect `images` batch by batch, writing each image's files and rows as soon as it is done.
@@ -331,20 +435,9 @@ def run_predict(
         writer,
         tqdm(total=len(todo), unit="img", desc="predict", disable=not progress, file=sys.stderr) as bar,
     ):
-        for outcome in inspect_items(inspector, todo, save_maps=save_maps, batch_size=batch_size):
+        for outcome in inspect_items(
+            inspector, todo, save_maps=save_maps, batch_size=batch_size, max_pixels=max_pixels
+        ):
             writer.write(outcome)
             bar.update(1)
     return writer.summary
-
-
-def profile_label(profile: Profile, profile_path: str | None) -> str:
-    """How the banner names the decision rule."""
-    if profile_path is None:
-        return (
-            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
-        )
-    cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
-    return (
-        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "
-        f"threshold {profile.threshold:.6g}"
-    )

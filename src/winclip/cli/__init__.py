@@ -17,7 +17,7 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, 
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default.
-SUBCOMMANDS: tuple[str, ...] = ("eval", "profile", "predict", "serve")
+SUBCOMMANDS: tuple[str, ...] = ("eval", "report", "profile", "predict", "serve")
 
 
 PRETRAINED_HELP = "open_clip pretrained tag, a local checkpoint file, or 'none' for random weights"

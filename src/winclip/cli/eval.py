@@ -1,10 +1,11 @@
 """`winclip eval`: evaluate every class x shots x seed of a dataset and compare with the paper.
 
-Evaluate zero-shot WinCLIP and few-shot WinCLIP+ on a dataset: writes results.csv, scores.npz and summary.md
-(the paper's Table 1 / Table 4 layouts with its figures alongside) into --out. Features are cached by file
-content, so reruns and scoring ablations encode nothing, and an interrupted run resumes. The defaults are the
-paper's protocol: ten-crop classification, VisA tiled with tile predictions averaged. --table N runs every row
-of one of the paper's tables instead and writes <out>/tableN.md beside each row's own results.
+Evaluate zero-shot WinCLIP and few-shot WinCLIP+ on a dataset: writes results.csv, scores.npz, summary.md
+(the paper's Table 1 / Table 4 layouts with its figures alongside) and report.html into --out. Features are
+cached by file content, so reruns and scoring ablations encode nothing, and an interrupted run resumes. The
+defaults are the paper's protocol: ten-crop classification, VisA tiled with tile predictions averaged.
+--table N runs every row of one of the paper's tables instead and writes <out>/tableN.md beside each row's
+own results.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..options import (
 )
 from ..prompts import OBJECT_NAME_MAPS, PROMPT_SETS
 from . import add_command, add_model_options, load_model, model_spec
+from .cluster import add_ray_options, eval_encoder
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
 TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.tables.TABLES, without torch
@@ -48,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), metavar="K", help="few-shot K (0 = zero-shot)"
     )
     g.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="reference draws per few-shot K, seeds 0..S-1")
-    g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, rows/)")
+    g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, report.html)")
     g.add_argument("--cache", help="feature cache folder (default: <out>/cache)")
     g.add_argument(
         "--eval-resolution", default=str(DEFAULT_EVAL_RESOLUTION), metavar="N|original", help=RESOLUTION_HELP
@@ -88,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--patch-features", default="tokens", choices=PATCH_FEATURES, help="patch memories (M^P)")
     m.add_argument("--baseline", choices=BASELINE_CHOICES, help="a baseline instead of WinCLIP (Table 8, supplement)")
     add_model_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
 
 
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import parse_resolution, plan_eval
 
     resolution = parse_resolution(args.eval_resolution)
+    if args.ray and (args.table or args.baseline):
+        raise ValueError("--ray encodes WinCLIP's own features: it does not go with --table or --baseline")
     if args.table:
         return _run_table(args, resolution)
     if args.baseline and args.baseline.startswith("patchcore") and 0 in args.shots:
@@ -165,17 +170,19 @@ def _settings(args: argparse.Namespace, plan, model, resolution: int | None) -> 
 def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> int:
     from ..evaluate import evaluate
 
-    result = evaluate(
-        model,
-        plan,
-        args.out,
-        cache=args.cache,
-        resolution=resolution,
-        progress=not args.no_progress,
-        settings=_settings(args, plan, model, resolution),
-        object_names=args.object_names,
-        task_states=args.task_states,
-    )
+    with eval_encoder(args, model, model.options) as encoder:  # feature_cache.encode_files, or Ray workers
+        result = evaluate(
+            model,
+            plan,
+            args.out,
+            cache=args.cache,
+            resolution=resolution,
+            progress=not args.no_progress,
+            settings=_settings(args, plan, model, resolution),
+            encoder=encoder,
+            object_names=args.object_names,
+            task_states=args.task_states,
+        )
     for line in result.errors:
         print(f"winclip: warning: {line}", file=sys.stderr)
     computed = len(result.rows) - result.reused_rows
@@ -185,6 +192,7 @@ def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> 
         f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded "
         f"in {result.encode_seconds:.1f} s{per_image}, rows scored in {result.score_seconds:.1f} s{per_row}; "
         f"wrote {result.out / 'summary.md'}, results.csv, scores.npz"
+        + (", report.html" if (result.out / "report.html").is_file() else "")
     )
     return 0
 

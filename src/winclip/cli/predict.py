@@ -2,8 +2,9 @@
 
 Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at its own size,
 an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus results.csv,
-results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, 130 interrupted
-(rerun with --resume).
+results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, 3 the results
+could not be written (disk full, no permission: finished results are kept; rerun with --resume), 130
+interrupted (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..images import DEFAULT_MAX_PIXELS
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
 from . import add_command, load_model
+from .cluster import add_ray_options
 from .profile import add_profile_model_options, image_paths, model_for_profile
 
 
@@ -36,25 +39,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save-maps", action="store_true", help="also write the float32 maps as TIFF (maps/, MVTec layout)"
     )
     out.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
+    out.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / MEGA,
+        help="photos larger than this (decoded) get an error row instead of being decoded",
+    )
     out.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     out.add_argument("--resume", action="store_true", help="keep finished results in --out and do the rest")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_profile_model_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
+
+
+MEGA = 1_000_000
+EXIT_UNWRITABLE = 3
+
+
+def profile_label(profile, profile_path: str | None) -> str:
+    """How the banner names the decision rule."""
+    if profile_path is None:
+        return (
+            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+        )
+    cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
+    return (
+        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "
+        f"threshold {profile.threshold:.6g}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the inspector, print the banner, stream the photos; 1 when any photo failed."""
     from ..inspector import Inspector
     from ..profile import Profile
-    from ..workflow import check_output, discover, profile_label, run_predict
+    from ..workflow import check_out_not_inside, check_output, discover, run_predict
 
     if args.object is None and (args.good or args.roi):
         raise ValueError("--good and --roi go with --object; a profile already holds its references and ROI")
+    if args.max_megapixels <= 0:
+        raise ValueError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
+    check_out_not_inside(Path(args.out), args.inputs)
     found = discover(args.inputs)
     if not found.images:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
     check_output(Path(args.out), overwrite=args.overwrite, resume=args.resume)  # before loading any model
+    if args.ray:
+        from .cluster import predict_on_ray
+
+        return predict_on_ray(args, found)
     if args.profile:
         profile = Profile.load(args.profile)
         model = model_for_profile(args, profile)
@@ -87,8 +121,16 @@ def run(args: argparse.Namespace) -> int:
             save_maps=args.save_maps,
             overwrite=args.overwrite,
             resume=args.resume,
+            max_pixels=round(args.max_megapixels * MEGA),
             progress=not args.no_progress,
         )
+    except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
+        print(
+            f"winclip: error: cannot write the results in {args.out}: {exc.strerror or exc} "
+            f"({exc.filename or args.out}); finished results are kept: fix it and rerun with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_UNWRITABLE
     except KeyboardInterrupt:
         print(
             f"winclip: interrupted; finished results are in {args.out}; rerun with --resume to continue",

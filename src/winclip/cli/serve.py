@@ -3,33 +3,57 @@
 Loads and warms every profile in --profiles, then serves the API (OpenAPI at /docs) and the web page at /.
 Concurrent requests are batched on one model; every prediction is recorded in a database. The model options
 define the model for new profiles; existing profiles made with another backbone or checkpoint are refused
-(listed by /health/ready).
+(listed by /health/ready). With an API key (--api-key-file or the environment variable WINCLIP_API_KEY) every
+/v1 request needs the header "Authorization: Bearer <key>"; without one only a loopback --host is accepted
+(unless --insecure-no-auth).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from . import add_command, add_model_options, model_spec
+
+KEY_ENV = "WINCLIP_API_KEY"
+MEGA = 1_000_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `serve`."""
     p = add_command(subparsers, "serve", __doc__)
     p.add_argument("--profiles", required=True, help="folder of profile folders (created if missing); new ones go here")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (other than loopback: needs a key)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=f"file holding the API key that every /v1 request must send as a Bearer token (or set {KEY_ENV})",
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback --host without a key: anyone who reaches the port can change profiles",
+    )
     p.add_argument(
         "--db",
         metavar="URL",
         help="sqlite:///file or postgresql://user:pass@host/db (default: <profiles>/inspections.sqlite)",
     )
+    p.add_argument("--db-timeout", type=float, default=10.0, help="seconds to wait for PostgreSQL to connect")
     p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long requests are collected into one batch")
     p.add_argument("--max-batch", type=int, default=32, help="images per batch at most")
     p.add_argument("--max-images", type=int, default=16, help="images per request at most")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="size limit per uploaded file in MiB")
+    p.add_argument("--max-megapixels", type=float, default=50.0, help="decoded size limit per image")
+    p.add_argument(
+        "--megapixels-in-flight",
+        type=float,
+        default=100.0,
+        help="memory budget: decoded megapixels of all requests served at once (over it: 503 + Retry-After)",
+    )
     p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's; 1 keeps a shared CPU from stalling)"
@@ -37,6 +61,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request")
     add_model_options(p)
     p.set_defaults(func=run)
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The API key from --api-key-file or WINCLIP_API_KEY (the file wins); ValueError when unusable."""
+    from ..service.security import check_key
+
+    if args.api_key_file:
+        try:
+            text = Path(args.api_key_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--api-key-file {args.api_key_file}: cannot read it ({exc})") from None
+        return check_key(text, f"--api-key-file {args.api_key_file}")
+    if os.environ.get(KEY_ENV):
+        return check_key(os.environ[KEY_ENV], KEY_ENV)
+    return None
+
+
+def check_host(host: str, key: str | None, insecure: bool) -> None:
+    """ValueError for a non-loopback address without a key (unless --insecure-no-auth)."""
+    from ..service.security import is_loopback
+
+    if key is None and not insecure and not is_loopback(host):
+        raise ValueError(
+            f"--host {host} without an API key would let anyone on the network change profiles; set a key with "
+            f"--api-key-file FILE or {KEY_ENV} (or pass --insecure-no-auth)"
+        )
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """ValueError naming the first numeric option out of range."""
+    for option, value, low in (
+        ("--port", args.port, 1),
+        ("--max-batch", args.max_batch, 1),
+        ("--max-images", args.max_images, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--min-area", args.min_area, 0),
+    ):
+        if value < low:
+            raise ValueError(f"{option} must be >= {low}, got {value}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.port > 65535 or args.max_upload_mb <= 0 or args.batch_window_ms < 0 or args.db_timeout <= 0:
+        raise ValueError("--port must be <= 65535, --max-upload-mb > 0, --batch-window-ms >= 0 and --db-timeout > 0")
+    if not 0 < args.max_megapixels <= args.megapixels_in_flight:
+        raise ValueError("--max-megapixels must be > 0 and at most --megapixels-in-flight")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,19 +122,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'"
         ) from None
-    for option, value, low in (
-        ("--port", args.port, 1),
-        ("--max-batch", args.max_batch, 1),
-        ("--max-images", args.max_images, 1),
-        ("--batch-size", args.batch_size, 1),
-        ("--min-area", args.min_area, 0),
-    ):
-        if value < low:
-            raise ValueError(f"{option} must be >= {low}, got {value}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.port > 65535 or args.max_upload_mb <= 0 or args.batch_window_ms < 0:
-        raise ValueError("--port must be <= 65535, --max-upload-mb > 0 and --batch-window-ms >= 0")
+    check_numbers(args)
+    key = api_key(args)
+    check_host(args.host, key, args.insecure_no_auth)
     profiles = Path(args.profiles)
     if profiles.exists() and not profiles.is_dir():
         raise ValueError(f"--profiles {profiles}: not a folder")
@@ -79,12 +138,17 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_images=args.max_images,
         max_file_bytes=int(args.max_upload_mb * MiB),
+        max_pixels=int(args.max_megapixels * MEGA),
+        max_pixels_in_flight=int(args.megapixels_in_flight * MEGA),
         min_area=args.min_area,
+        db_connect_timeout_s=args.db_timeout,
+        api_key=key,
     )
+    print("winclip serve: opening the database", file=sys.stderr)
     try:
-        recorder = Recorder(config.database)
+        recorder = Recorder(config.database, connect_timeout_s=args.db_timeout)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        raise ValueError(f"--db: cannot open the database: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"--db: cannot open the database: {str(exc).strip().splitlines()[0]}") from None
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -106,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=60,
         )
     )
+    auth = "API key required on /v1" if key else "NO AUTHENTICATION"
     print(
-        f"winclip serve: {recorder.dialect} database; page http://{args.host}:{args.port}/, API docs /docs",
+        f"winclip serve: {recorder.dialect} database; {auth}; page http://{args.host}:{args.port}/, API docs /docs",
         file=sys.stderr,
     )
     server.run()

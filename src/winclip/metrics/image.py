@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from winclip.metrics.curves import Curve
+
 
 class CurveSweep:
     """Running ROC and precision-recall summaries over a descending-score stream.
@@ -127,6 +129,29 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     sweep = _sweep(scores, labels)
     check_counts(sweep.n_pos, sweep.n_neg, "image metrics")
     return {"image_auroc": sweep.auroc, "image_aupr": sweep.aupr, "image_f1max": sweep.f1max}
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> Curve:
+    """ROC points (FPR, TPR) from (0, 0), one per distinct score, descending; scores (N,), labels (N,).
+
+    The curve ``auroc`` integrates: trapezoids under these points equal it.
+    """
+    _, tp, fp = _curve(scores, labels)
+    n_pos, n_neg = (int(tp[-1]), int(fp[-1])) if tp.size else (0, 0)
+    check_counts(n_pos, n_neg, "ROC curve")
+    return Curve(np.concatenate(([0.0], fp / n_neg)), np.concatenate(([0.0], tp / n_pos)))
+
+
+def pr_curve(scores: np.ndarray, labels: np.ndarray) -> Curve:
+    """Precision-recall points (recall, precision) from (0, 1), one per distinct score, descending.
+
+    The step curve ``aupr`` sums: each recall step (R_{n-1}, R_n] at precision P_n (a plot's
+    ``drawstyle="steps-pre"``), so sum(diff(x) * y[1:]) equals it. scores (N,), labels (N,).
+    """
+    _, tp, fp = _curve(scores, labels)
+    n_pos = int(tp[-1]) if tp.size else 0
+    check_counts(n_pos, int(fp[-1]) if fp.size else 0, "precision-recall curve")
+    return Curve(np.concatenate(([0.0], tp / n_pos)), np.concatenate(([1.0], tp / (tp + fp))))
 
 
 def f1_max_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

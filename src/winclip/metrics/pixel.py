@@ -10,9 +10,12 @@ float32: float64 maps that differ only below float32 precision tie.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
+from winclip.metrics.curves import PLOT_CELLS, Curve, CurveThinner
 from winclip.metrics.image import CurveSweep, check_counts
 
 PRO_MAX_FPR = 0.3  # PRO integrates the per-region overlap up to this false-positive rate (SPEC §5)
@@ -40,11 +43,12 @@ def _as_batch(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 class _ProSweep:
-    """Running integral of the per-region-overlap curve over FPR in [0, max_fpr]."""
+    """Running integral of the per-region-overlap curve over FPR in [0, max_fpr]; its points go to ``points``."""
 
-    def __init__(self, n_neg: int, max_fpr: float) -> None:
+    def __init__(self, n_neg: int, max_fpr: float, points: CurveThinner | None = None) -> None:
         self.n_neg = n_neg
         self.max_fpr = max_fpr
+        self.points = points
         self._fpr = 0.0  # the last curve point; the curve starts at (0, 0)
         self._pro = 0.0
         self._area = 0.0
@@ -58,6 +62,8 @@ class _ProSweep:
         y = np.concatenate(([self._pro], overlap))
         inside = int(np.searchsorted(x, self.max_fpr, side="right"))  # points with FPR <= max_fpr
         self._area += float(np.sum(np.diff(x[:inside]) * (y[1:inside] + y[: inside - 1]))) / 2
+        if self.points is not None:
+            self.points.feed(x[1:inside], y[1:inside])
         if inside == x.size:
             self._fpr, self._pro = float(x[-1]), float(y[-1])
             return
@@ -65,11 +71,25 @@ class _ProSweep:
         x0, x1, y0, y1 = x[inside - 1], x[inside], y[inside - 1], y[inside]
         y_cut = y0 + (y1 - y0) * (self.max_fpr - x0) / (x1 - x0)
         self._area += float((self.max_fpr - x0) * (y0 + y_cut)) / 2
+        if self.points is not None:
+            self.points.feed(np.array([self.max_fpr]), np.array([y_cut]))
         self._done = True
 
     @property
     def pro(self) -> float:
         return self._area / self.max_fpr
+
+
+@dataclass(frozen=True)
+class PixelCurves:
+    """The pixel metrics and the curves they integrate, thinned for plotting (``winclip.metrics.curves``).
+
+    roc: (FPR, TPR) from (0, 0) to (1, 1); pro: (FPR, mean region overlap) from (0, 0) up to FPR = max_fpr.
+    """
+
+    metrics: dict[str, float]
+    roc: Curve
+    pro: Curve
 
 
 class PixelMetricAccumulator:
@@ -148,13 +168,28 @@ class PixelMetricAccumulator:
 
         Raises ValueError without anomalous pixels (no regions) or without normal pixels.
         """
+        return self._sweep(None, None)
+
+    def compute_curves(self, cells: int | None = PLOT_CELLS) -> PixelCurves:
+        """The metrics of ``compute`` and, from the same sweep, the ROC and PRO curves for plots.
+
+        The curves keep the first and last point of each run in a ``cells`` × ``cells`` grid
+        (``CurveThinner``; None keeps every point): their trapezoid areas are within
+        ``1 / cells`` of pixel AUROC and PRO, which stay exact.
+        """
+        roc, pro_points = CurveThinner(cells), CurveThinner(cells, x_max=self.max_fpr)
+        metrics = self._sweep(roc, pro_points)
+        return PixelCurves(metrics, roc.curve(), pro_points.curve())
+
+    def _sweep(self, roc_points: CurveThinner | None, pro_points: CurveThinner | None) -> dict[str, float]:
+        """One sweep over the sorted keys: the metrics, feeding the curves' points where asked."""
         check_counts(self._n_pos, self._n_neg, "pixel metrics")
         keys = self._merged()
         sizes = np.concatenate(self._region_sizes)
         weight = np.zeros(sizes.size)
         weight[1:] = 1.0 / (self._n_regions * sizes[1:])  # PRO(t) = mean_r |pred ∩ r| / |r|
         roc = CurveSweep(self._n_pos, self._n_neg)
-        pro_sweep = _ProSweep(self._n_neg, self.max_fpr)
+        pro_sweep = _ProSweep(self._n_neg, self.max_fpr, pro_points)
         tp0, pro0 = 0, 0.0  # running sums up to the chunk start
         for start in range(0, keys.size, self.chunk):
             stop = min(start + self.chunk, keys.size)
@@ -168,8 +203,11 @@ class PixelMetricAccumulator:
             overlap = np.cumsum(weight[region])
             del region
             roc_tp = tp[ends] + tp0
-            roc.feed(roc_tp, start + ends + 1 - roc_tp)
-            pro_sweep.feed(start + ends + 1 - roc_tp, overlap[ends] + pro0)
+            roc_fp = start + ends + 1 - roc_tp
+            roc.feed(roc_tp, roc_fp)
+            if roc_points is not None:
+                roc_points.feed(roc_fp / self._n_neg, roc_tp / self._n_pos)
+            pro_sweep.feed(roc_fp, overlap[ends] + pro0)
             tp0 += int(tp[-1])
             pro0 += float(overlap[-1])
         return {"pixel_auroc": roc.auroc, "pixel_pro": pro_sweep.pro, "pixel_f1max": roc.f1max}

@@ -5,9 +5,20 @@ Endpoints (OpenAPI at `/docs`; routers in `routes/`, shapes in `schemas.py`): `G
 `GET /v1/profiles`, `GET /v1/profiles/{name}`, `GET /v1/profiles/{name}/references/{index}`,
 `POST /v1/profiles`, `PATCH /v1/profiles/{name}`, `POST /v1/profiles/{name}/predict`,
 `GET /v1/inspections`, `GET /v1/inspections.csv`, and the page at `/`. Errors are
-`{"detail": "<one line>"}`: 404 unknown profile, 409 a refused or existing profile, 413 too large
-or too many uploads, 415 not an image, 422 malformed fields or an undecodable image (each
-naming the part or file), 503 not ready or shutting down.
+`{"detail": "<one line>"}`: 401 missing or wrong API key, 403 a cross-site browser request,
+404 unknown profile, 409 a refused or existing profile, 413 too large or too many uploads, 415
+not an image, 422 malformed fields or an undecodable image (each naming the part or file), 503
+(with `Retry-After` where waiting helps) not ready, shutting down, memory budget busy, or the
+record unavailable.
+
+Security (winclip.service.security): with `config.api_key` every `/v1` route needs
+`Authorization: Bearer <key>`; the page, `/docs`, `/openapi.json` and `/health/*` are open.
+`BrowserGuard` refuses cross-site changes and, without a key, a non-loopback `Host`, and puts
+`nosniff` and a Content-Security-Policy on every response.
+
+Where later parts plug in: routers in `routes/` (a `/metrics` router beside `health`), their
+shared state in `state.AppState` (one field per service part), request and response shapes in
+`schemas.py`, the record in `db.Recorder` (schema migrations would replace `create_all`).
 
 `predict?include=mask,overlay,map` adds base64 PNGs at the image's own size: `mask` (255 where
 map >= threshold), `overlay` (the `winclip predict` overlay) and `map` (grayscale, pixel =
@@ -21,19 +32,21 @@ import sys
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from .batcher import Batcher
+from .budget import BudgetError
 from .config import ServiceConfig
 from .db import Recorder
 from .routes import health, inspections, predict, profiles
-from .state import AppState
+from .schemas import Detail
+from .security import BrowserGuard
+from .state import AppState, authorized
 from .station import Station
 from .uploads import RequestLimit, UploadError
 
@@ -58,7 +71,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         config.profiles.mkdir(parents=True, exist_ok=True)
-        state.recorder = recorder or Recorder(config.database)
+        state.recorder = recorder or Recorder(
+            config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
+        )
         state.station = Station(
             config.profiles, config.model, state.recorder, batch_size=config.batch_size, min_area=config.min_area
         )
@@ -76,18 +91,21 @@ def create_app(
         version=__version__,
         description="Zero/few-shot visual anomaly detection (WinCLIP) over inspection profiles.",
         lifespan=lifespan,
-        docs_url=None,  # served by routes/health.py from the swagger-ui-bundle package: /docs works offline
+        docs_url=None,  # served by routes/health.py from the fastapi-offline package: /docs works offline
         redoc_url=None,
     )
     app.state.winclip = state
     app.add_middleware(RequestLimit, limit=config.request_limit)
+    app.add_middleware(BrowserGuard, loopback_only=config.api_key is None)  # outermost: every response
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UploadError, _upload_error)
+    app.add_exception_handler(BudgetError, _budget_error)
     app.add_exception_handler(Exception, _internal_error)
-    for module in (health, profiles, predict, inspections):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (profiles, predict, inspections):
+        app.include_router(module.router, dependencies=[Depends(authorized)], responses={401: {"model": Detail}})
     app.mount("/static", StaticFiles(directory=health.STATIC), name="static")
-    app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+    app.mount("/docs-static", StaticFiles(directory=str(health.DOCS_STATIC)), name="docs-static")
     return app
 
 
@@ -113,6 +131,11 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+async def _budget_error(_request: Request, exc: BudgetError) -> JSONResponse:
+    headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
 
 async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:

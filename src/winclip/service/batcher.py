@@ -3,8 +3,11 @@
 Requests `submit` items and get `concurrent.futures.Future`s (the event loop awaits them with
 `asyncio.wrap_future`). The worker takes the first waiting item, keeps collecting for at most
 `window_s` seconds or until `max_batch` items, then calls `handle(batch)` once. Exclusive jobs
-(`call(fn)`: loading models, creating a profile, changing thresholds) run on the same thread
-between batches, in arrival order, so the worker is the only user of the model.
+(`call(fn)`: loading models, changing thresholds) run on the same thread between batches, in
+arrival order, so the worker is the only user of the model. Long jobs (`steps(fn)`: creating a
+profile, whose prompts and references are encoded a chunk at a time) run one step at a time,
+with at most one batch of waiting items between two steps, so they cannot starve predictions
+and predictions cannot starve them.
 
 `close()` refuses new work, lets the worker finish everything already queued (in-flight
 requests complete and are recorded) and joins it.
@@ -16,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -39,6 +42,13 @@ class _Item(Generic[T]):
 class _Call:
     fn: Callable[[], object]
     future: Future
+
+
+@dataclass
+class _Steps:
+    fn: Callable[[], Generator[None, None, object]]
+    future: Future
+    running: Generator[None, None, object] | None = None
 
 
 _STOP = object()
@@ -108,6 +118,15 @@ class Batcher(Generic[T, R]):
         self._put(_Call(fn, future))
         return future
 
+    def steps(self, fn: Callable[[], Generator[None, None, R]]) -> Future:
+        """Run the generator `fn()` on the worker thread one step (`yield`) at a time; its return value is the result.
+
+        Between two steps the worker serves at most one batch of waiting items and any exclusive jobs.
+        """
+        future: Future = Future()
+        self._put(_Steps(fn, future))
+        return future
+
     def close(self, timeout: float | None = None) -> None:
         """Refuse new work, finish the queued work, stop the worker."""
         with self._lock:
@@ -118,15 +137,38 @@ class Batcher(Generic[T, R]):
 
     # -- the worker thread -------------------------------------------------------------------
 
+    def _next_job(self, pending: object | None, stepping: deque[_Steps]) -> object | None:
+        """The next queued job (waiting for one unless a long job has a step to run; then None when idle)."""
+        if pending is not None:
+            return pending
+        if not stepping:
+            return self._queue.get()
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
     def _run(self) -> None:
         pending: object | None = None
+        stepping: deque[_Steps] = deque()
+        stopping = False
         while True:
-            job = pending if pending is not None else self._queue.get()
+            job = None if stopping else self._next_job(pending, stepping)
             pending = None
+            if job is None:
+                if not stepping:
+                    return
+                _step(stepping)
+                continue
             if job is _STOP:
-                return
+                stopping = True
+                continue
             if isinstance(job, _Call):
                 _settle(job.future, job.fn)
+                continue
+            if isinstance(job, _Steps):
+                if job.future.set_running_or_notify_cancel():
+                    stepping.append(job)
                 continue
             batch = [job]
             deadline = time.monotonic() + self.window_s
@@ -141,6 +183,8 @@ class Batcher(Generic[T, R]):
                     break
                 batch.append(nxt)
             self._process(batch)
+            if stepping:
+                _step(stepping)
 
     def _process(self, batch: list[_Item]) -> None:
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
@@ -158,6 +202,22 @@ class Batcher(Generic[T, R]):
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+
+
+def _step(stepping: deque[_Steps]) -> None:
+    """One step of the oldest long job; settle its future when it ends; round-robin among long jobs."""
+    job = stepping.popleft()
+    try:
+        if job.running is None:
+            job.running = job.fn()
+        next(job.running)
+    except StopIteration as done:
+        job.future.set_result(done.value)
+        return
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        job.future.set_exception(exc)
+        return
+    stepping.append(job)
 
 
 def _settle(future: Future, fn: Callable[[], object]) -> None:

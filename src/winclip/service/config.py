@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..images import DEFAULT_MAX_PIXELS
 from ..options import DEFAULT_BATCH_SIZE, ModelSpec
 
 MiB = 1 << 20
@@ -17,14 +18,20 @@ class ServiceConfig:
     profiles: Path
     model: ModelSpec
     batch_size: int = DEFAULT_BATCH_SIZE  # images per forward pass
-    db_url: str | None = None  # None = sqlite:///<profiles>/inspections.sqlite
+    db_url: str | None = field(default=None, repr=False)  # None = sqlite:///<profiles>/inspections.sqlite
+    db_connect_timeout_s: float = 10.0  # PostgreSQL: give up connecting after this long
+    db_busy_timeout_ms: int = 5000  # SQLite: wait this long for a lock before failing (503)
     window_ms: float = 10.0  # how long the worker collects a batch
     max_batch: int = 32  # images per batch at most
     max_images: int = 16  # images per request at most
     max_file_bytes: int = 20 * MiB  # per uploaded file
     max_request_bytes: int | None = None  # None = max_images * max_file_bytes + 1 MiB
-    max_pixels: int = 50_000_000  # per decoded image
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per decoded image
+    max_pixels_in_flight: int = 2 * DEFAULT_MAX_PIXELS  # decoded pixels of all requests being served at once
+    max_states: int = 32  # extra normal (and anomalous) states per profile
+    max_state_chars: int = 200  # characters per state
     min_area: int = 0  # regions smaller than this (pixels) are dropped
+    api_key: str | None = field(default=None, repr=False)  # None = no authentication (loopback only)
 
     @property
     def request_limit(self) -> int:

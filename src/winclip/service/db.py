@@ -8,6 +8,14 @@ One schema and one code path for both databases; only the URL differs:
 
 Times are stored and compared in UTC. `regions` is a JSON list of `{x, y, width, height,
 area, peak}`. Only the service's model worker writes (one transaction per batch).
+
+Records that survive: the SQLite file's identity (device, inode) is taken at start and checked
+before and after every write and by `check` (readiness): a file deleted or replaced while
+serving makes every later write and read fail (`DatabaseUnavailableError`) instead of
+writing into an unlinked file. SQLite waits `busy_timeout_ms` for a lock; PostgreSQL gives up
+connecting after `connect_timeout_s`. A failed write is remembered (`last_error`) until a
+write or a readiness probe succeeds. CSV cells that start like a formula are prefixed with
+`'` (winclip.spreadsheet).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +31,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+
+from ..spreadsheet import safe_cell
 
 metadata = sa.MetaData()
 
@@ -43,6 +54,12 @@ inspections = sa.Table(
 
 COLUMNS = tuple(c.name for c in inspections.columns)
 MAX_PAGE = 1000
+MAX_OFFSET = 2**63 - 1  # the largest OFFSET both databases take (a signed 64-bit integer)
+PROBE_BUSY_MS = 100  # how long the readiness probe waits for SQLite's write lock
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The record cannot be written or read now: file gone or replaced, locked, or unreachable (HTTP 503)."""
 
 
 class Record(BaseModel, frozen=True):
@@ -102,31 +119,87 @@ def _row(row: sa.Row) -> dict:
 
 
 class Recorder:
-    """Writes and pages through inspection records in one database."""
+    """Writes and pages through inspection records in one database (module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0, busy_timeout_ms: int = 5000) -> None:
         self.url = database_url(url)
-        self.engine: Engine = sa.create_engine(self.url, future=True)
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        connect_args = {}
+        if self.url.startswith("postgresql"):
+            connect_args["connect_timeout"] = max(1, round(connect_timeout_s))  # libpq takes whole seconds
+        self.engine: Engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        self.path: str | None = None
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", self._sqlite_pragmas)
+            database = self.engine.url.database
+            self.path = os.path.abspath(database) if database and database != ":memory:" else None
         metadata.create_all(self.engine)
+        self._identity = self._file_identity()
+        self.last_error: str | None = None
 
     @property
     def dialect(self) -> str:
         """`sqlite` or `postgresql`."""
         return self.engine.dialect.name
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def check_file(self) -> None:
+        """DatabaseUnavailableError when the SQLite file was deleted or replaced since the start."""
+        if self.path is None:
+            return
+        now = self._file_identity()
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced"
+            raise DatabaseUnavailableError(
+                f"the database file {self.path} was {what} while serving; records cannot be written; restart the "
+                "service (a new file is made) or restore the file"
+            )
+
     def record(self, records: Sequence[Record]) -> None:
-        """Insert rows in one transaction."""
+        """Insert rows in one transaction; DatabaseUnavailableError when they may not be in the database file."""
         if not records:
             return
         rows = [{**r.model_dump(), "time": utc(r.time)} for r in records]
-        with self.engine.begin() as conn:
-            conn.execute(inspections.insert(), rows)
+        try:
+            self.check_file()
+            with self.engine.begin() as conn:
+                conn.execute(inspections.insert(), rows)
+            self.check_file()  # deleted during the write: the rows went into an unlinked file
+        except (DatabaseUnavailableError, sa.exc.SQLAlchemyError) as exc:
+            self.last_error = one_line(exc)
+            raise DatabaseUnavailableError(self.last_error) from None
+        self.last_error = None
+
+    def check(self) -> None:
+        """Readiness: the file is the one opened and the table reads; after a failed write, also that a write
+        lock can be had now (SQLite; PostgreSQL's read suffices), which clears the failure."""
+        try:
+            self.check_file()
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(inspections.c.id).limit(1)).all()
+                if self.last_error is not None and self.dialect == "sqlite":
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={PROBE_BUSY_MS}")
+                    try:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        conn.exec_driver_sql("ROLLBACK")
+                    finally:
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        except (DatabaseUnavailableError, sa.exc.SQLAlchemyError) as exc:
+            raise DatabaseUnavailableError(one_line(exc)) from None
+        self.last_error = None
 
     def count(self, filters: Filters | None = None) -> int:
         """Number of rows matching the filters."""
         filters = filters or Filters()
+        self.check_file()
         with self.engine.connect() as conn:
             return int(conn.execute(_where(sa.select(sa.func.count()).select_from(inspections), filters)).scalar_one())
 
@@ -135,6 +208,7 @@ class Recorder:
         filters = filters or Filters()
         query = _where(sa.select(inspections), filters)
         query = query.order_by(inspections.c.time.desc(), inspections.c.id.desc()).limit(limit).offset(offset)
+        self.check_file()
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(query)]
 
@@ -145,12 +219,13 @@ class Recorder:
         writer = csv.writer(buffer)
         writer.writerow(COLUMNS)
         query = _where(sa.select(inspections), filters).order_by(inspections.c.time, inspections.c.id)
+        self.check_file()
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True).execute(query)
             for part in result.partitions(chunk):
                 for row in part:
                     r = _row(row)
-                    writer.writerow([json_cell(r[c]) if c == "regions" else r[c] for c in COLUMNS])
+                    writer.writerow([safe_cell(json_cell(r[c]) if c == "regions" else r[c]) for c in COLUMNS])
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
@@ -160,15 +235,24 @@ class Recorder:
         """Release the connection pool."""
         self.engine.dispose()
 
+    def _sqlite_pragmas(self, dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        cursor.close()
+
 
 def json_cell(value: object) -> str:
     """A compact JSON cell for CSV."""
     return json.dumps(value, separators=(",", ":"))
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (driver errors span many lines)."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return str(exc)
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

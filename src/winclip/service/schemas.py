@@ -140,8 +140,9 @@ class PredictResult(BaseModel):
     score: float
     model_score: float
     zero_shot: float
-    threshold: float
+    threshold: float  # the profile's thresholds this answer was decided and drawn at (one snapshot)
     review_threshold: float | None
+    confidence_scale: float  # confidence = 1 / (1 + exp(-(score - threshold) / confidence_scale))
     label: str
     confidence: float
     regions: list[Region]
@@ -151,6 +152,7 @@ class PredictResult(BaseModel):
 
     @classmethod
     def of(cls, filename: str, sha256: str, r: Inspection, pictures: dict[str, str]) -> PredictResult:
+        """An answer from one Inspection: every field of the same snapshot of the profile."""
         return cls(
             filename=filename,
             sha256=sha256,
@@ -161,6 +163,7 @@ class PredictResult(BaseModel):
             zero_shot=r.zero_shot,
             threshold=r.threshold,
             review_threshold=r.review_threshold,
+            confidence_scale=r.confidence_scale,
             label=r.label,
             confidence=r.confidence,
             regions=list(r.regions),

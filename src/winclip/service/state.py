@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..images import ImageError
 from ..profile import ProfileMismatchError
 from .batcher import Batcher, ShuttingDownError
+from .budget import RETRY_AFTER_S, PixelBudget
 from .config import ServiceConfig
-from .db import Recorder
-from .station import PredictItem, ProfileConflictError, RecordingError, Served, Station, UnknownProfileError, check_name
+from .db import DatabaseUnavailableError, Recorder
+from .security import key_matches
+from .station import PredictItem, ProfileConflictError, Served, Station, UnknownProfileError, check_name
+
+bearer = HTTPBearer(
+    auto_error=False, description="the API key given to `winclip serve` (--api-key-file or WINCLIP_API_KEY)"
+)
 
 
 @dataclass
@@ -25,8 +34,12 @@ class AppState:
     station: Station | None = None
     batcher: Batcher | None = None
     recorder: Recorder | None = None
+    budget: PixelBudget = field(init=False)
     ready: bool = False
     error: str | None = None  # why the service cannot answer (load failure, shutting down)
+
+    def __post_init__(self) -> None:
+        self.budget = PixelBudget(self.config.max_pixels_in_flight)
 
     def live_station(self) -> Station:
         """The station once ready; HTTP 503 before, after a load failure and while shutting down."""
@@ -64,6 +77,10 @@ class AppState:
         """Run `fn` alone on the model's worker thread (503 when shutting down)."""
         return self._to_worker(lambda batcher: batcher.call(fn))
 
+    def steps(self, fn: Callable[[], Generator[None, None, object]]) -> Future:
+        """Run a long job a step at a time on the worker, between batches (503 when shutting down)."""
+        return self._to_worker(lambda batcher: batcher.steps(fn))
+
     def _to_worker(self, put: Callable[[Batcher], Future]) -> Future:
         if self.batcher is None:
             raise HTTPException(503, "not ready: starting")
@@ -83,10 +100,32 @@ async def outcome(future: Future) -> object:
         raise HTTPException(409, str(exc)) from None
     except (ImageError, ProfileMismatchError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
-    except RecordingError as exc:
-        raise HTTPException(500, str(exc)) from None
+    except DatabaseUnavailableError as exc:
+        raise unavailable(exc) from None
+
+
+def unavailable(exc: DatabaseUnavailableError) -> HTTPException:
+    """503 with Retry-After for a record that cannot be written or read now."""
+    return HTTPException(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def app_state(request: Request) -> AppState:
     """FastAPI dependency: the application's state."""
     return request.app.state.winclip
+
+
+def authorized(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """FastAPI dependency of every /v1 route: 401 unless `Authorization: Bearer <key>` (when a key is set)."""
+    key = app_state(request).config.api_key
+    if key is None or key_matches(key, request.headers.get("authorization")):
+        return
+    client = request.client.host if request.client else "?"
+    print(
+        f"winclip serve: 401 {request.method} {request.url.path} from {client}: missing or wrong API key",
+        file=sys.stderr,
+    )
+    raise HTTPException(
+        401,
+        "missing or wrong API key: send the header Authorization: Bearer <key>",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

@@ -1,8 +1,15 @@
 """The inspection station's model side: one warm backbone, the profiles of a folder, batched scoring.
 
-Every method that touches the model (`load`, `predict_batch`, `create`, `set_thresholds`) runs
-on the batcher's worker thread, so the model has exactly one user. The event loop only reads
-`profiles` and `refused`, dicts whose entries are replaced whole (never mutated).
+Every method that touches the model (`load`, `predict_batch`, `create_steps`, `set_thresholds`)
+runs on the batcher's worker thread, so the model has exactly one user. The event loop only
+reads `profiles` and `refused`, dicts whose entries are replaced whole (never mutated).
+`create_steps` is a generator the worker runs a step at a time (Batcher.steps): it encodes
+the prompts `TEXT_STEP` at a time and the references a batch at a time, so predictions keep
+flowing while a profile with many prompts is made.
+
+Each answer is made from one snapshot of its profile: a batch takes `profiles[name]` once, and
+the label, confidence, regions, pictures and the database row all come from the `Inspection`
+it yields, which carries the thresholds it was decided at.
 
 The serve options (backbone, weights, device, precision, batch size) build one `WinCLIP`
 (winclip.build_model). Each served profile gets its own `Inspector`, a configuration of that
@@ -18,25 +25,32 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..backbone import RandomWeightsWarning
+from ..images import IMAGE_FORMATS
 from ..inspector import Inspection, Inspector
 from ..model import WinCLIP, banner, build_model
 from ..options import ModelSpec
 from ..profile import Profile
 from ..profile_store import PROFILE_JSON
-from .db import Record, Recorder
+from ..prompts import object_phrase
+from ..references import References
+from ..scoring import prototype
+from .db import DatabaseUnavailableError, Record, Recorder, one_line
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
 FILENAME_LIMIT = 80  # characters kept of an uploaded file name on disk
+TEXT_STEP = 64  # prompts encoded per step of the worker when a profile is created
+MEDIA_TYPES = dict(IMAGE_FORMATS.values())  # file extension → media type of the stored references
 
 
 class UnknownProfileError(KeyError):
@@ -50,8 +64,8 @@ class ProfileConflictError(ValueError):
     """A profile with this name exists already."""
 
 
-class RecordingError(RuntimeError):
-    """The predictions were made but could not be written to the database."""
+class RecordingError(DatabaseUnavailableError):
+    """The predictions were made but could not be written to the database (HTTP 503: nothing is answered 200)."""
 
 
 def check_name(name: str) -> str:
@@ -68,6 +82,13 @@ def safe_filename(filename: str) -> str:
     """A file name reduced to `[A-Za-z0-9_.-]`, at most FILENAME_LIMIT characters, never hidden or empty."""
     base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-FILENAME_LIMIT:].lstrip(".")
     return base or "image"
+
+
+def reference_filename(index: int, filename: str, extension: str) -> str:
+    """`<index>_<stem of the upload's name><extension of the decoded format>`: the upload never picks the type."""
+    if extension not in MEDIA_TYPES:
+        raise ValueError(f"{extension!r} is not the extension of an accepted image format")
+    return f"{index:03d}_{Path(safe_filename(filename)).stem or 'image'}{extension}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +118,13 @@ class Served:
         return cls(name, profile, folder, Inspector(profile, model, min_area=min_area), profile.digest())
 
     def reference_file(self, index: int) -> Path | None:
-        """Reference image `index` when the service saved it inside the profile folder, else None."""
+        """Reference image `index` when the service saved it inside the profile folder with an image
+        extension (served as that image type), else None."""
         if not 0 <= index < len(self.profile.reference_names):
             return None
         path = Path(self.profile.reference_names[index]).resolve()
         inside = path.parent == (self.folder / REFERENCES_DIR).resolve()
-        return path if inside and path.is_file() else None
+        return path if inside and path.suffix in MEDIA_TYPES and path.is_file() else None
 
 
 class Station:
@@ -138,7 +160,8 @@ class Station:
         print(banner(self.base), file=self.log)
         self.folder.mkdir(parents=True, exist_ok=True)
         for folder in sorted(p for p in self.folder.iterdir() if (p / PROFILE_JSON).is_file()):
-            self._load_one(folder)
+            if not folder.name.startswith("."):  # hidden: a save in progress or killed (profile_store)
+                self._load_one(folder)
         return {"profiles": len(self.profiles), "refused": len(self.refused)}
 
     def _load_one(self, folder: Path) -> None:
@@ -185,26 +208,26 @@ class Station:
         try:
             self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
-            failure = RecordingError(
-                f"could not record the inspections: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            )
+            failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
+            print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
             return [failure if isinstance(r, Inspection) else r for r in results]
         return results
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
-    def create(
+    def create_steps(
         self,
         name: str,
         object_name: str,
-        good: Sequence[tuple[str, bytes]],
+        good: Sequence[tuple[str, bytes, str]],
         *,
         normal_states: Sequence[str] = (),
         anomalous_states: Sequence[str] = (),
         roi: Image.Image | None = None,
         threshold: float = 0.5,
-    ) -> Served:
-        """Save the good images under `<name>/references/`, encode them, write and serve the profile."""
+    ) -> Generator[None, None, Served]:
+        """Save the good images (name, bytes, extension of the decoded format) under `<name>/references/`,
+        encode prompts and references a step at a time (a generator for Batcher.steps), write and serve the profile."""
         assert self.base is not None
         check_name(name)
         folder = self.folder / name
@@ -213,20 +236,34 @@ class Station:
         except FileExistsError:
             raise ProfileConflictError(f"profile {name!r} exists already") from None
         try:
+            model = self.base.with_options()
+            prompt_set = model.prompts.extended(normal_states, anomalous_states)
+            prototypes = []
+            for texts in prompt_set.prompts(object_phrase(object_name)):
+                parts = []
+                for start in range(0, len(texts), TEXT_STEP):
+                    parts.append(model.backbone.encode_text(texts[start : start + TEXT_STEP]))
+                    yield
+                prototypes.append(prototype(torch.cat(parts)))
             refs = folder / REFERENCES_DIR
             refs.mkdir()
             paths = []
-            for i, (filename, data) in enumerate(good):
-                path = refs / f"{i:03d}_{safe_filename(filename)}"
+            for i, (filename, data, extension) in enumerate(good):
+                path = refs / reference_filename(i, filename, extension)
                 path.write_bytes(data)
-                paths.append(path)
-            profile = Profile.create(
-                self.base.with_options(),
+                paths.append(str(path))
+            encoded = []
+            for start in range(0, len(paths), self.batch_size):
+                encoded.append(References.encode(model, paths[start : start + self.batch_size]))
+                yield
+            roi_mask = None if roi is None else np.asarray(roi.convert("L"))
+            profile = Profile.assemble(
+                model,
                 object_name,
-                [str(p) for p in paths],
-                normal_states=normal_states,
-                anomalous_states=anomalous_states,
-                roi=None if roi is None else np.asarray(roi.convert("L")),
+                prompt_set,
+                (prototypes[0], prototypes[1]),
+                References.cat(encoded) if encoded else None,
+                roi=roi_mask,
                 threshold=threshold,
             )
             profile.save(folder, overwrite=True)

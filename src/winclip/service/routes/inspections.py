@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...decisions import LABELS
-from ..db import MAX_PAGE, Filters
+from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line
 from ..schemas import Detail, InspectionPage
-from ..state import AppState, app_state
+from ..state import AppState, app_state, unavailable
 from ..station import check_name
 
 router = APIRouter(prefix="/v1", tags=["inspections"], responses={422: {"model": Detail}, 503: {"model": Detail}})
@@ -40,17 +41,23 @@ async def list_inspections(
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> InspectionPage:
     f = filters(profile, label, since, until)
     rec = state.database()
 
     def query() -> InspectionPage:
-        return InspectionPage(
-            total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset)
-        )
+        try:
+            return InspectionPage(
+                total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset)
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseUnavailableError(f"the record cannot be read: {one_line(exc)}") from None
 
-    return await run_in_threadpool(query)
+    try:
+        return await run_in_threadpool(query)
+    except DatabaseUnavailableError as exc:
+        raise unavailable(exc) from None
 
 
 @router.get("/inspections.csv", summary="The same rows as CSV (oldest first)", response_class=StreamingResponse)
@@ -62,8 +69,13 @@ async def inspections_csv(
     until: Annotated[datetime | None, Query()] = None,
 ) -> StreamingResponse:
     f = filters(profile, label, since, until)
+    rec = state.database()
+    try:
+        await run_in_threadpool(rec.check_file)
+    except DatabaseUnavailableError as exc:
+        raise unavailable(exc) from None
     return StreamingResponse(
-        state.database().iter_csv(f),
+        rec.iter_csv(f),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="inspections.csv"'},
     )

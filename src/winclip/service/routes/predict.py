@@ -50,6 +50,7 @@ def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str
         404: {"model": Detail},
         409: {"model": Detail},
         413: {"model": Detail},
+        503: {"model": Detail, "description": "not ready, memory budget busy or record unavailable (Retry-After)"},
         415: {"model": Detail},
         422: {"model": Detail},
     },
@@ -68,12 +69,12 @@ async def predict(
             422, f"include: unknown {', '.join(sorted(wanted - set(INCLUDES)))}; use {', '.join(INCLUDES)}"
         )
     target = state.served(name)
-    uploads = await read_uploads(images, "images", state.config, target.inspector.model.min_size)
-    futures = [state.submit(PredictItem(name, u.image, u.name, u.sha256, received)) for u in uploads]
-    results = [await outcome(f) for f in futures]
+    async with read_uploads(images, "images", state.config, state.budget, target.inspector.model.min_size) as uploads:
+        futures = [state.submit(PredictItem(name, u.image, u.name, u.sha256, received)) for u in uploads]
+        results = [await outcome(f) for f in futures]
 
-    def render() -> list[PredictResult]:
-        pairs = zip(uploads, results, strict=True)
-        return [PredictResult.of(u.name, u.sha256, r, pictures(u, r, wanted)) for u, r in pairs]
+        def render() -> list[PredictResult]:
+            pairs = zip(uploads, results, strict=True)
+            return [PredictResult.of(u.name, u.sha256, r, pictures(u, r, wanted)) for u, r in pairs]
 
-    return PredictOut(profile=name, results=await run_in_threadpool(render))
+        return PredictOut(profile=name, results=await run_in_threadpool(render))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import AsyncExitStack
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
 
+from ..config import ServiceConfig
 from ..schemas import Detail, ProfileList, ProfileOut, Thresholds
 from ..state import AppState, app_state, outcome
-from ..station import check_name
+from ..station import MEDIA_TYPES, check_name
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"], responses={503: {"model": Detail}})
@@ -39,7 +42,20 @@ async def get_reference(name: str, index: int, state: State) -> FileResponse:
     path = state.served(name).reference_file(index)
     if path is None:
         raise HTTPException(404, f"profile {name!r} has no stored reference image {index}")
-    return FileResponse(path)
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], content_disposition_type="inline")
+
+
+def states(field: str, given: list[str] | None, config: ServiceConfig) -> list[str]:
+    """Extra states, stripped, without blanks and repeats; 422 over the limits (prompts cost encoding time)."""
+    out = list(dict.fromkeys(s.strip() for s in given or [] if s.strip()))
+    if len(out) > config.max_states:
+        raise HTTPException(422, f"{field}: {len(out)} states; the limit is {config.max_states} per profile")
+    long = [s for s in out if len(s) > config.max_state_chars]
+    if long:
+        raise HTTPException(
+            422, f"{field}: a state of {len(long[0])} characters; the limit is {config.max_state_chars}"
+        )
+    return out
 
 
 @router.post(
@@ -49,6 +65,7 @@ async def get_reference(name: str, index: int, state: State) -> FileResponse:
     responses={409: {"model": Detail}, 413: {"model": Detail}, 415: {"model": Detail}, 422: {"model": Detail}},
 )
 async def create_profile(
+    request: Request,
     state: State,
     name: Annotated[str, Form(description="profile name: letters, digits, _ . - (1-64)")],
     object_name: Annotated[str, Form(alias="object", description="object name, e.g. screw")],
@@ -66,26 +83,40 @@ async def create_profile(
         raise HTTPException(422, str(exc)) from None
     if not object_name.strip():
         raise HTTPException(422, "object: the object name is empty")
+    if len(object_name) > state.config.max_state_chars:
+        raise HTTPException(422, f"object: {len(object_name)} characters; the limit is {state.config.max_state_chars}")
+    extra_normal = states("normal_states", normal_states, state.config)
+    extra_anomalous = states("anomalous_states", anomalous_states, state.config)
     station = state.live_station()
     if name in station.profiles or name in station.refused or (station.folder / name).exists():
         raise HTTPException(409, f"profile {name!r} exists already")
-    uploads = await read_uploads(good or [], "good", state.config, station.base.min_size, at_least=0)
-    roi_image = None
-    if roi is not None and (roi.filename or roi.size):
-        (roi_upload,) = await read_uploads([roi], "roi", state.config, 1)
-        roi_image = roi_upload.image
-    future = state.call(
-        lambda: station.create(
-            name,
-            object_name.strip(),
-            [(u.name, u.data) for u in uploads],
-            normal_states=[s.strip() for s in normal_states or [] if s.strip()],
-            anomalous_states=[s.strip() for s in anomalous_states or [] if s.strip()],
-            roi=roi_image,
-            threshold=threshold,
+    async with AsyncExitStack() as stack:
+        uploads = await stack.enter_async_context(
+            read_uploads(good or [], "good", state.config, state.budget, station.base.min_size, at_least=0)
         )
-    )
-    return ProfileOut.of(await outcome(future))
+        roi_image = None
+        if roi is not None and (roi.filename or roi.size):
+            (roi_upload,) = await stack.enter_async_context(read_uploads([roi], "roi", state.config, state.budget, 1))
+            roi_image = roi_upload.image
+        future = state.steps(
+            lambda: station.create_steps(
+                name,
+                object_name.strip(),
+                [(u.name, u.data, u.extension) for u in uploads],
+                normal_states=extra_normal,
+                anomalous_states=extra_anomalous,
+                roi=roi_image,
+                threshold=threshold,
+            )
+        )
+        made = ProfileOut.of(await outcome(future))
+    print(f"winclip serve: profile {name!r} created by {client(request)}", file=sys.stderr)
+    return made
+
+
+def client(request: Request) -> str:
+    """The address a request came from, for the log."""
+    return request.client.host if request.client else "?"
 
 
 @router.patch(
@@ -93,8 +124,14 @@ async def create_profile(
     summary="Change a profile's thresholds (saved in the profile)",
     responses={404: {"model": Detail}, 422: {"model": Detail}},
 )
-async def patch_profile(name: str, body: Thresholds, state: State) -> ProfileOut:
+async def patch_profile(request: Request, name: str, body: Thresholds, state: State) -> ProfileOut:
     target = state.served(name)
     station = state.live_station()
     future = state.call(lambda: station.set_thresholds(target.name, body.threshold, body.review_threshold))
-    return ProfileOut.of(await outcome(future))
+    changed = ProfileOut.of(await outcome(future))
+    print(
+        f"winclip serve: profile {name!r} thresholds set to {body.threshold} (review {body.review_threshold}) "
+        f"by {client(request)}",
+        file=sys.stderr,
+    )
+    return changed

@@ -1,11 +1,16 @@
 // winclip inspection station page: vanilla JS, no build step, no network beyond this server.
 // The threshold slider relabels and recolours on the client: label = score >= threshold
-// (review band kept below it), overlay = photo blended with the threshold-anchored colour
-// scale of `winclip predict` applied to the returned grayscale map (pixel = round(255 * map)).
+// (review band kept below it), confidence recomputed with the answer's confidence scale,
+// overlay = photo blended with the threshold-anchored colour scale of `winclip predict`
+// applied to the returned grayscale map (pixel = round(255 * map)); the server's regions are
+// shown only at the threshold the answer was made at and are marked stale elsewhere.
+// With an API key, the page asks for it once (kept in sessionStorage for this tab) and sends
+// it as `Authorization: Bearer`; pictures and the CSV are fetched with it (blob URLs).
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const PAGE = 25;
+const KEY_STORE = "winclip-api-key";
 // Same stops and blend as winclip.render.COLORMAP / OVERLAY_ALPHA.
 const COLORMAP = [[0.0, [20, 30, 140]], [0.3, [30, 110, 230]], [0.45, [90, 200, 220]],
                   [0.5, [255, 230, 0]], [0.75, [255, 120, 0]], [1.0, [200, 0, 0]]];
@@ -13,11 +18,53 @@ const ALPHA = 0.5;
 
 const state = { profiles: [], current: null, results: [], offset: 0, total: 0 };
 
+// -- the API key ---------------------------------------------------------------------------
+
+let keyWaiters = [];
+
+function askKey(reason) {
+  const form = $("#key-form");
+  form.classList.remove("hidden");
+  $("#key-msg").textContent = reason;
+  $("#key-input").focus();
+  return new Promise((resolve) => keyWaiters.push(resolve));
+}
+
+function submitKey(event) {
+  event.preventDefault();
+  const key = $("#key-input").value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY_STORE, key);
+  $("#key-input").value = "";
+  $("#key-form").classList.add("hidden");
+  const waiting = keyWaiters;
+  keyWaiters = [];
+  waiting.forEach((resolve) => resolve());
+}
+
+async function authorized(path, options = {}) {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY_STORE);
+    const headers = new Headers(options.headers || {});
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    const response = await fetch(path, { ...options, headers });
+    if (response.status !== 401) return response;
+    sessionStorage.removeItem(KEY_STORE);
+    await askKey(key ? "that key was refused; enter the API key" : "this station needs its API key");
+  }
+}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const response = await authorized(path, options);
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
   if (!response.ok) throw new Error((body && body.detail) || `${response.status} ${response.statusText}`);
   return body;
+}
+
+async function blobUrl(path) {
+  const response = await authorized(path);
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  return URL.createObjectURL(await response.blob());
 }
 
 function message(el, text, error) {
@@ -72,12 +119,24 @@ function renderProfile(p) {
       (p.calibration ? ` · calibrated at FPR ${p.calibration.target_fpr}` : " · not calibrated") + (p.roi ? " · ROI" : ""),
   ].join("<br>");
   $("#refs").replaceChildren(...p.references.map((r) => {
+    const title = `${r.name} sha256:${r.sha256.slice(0, 12)}`;
+    if (!r.url) return placeholder(title, "photo not stored");
     const img = document.createElement("img");
-    img.title = `${r.name} sha256:${r.sha256.slice(0, 12)}`;
+    img.title = title;
     img.alt = r.name;
-    if (r.url) img.src = r.url;
+    blobUrl(r.url).then((url) => { img.src = url; })
+      .catch(() => img.replaceWith(placeholder(title, "photo unavailable")));
     return img;
   }));
+}
+
+// A reference the service did not store (profiles made with `winclip profile create`): its name, no picture.
+function placeholder(title, text) {
+  const box = document.createElement("div");
+  box.className = "placeholder";
+  box.title = title;
+  box.textContent = text;
+  return box;
 }
 
 // -- histograms --------------------------------------------------------------------------
@@ -183,6 +242,20 @@ function recolour(item, t) {
   }
 }
 
+// Same as winclip.decisions.confidence: 0.5 at the threshold, the answer's own scale.
+function confidenceOf(score, t, scale) {
+  return 1 / (1 + Math.exp(-(score - t) / scale));
+}
+
+function regionText(r, t) {
+  const at = r.threshold.toFixed(3);
+  if (Math.abs(t - r.threshold) >= 5e-4) {
+    return `${r.regions.length} region(s) at ${at}: stale at ${t.toFixed(3)} (save the threshold and inspect again)`;
+  }
+  return `${r.regions.length} region(s)` +
+    r.regions.slice(0, 3).map((g) => ` · (${g.x},${g.y}) ${g.width}×${g.height} peak ${g.peak.toFixed(3)}`).join("");
+}
+
 function relabel() {
   const t = Number($("#threshold").value);
   $("#threshold-value").textContent = t.toFixed(3);
@@ -192,6 +265,9 @@ function relabel() {
     item.label.textContent = label;
     item.label.className = `label ${label}`;
     item.verdict.textContent = `score ${r.score.toFixed(4)} ${r.score >= t ? "≥" : "<"} ${t.toFixed(3)}`;
+    item.confidence.textContent = `confidence ${confidenceOf(r.score, t, r.confidence_scale).toFixed(3)}`;
+    item.regions.textContent = regionText(r, t);
+    item.regions.classList.toggle("stale", Math.abs(t - r.threshold) >= 5e-4);
     recolour(item, t);
   }
   drawHistograms();
@@ -256,18 +332,18 @@ async function addCard(file, result) {
   name.className = "name"; name.textContent = result.filename; name.title = `sha256 ${result.sha256}`;
   const label = document.createElement("span");
   const verdict = document.createElement("div");
-  const details = document.createElement("div");
-  details.className = "small muted";
-  details.textContent = `confidence ${result.confidence.toFixed(3)} · ${result.regions.length} region(s)` +
-    result.regions.slice(0, 3).map((r) => ` · (${r.x},${r.y}) ${r.width}×${r.height} peak ${r.peak.toFixed(3)}`).join("");
-  card.append(canvas, name, label, verdict, details);
+  const confidence = document.createElement("div");
+  confidence.className = "small muted confidence";
+  const regions = document.createElement("div");
+  regions.className = "small muted regions";
+  card.append(canvas, name, label, verdict, confidence, regions);
   $("#results").prepend(card);
   // The photo as decoded by the browser, at the size the server decoded (EXIF orientation applied by both).
   const photoCanvas = document.createElement("canvas");
   photoCanvas.width = result.width; photoCanvas.height = result.height;
   photoCanvas.getContext("2d").drawImage(photoImg, 0, 0, result.width, result.height);
   const photo = photoCanvas.getContext("2d").getImageData(0, 0, result.width, result.height).data;
-  state.results.push({ result, canvas, photo, map: pixels(mapImg), label, verdict });
+  state.results.push({ result, canvas, photo, map: pixels(mapImg), label, verdict, confidence, regions });
   URL.revokeObjectURL(url);
   relabel();
 }
@@ -341,9 +417,17 @@ function historyQuery() {
   return q;
 }
 
+async function downloadCsv(event) {
+  event.preventDefault();
+  const link = document.createElement("a");
+  link.href = await blobUrl(`/v1/inspections.csv?${historyQuery()}`);
+  link.download = "inspections.csv";
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
 async function refreshHistory() {
   const q = historyQuery();
-  $("#csv").href = `/v1/inspections.csv?${q}`;
   q.set("limit", PAGE);
   q.set("offset", state.offset);
   const page = await api(`/v1/inspections?${q}`);
@@ -356,7 +440,7 @@ async function refreshHistory() {
       const td = document.createElement("td");
       td.textContent = text;
       if (i >= 3 && i !== 5) td.className = "num";
-      if (i === 5) td.innerHTML = `<span class="label ${r.label}">${r.label}</span>`;
+      if (i === 5) td.innerHTML = `<span class="label ${escapeHtml(r.label)}">${escapeHtml(r.label)}</span>`;
       tr.append(td);
     });
     return tr;
@@ -389,6 +473,8 @@ function dropZone(input, onFiles) {
 }
 
 async function main() {
+  $("#key-form").addEventListener("submit", submitKey);
+  $("#csv").addEventListener("click", downloadCsv);
   await waitReady();
   dropZone($("#inspect-files"), (files) => inspect(files));
   dropZone($("#new-good"), previewGood);

@@ -1,0 +1,150 @@
+"""Who may talk to the service: the API key, same-origin browsers, and the headers every response carries.
+
+- `key_matches`: the bearer key, compared in constant time (`hmac.compare_digest`).
+- `BrowserGuard` (ASGI middleware): refuses (403) a request that changes something (any method
+  but GET, HEAD, OPTIONS) when a browser says it comes from another site: `Sec-Fetch-Site`
+  other than `same-origin`/`none`, or an `Origin` whose host and port differ from the `Host`
+  header. Without an API key it also refuses a `Host` that is not a loopback name (a DNS
+  rebinding page would send its own name). Every response gets `X-Content-Type-Options:
+  nosniff`, a restrictive Content-Security-Policy (`PAGE_CSP` for the page, `DOCS_CSP` for the
+  Swagger UI, `API_CSP` for everything else), `Referrer-Policy: no-referrer` and
+  `X-Frame-Options: DENY`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import sys
+from urllib.parse import urlsplit
+
+from fastapi.responses import JSONResponse
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_SITE = frozenset({"same-origin", "none"})  # Sec-Fetch-Site values of a same-origin or typed-in request
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+MIN_KEY_CHARS = 16
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# Swagger UI styles elements inline and draws its icons from data: URLs; its start-up script is a file.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+DOCS_PATHS = ("/docs", "/docs-static/")
+
+
+def key_matches(expected: str, authorization: str | None) -> bool:
+    """True when an `Authorization` header is `Bearer <expected>` (constant-time comparison)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    ok = hmac.compare_digest(given.strip().encode(), expected.encode())
+    return ok and scheme.lower() == "bearer"
+
+
+def check_key(key: str, source: str) -> str:
+    """The key if usable, else ValueError naming `source` (at least MIN_KEY_CHARS printable characters)."""
+    key = key.strip()
+    if len(key) < MIN_KEY_CHARS or not key.isprintable() or " " in key:
+        raise ValueError(
+            f"{source}: the API key must be at least {MIN_KEY_CHARS} printable characters without spaces; make one "
+            'with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost names and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_port(value: str, scheme: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"{scheme}://{value}")
+    default = {"http": 80, "https": 443}.get(scheme)
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return (parts.hostname or ""), port
+
+
+def refusal(headers: dict[str, str], method: str, scheme: str, loopback_only: bool) -> str | None:
+    """Why a request must be refused (one line), or None."""
+    host = headers.get("host", "")
+    if loopback_only and not is_loopback(_host_port(host, scheme)[0]):
+        return f"Host {host[:100]!r} refused: without an API key only localhost may be used (DNS rebinding)"
+    if method in SAFE_METHODS:
+        return None
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in SAME_SITE:
+        return f"cross-site request refused (Sec-Fetch-Site: {site[:40]})"
+    origin = headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or _host_port(parts.netloc, parts.scheme) != _host_port(host, scheme):
+            return f"cross-origin request refused: Origin {origin[:100]!r} is not this server ({host[:100]!r})"
+    return None
+
+
+def csp_for(path: str) -> str:
+    """The Content-Security-Policy of a response."""
+    if path == "/" or path.startswith("/static/"):
+        return PAGE_CSP
+    if path.startswith(DOCS_PATHS):
+        return DOCS_CSP
+    return API_CSP
+
+
+class HttpMiddleware:
+    """A pure ASGI middleware: lifespan and websocket traffic passes through, `http` handles each request."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope, receive, send) -> None:
+        raise NotImplementedError
+
+
+class BrowserGuard(HttpMiddleware):
+    """ASGI middleware: same-origin changes only, loopback Host without a key, security headers (module docstring)."""
+
+    def __init__(self, app, *, loopback_only: bool, log=sys.stderr) -> None:
+        super().__init__(app)
+        self.loopback_only = loopback_only
+        self.log = log
+
+    async def http(self, scope, receive, send) -> None:
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"content-security-policy", csp_for(scope["path"]).encode()),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"),
+        ]
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        why = refusal(headers, scope["method"], scope.get("scheme", "http"), self.loopback_only)
+        if why is None:
+            await self.app(scope, receive, with_headers)
+            return
+        client = (scope.get("client") or ("?", 0))[0]
+        print(f"winclip serve: refused {scope['method']} {scope['path']} from {client}: {why}", file=self.log)
+        await JSONResponse({"detail": why}, status_code=403)(scope, receive, with_headers)
