@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -125,17 +126,17 @@ def _rows(jsonl: Path) -> int:
     return sum(1 for line in jsonl.read_text().splitlines() if '"type": "result"' in line)
 
 
-def _wait_for(condition, what: str, proc: subprocess.Popen) -> None:
+def _wait_for(condition, what: str, proc: subprocess.Popen, lines: list[str]) -> None:
     deadline = time.monotonic() + RUN_SECONDS
     while not condition():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"the run ended (or timed out) before {what}: {proc.communicate()[1][-2000:]}")
+            raise AssertionError(f"the run ended (or timed out) before {what}: {''.join(lines)[-2000:]}")
         time.sleep(0.02)
 
 
 def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_path, cluster):
-    n = 240
+    n = 800  # enough that both workers still hold chunks when one is killed
     inputs = photos(tmp_path / "in", n, bad=False)
     common = ["predict", str(inputs), "--object", "widget", *TINY_MODEL, "--batch-size", "2", "--no-progress"]
     out = tmp_path / "ray"
@@ -144,13 +145,21 @@ def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_pa
         env={**cluster.env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     jsonl = out / "results.jsonl"
-    _wait_for(lambda: _rows(jsonl) >= 10 and len(cluster.worker_pids("InspectWorker")) == 2, "rows came", driver)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stderr), daemon=True)  # the driver's stderr, live
+    reader.start()
+    _wait_for(lambda: _rows(jsonl) >= 10 and len(cluster.worker_pids("InspectWorker")) == 2, "rows came", driver, lines)
     victim = cluster.worker_pids("InspectWorker")[0]
     os.kill(victim, signal.SIGKILL)  # a worker process dies mid-run
     at_kill = _rows(jsonl)
-    _wait_for(lambda: _rows(jsonl) >= at_kill + 60, "rows came after the kill", driver)
+    _wait_for(
+        lambda: any("died; its chunks go to the others" in line for line in lines), "the driver saw it", driver, lines
+    )
+    _wait_for(lambda: _rows(jsonl) >= at_kill + 20, "rows came after the kill", driver, lines)
     driver.send_signal(signal.SIGINT)  # then the driver is interrupted
-    _, err = driver.communicate(timeout=RUN_SECONDS)
+    driver.wait(timeout=RUN_SECONDS)
+    reader.join(timeout=RUN_SECONDS)
+    err = "".join(lines)
     assert driver.returncode == 130, err
     done = _rows(jsonl)
     assert at_kill < n and done < n, "the run finished before the faults: make it longer"

@@ -6,6 +6,7 @@ Parsing imports nothing heavy; Ray, torch and the library are imported inside th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,13 +78,14 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
     from ..distributed.pool import WorkerPool, check_version, connected
     from ..distributed.predict import run_predict_ray
     from ..distributed.workers import InspectJob, InspectWorker, ModelJob
-    from ..workflow import profile_label
+    from .predict import MEGA, profile_label, unwritable
 
     spec = _pool_spec(args)
     with connected(args.ray) as ray:
         model_job_for = lambda options: ModelJob(model_spec(args), options, args.batch_size, spec.threads)
         model_job, payload, profile = _profile_payload(args, ray, spec, model_job_for)
-        job = InspectJob(model_job, payload, args.min_area, args.save_maps, args.profile)
+        max_pixels = round(args.max_megapixels * MEGA)
+        job = InspectJob(model_job, payload, args.min_area, args.save_maps, args.profile, max_pixels)
         pool = WorkerPool(ray, InspectWorker, (job,), spec)
         try:
             info = pool.start()
@@ -98,10 +100,13 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
             print(f"predict: {len(found.images)} images -> {args.out} {where}", file=sys.stderr)
             for pattern in found.unmatched:
                 print(f"winclip: {pattern}: no file matches", file=sys.stderr)
+            header = {**info["header"], "cwd": os.getcwd()}  # paths are resolved against the driver's folder
             summary = run_predict_ray(
-                pool, info["header"], found.images, args.out, overwrite=args.overwrite, resume=args.resume,
+                pool, header, found.images, args.out, overwrite=args.overwrite, resume=args.resume,
                 chunk_size=args.batch_size, progress=not args.no_progress,
             )  # fmt: skip
+        except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
+            return unwritable(args.out, exc)
         except KeyboardInterrupt:
             print(f"winclip: interrupted; finished results are in {args.out}; rerun with --resume", file=sys.stderr)
             return 130

@@ -70,6 +70,16 @@ def profile_label(profile, profile_path: str | None) -> str:
     )
 
 
+def unwritable(out: str, exc: OSError) -> int:
+    """One line for results that cannot be written (a full disk, a read-only folder); exit status 3."""
+    print(
+        f"winclip: error: cannot write the results in {out}: {exc.strerror or exc} "
+        f"({exc.filename or out}); finished results are kept: fix it and rerun with --resume",
+        file=sys.stderr,
+    )
+    return EXIT_UNWRITABLE
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the inspector, print the banner, stream the photos; 1 when any photo failed."""
     from ..inspector import Inspector
@@ -125,12 +135,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
-        print(
-            f"winclip: error: cannot write the results in {args.out}: {exc.strerror or exc} "
-            f"({exc.filename or args.out}); finished results are kept: fix it and rerun with --resume",
-            file=sys.stderr,
-        )
-        return EXIT_UNWRITABLE
+        return unwritable(args.out, exc)
     except KeyboardInterrupt:
         print(
             f"winclip: interrupted; finished results are in {args.out}; rerun with --resume to continue",

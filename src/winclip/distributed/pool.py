@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import NamedTuple
+
+from tqdm.auto import tqdm
 
 from .. import __version__
 
@@ -204,6 +207,7 @@ class WorkerPool:
         """A call failed because the worker's process died: probe it until Ray has restarted it."""
         worker = self.workers[index]
         if worker.state == "ready":
+            tqdm.write(f"ray: worker {index} ({self._where(index)}) died; its chunks go to the others", file=sys.stderr)
             worker.state = "lost"
             self.restarts += 1
             self.probes[worker.handle.ready.remote()] = index

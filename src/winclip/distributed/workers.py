@@ -90,13 +90,15 @@ def create_profile(job: ModelJob, object_name: str, good: list[str], roi: str | 
 
 @dataclass(frozen=True)
 class InspectJob:
-    """What an inspect worker needs besides its model: the profile, `--min-area`, `--save-maps`, the header's name."""
+    """What an inspect worker needs besides its model: the profile, `--min-area`, `--save-maps`, the header's name,
+    `--max-megapixels` in pixels."""
 
     model: ModelJob
     profile: ProfilePayload
     min_area: int
     save_maps: bool
     profile_path: str | None
+    max_pixels: int | None
 
 
 class InspectWorker:
@@ -120,7 +122,7 @@ class InspectWorker:
     def inspect(self, items: list[tuple[str, str]]) -> list[Outcome]:
         """(path to read, relative output name) → one outcome per input, in order."""
         inputs = [InputImage(Path(path), PurePosixPath(rel)) for path, rel in items]
-        return list(inspect_items(self.inspector, inputs, save_maps=self.job.save_maps))
+        return list(inspect_items(self.inspector, inputs, save_maps=self.job.save_maps, max_pixels=self.job.max_pixels))
 
 
 class _Collected(FeatureCache):
