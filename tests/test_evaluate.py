@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 import winclip.evaluate as ev
@@ -18,7 +19,7 @@ from synthetic import make_folder, make_mvtec, make_visa
 from winclip import WinCLIP
 from winclip.cli import main
 from winclip.data import load_dataset, sample_references
-from winclip.images import load_image
+from winclip.images import file_sha256, load_image
 from winclip.scoring import upsample
 
 MAKERS = {"mvtec": make_mvtec, "visa": make_visa, "folder": make_folder}
@@ -29,11 +30,9 @@ def _eval(root: Path, out: Path, dataset: str, *extra: str) -> int:
     return main(["eval", "--dataset", dataset, "--root", str(root), "--out", str(out), *TINY_ARGS, *extra])
 
 
-def _results(out: Path) -> dict[tuple[str, int, str, str], float]:
+def _results(out: Path, column: str = "value") -> dict[tuple[str, int, str, str], float]:
     with (out / "results.csv").open(newline="") as handle:
-        return {
-            (r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r["value"]) for r in csv.DictReader(handle)
-        }
+        return {(r["class"], int(r["shots"]), r["seed"], r["metric"]): float(r[column]) for r in csv.DictReader(handle)}
 
 
 def _f1max(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -85,21 +84,31 @@ def test_results_equal_sklearn_on_saved_scores(finished):
 
 
 def test_summary_shows_recomputed_means(finished):
+    """A mean row's ± is the mean over classes of the per-class stds (the paper's); results.csv keeps the
+    per-seed class means and their std over seeds, the other figure."""
     dataset, root, out = finished
-    results = _results(out)
+    results, means, spread = _results(out), _results(out, "class_mean"), _results(out, "class_mean_seed_std")
     summary = (out / "summary.md").read_text()
-    assert "RANDOM WEIGHTS" in summary
+    assert "RANDOM WEIGHTS" in summary and "the mean over classes of the per-class stds" in summary
     table1 = summary.split("## Classification")[1].split("## Segmentation")[0]
     row0 = next(line for line in table1.splitlines() if line.startswith("| 0-shot WinCLIP |"))
     row1 = next(line for line in table1.splitlines() if line.startswith("| 1-shot WinCLIP+ |"))
     classes = sorted({k[0] for k in results})
     assert len(classes) == 2
+    checked = 0
     for column, metric in enumerate(("image_auroc", "image_aupr", "image_f1max")):
         zero = np.mean([results[(c, 0, "", metric)] for c in classes])
         assert row0.split("|")[2 + column].strip().startswith(f"{100 * zero:.1f}")
-        per_seed = [np.mean([results[(c, 1, str(s), metric)] for c in classes]) for s in (0, 1)]
-        expected = f"{100 * np.mean(per_seed):.1f} ± {100 * np.std(per_seed):.1f}"
-        assert row1.split("|")[2 + column].strip().startswith(expected)
+        assert means[(classes[0], 0, "", metric)] == pytest.approx(zero, abs=1e-12)
+        per_class = [[results[(c, 1, str(s), metric)] for s in (0, 1)] for c in classes]
+        mean = np.mean(per_class)
+        class_std = np.mean([np.std(v) for v in per_class])
+        assert row1.split("|")[2 + column].strip().startswith(f"{100 * mean:.1f} ± {100 * class_std:.1f}")
+        per_seed = [means[(classes[1], 1, str(s), metric)] for s in (0, 1)]
+        assert per_seed == pytest.approx(np.mean(per_class, axis=0), abs=1e-12)
+        assert spread[(classes[0], 1, "0", metric)] == pytest.approx(np.std(per_seed), abs=1e-12)
+        checked += 1
+    assert checked == 3
     references = [line for line in summary.splitlines() if line.startswith("| ") and line.count("|") == 5]
     for data in load_dataset(dataset, root):
         for seed in (0, 1):
@@ -110,7 +119,8 @@ def test_summary_shows_recomputed_means(finished):
 def test_pixel_metrics_equal_an_independent_recomputation(tmp_path):
     """240x240: grid maps upsampled bilinearly, masks resized nearest; sklearn on every pixel."""
     root = make_visa(tmp_path / "data")  # 64x96 images: squashed to the model input, masks resized
-    assert _eval(root, tmp_path / "out", "visa", "--shots", "0", "1", "--seeds", "1", "--classes", "pcb1") == 0
+    args = ("--shots", "0", "1", "--seeds", "1", "--classes", "pcb1", "--resize", "squash")
+    assert _eval(root, tmp_path / "out", "visa", *args) == 0
     results = _results(tmp_path / "out")
     (data,) = load_dataset("visa", root, ["pcb1"])
     model = make_model().set_object("pcb1")
@@ -146,7 +156,8 @@ def test_original_resolution_equals_predict(tmp_path, resize):
     results = _results(tmp_path / "out")
     scores = np.load(tmp_path / "out" / "scores.npz")
     (data,) = load_dataset("visa", root)
-    model = make_model(resize=resize).set_object("candle").fit(sample_references(data, 1, 0))
+    paper = {"multi_crop": True, "tile_overlap": 0.2, "tile_reduce": "mean"}  # eval's defaults
+    model = make_model(resize=resize, **paper).set_object("candle").fit(sample_references(data, 1, 0))
     pred = model.predict([s.path for s in data.test])
     order = [list(scores["path"]).index(s.path.relative_to(root).as_posix()) for s in data.test]
     np.testing.assert_allclose(scores["score"][order], pred.scores.numpy(), rtol=1e-5, atol=1e-6)
@@ -180,6 +191,12 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     needed |= {p for c in classes for k in (1, 2) for seed in range(3) for p in sample_references(c, k, seed)}
     assert sum(counter.calls) == len(needed) == len(list((tmp_path / "out" / "cache").glob("*/*.safetensors")))
     assert f"{len(needed)} images encoded" in capsys.readouterr().out
+    with_crops = set()  # multi-crop (eval's default) embeds the test images' crops only: references need none
+    for entry in (tmp_path / "out" / "cache").glob("*/*.safetensors"):
+        with safe_open(str(entry), framework="pt") as handle:
+            if "crops" in handle.keys():
+                with_crops.add(entry.stem)
+    assert with_crops == {file_sha256(s.path) for c in classes for s in c.test}
     first = (tmp_path / "out" / "results.csv").read_bytes()
 
     counter.calls.clear()  # the same command again: every row and every feature is reused

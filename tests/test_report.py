@@ -12,6 +12,7 @@ from winclip.report import (
     METRICS,
     PaperValue,
     RowResult,
+    class_mean,
     format_cell,
     paper_table,
     paper_value,
@@ -99,12 +100,12 @@ def test_seed_values_average_classes_per_seed():
 
 
 def test_csv_and_scores_round_trip(tmp_path):
-    rows = [_row("a", 0, None, 0.25), _row("a", 1, 3, 0.5, n=3)]
+    rows = [_row("a", 0, None, 0.25), _row("a", 1, 3, 0.5, n=3), _row("b", 1, 3, 0.7), _row("b", 1, 4, 0.9)]
     del rows[1].metrics["pixel_pro"]
     write_results_csv(tmp_path / "r.csv", "mvtec", rows)
     with (tmp_path / "r.csv").open() as handle:
         lines = list(csv.DictReader(handle))
-    assert len(lines) == 6 + 5
+    assert len(lines) == 6 + 5 + 6 + 6
     assert lines[0] == {
         "dataset": "mvtec",
         "class": "a",
@@ -112,13 +113,21 @@ def test_csv_and_scores_round_trip(tmp_path):
         "seed": "",
         "metric": "image_auroc",
         "value": "0.25",
+        "class_mean": "0.25",
+        "class_mean_seed_std": "0.0",
     }
-    assert {(r["seed"], r["metric"]) for r in lines[6:]} == {("3", m) for m in METRICS if m != "pixel_pro"}
+    assert {(r["seed"], r["metric"]) for r in lines[6:11]} == {("3", m) for m in METRICS if m != "pixel_pro"}
+    by_key = {(r["class"], r["seed"], r["metric"]): r for r in lines}
+    # 1-shot image AUROC: seed 3 over a and b = 0.6, seed 4 over b alone = 0.9; their std 0.15
+    assert float(by_key[("a", "3", "image_auroc")]["class_mean"]) == pytest.approx(0.6)
+    assert float(by_key[("b", "4", "image_auroc")]["class_mean"]) == pytest.approx(0.9)
+    assert float(by_key[("b", "3", "image_auroc")]["class_mean_seed_std"]) == pytest.approx(0.15)
+    assert float(by_key[("b", "3", "pixel_pro")]["class_mean"]) == pytest.approx(0.7)  # a has no PRO
     write_scores(tmp_path / "s.npz", rows)
     scores = np.load(tmp_path / "s.npz")  # allow_pickle is False by default: no object arrays
-    assert list(scores["seed"]) == [-1] * 4 + [3] * 3
-    assert list(scores["path"]) == list(rows[0].paths + rows[1].paths)
-    np.testing.assert_array_equal(scores["score"], np.array(rows[0].scores + rows[1].scores))
+    assert list(scores["seed"]) == [-1] * 4 + [3] * 3 + [3] * 4 + [4] * 4
+    assert list(scores["path"]) == [p for r in rows for p in r.paths]
+    np.testing.assert_array_equal(scores["score"], np.array([v for r in rows for v in r.scores]))
     assert RowResult.from_json(rows[1].to_json()) == rows[1]
 
 
@@ -135,3 +144,13 @@ def test_summary_has_paper_columns_for_mvtec_only():
         "| 0-shot WinCLIP | 90.0 | 90.0 | 90.0 |" in plain
         and "(" not in plain.split("## Per class")[1].split("## References")[0]
     )
+
+
+def test_a_mean_rows_plus_minus_is_the_mean_of_the_per_class_stds():
+    """The paper's mean ±, not the std over seeds of the class mean (here 0: the classes' errors cancel)."""
+    rows = [_row("a", 1, 0, 0.5), _row("a", 1, 1, 0.7), _row("b", 1, 0, 0.9), _row("b", 1, 1, 0.7)]
+    assert class_mean(rows, "image_auroc", 1) == pytest.approx((0.7, 0.1))
+    assert np.std(seed_values(rows, "image_auroc", "mean", 1)) == pytest.approx(0.0)
+    text = summary_markdown("folder", rows, [])
+    assert "| mean | 70.0 ± 10.0 |" in text and "| 1-shot WinCLIP+ | 70.0 ± 10.0 | 70.0 ± 10.0 |" in text
+    assert class_mean([_row("a", 0, None, 0.4), _row("b", 0, None, 0.6)], "pixel_pro", 0) == (0.5, None)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from winclip.memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
+from winclip.memory import ReferenceMemory, few_shot_map, few_shot_score, nearest_distance, vision_map
 from winclip.scoring import ascore0, gaussian_smooth, harmonic_fusion, upsample
 
 
@@ -77,3 +77,15 @@ def test_vision_map_and_few_shot_score():
     mw = vision_map(maps)
     torch.testing.assert_close(mw, torch.tensor([[0.3, 0.2]]))
     torch.testing.assert_close(few_shot_score(torch.tensor([0.5]), mw), torch.tensor([0.4]))
+    assert few_shot_score(torch.tensor([0.5]), mw, "vision").item() == pytest.approx(0.3)
+    assert few_shot_score(torch.tensor([0.5]), mw, "zero-shot").item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="few-shot score terms"):
+        few_shot_score(torch.tensor([0.5]), mw, "max")
+
+
+def test_few_shot_map_fusions():
+    m0, mw = torch.tensor([[0.2, 0.5, 0.0]]), torch.tensor([[0.6, 0.5, 0.4]])
+    torch.testing.assert_close(few_shot_map(m0, mw), torch.tensor([[0.4, 0.5, 0.2]]))
+    torch.testing.assert_close(few_shot_map(m0, mw, "harmonic"), torch.tensor([[0.3, 0.5, 0.0]]))
+    with pytest.raises(ValueError, match="few-shot fusion"):
+        few_shot_map(m0, mw, "max")

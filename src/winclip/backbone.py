@@ -254,11 +254,13 @@ class Backbone:
             return encode_text(self.clip, self.tokenizer, texts)
 
     def prototypes(self, phrase: str, prompts: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two text prototypes (t_n, t_a) of SPEC §1 for an object phrase; cached."""
+        """The two text prototypes (t_n, t_a) of SPEC §1 for an object phrase; cached. No anomalous states: t_a = 0."""
         key = (phrase, prompts)
         if key not in self._prototypes:
             normal, anomalous = prompts.prompts(phrase)
-            self._prototypes[key] = (prototype(self.encode_text(normal)), prototype(self.encode_text(anomalous)))
+            t_n = prototype(self.encode_text(normal))
+            t_a = prototype(self.encode_text(anomalous)) if anomalous else torch.zeros_like(t_n)  # one-class
+            self._prototypes[key] = (t_n, t_a)
         return self._prototypes[key]
 
 

@@ -15,6 +15,7 @@ resolution of VisA, about 1.5k×1k, some 12 MB per image, so ~2.4 GB for a
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +28,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
-from .feature_cache import CACHE_FORMAT, FeatureCache, ViewSet, atomic_write, digest, encode_files, feature_settings
+from .feature_cache import (
+    CACHE_FORMAT,
+    FeatureCache,
+    ViewSet,
+    atomic_write,
+    check_encoding_model,
+    digest,
+    encode_files,
+    feature_settings,
+)
 from .images import file_sha256, square_tiles
 from .metrics import PixelMetricAccumulator, image_metrics
 from .model import WinCLIP
 from .options import DEFAULT_EVAL_RESOLUTION, DEFAULT_SEEDS, DEFAULT_SHOTS
+from .prompts import OBJECT_NAME_MAPS, TASK_STATES
 from .report import RowResult, summary_markdown, write_results_csv, write_scores
 from .report_html import write_report
 from .run_record import save_run
@@ -117,16 +128,24 @@ def parse_resolution(text: str) -> int | None:
     return value
 
 
-def scoring_settings(model: WinCLIP, resolution: int | None) -> dict:
+def scoring_settings(
+    model: WinCLIP, resolution: int | None, object_names: str = "clean", task_states: bool = False
+) -> dict:
     """Everything besides features and files that changes a row's results."""
     prompts, opt = model.prompts, model.options
     return {
+        "method": model.method,
         "temperature": opt.temperature,
+        "scales": list(opt.scales),
         "aggregation": opt.aggregation,
         "image_scale": opt.image_scale,
         "prompts": [list(prompts.normal_states), list(prompts.anomalous_states), list(prompts.templates)],
+        "object_names": dict(OBJECT_NAME_MAPS[object_names]),
+        "task_states": {k: list(v) for k, v in TASK_STATES.items()} if task_states else None,
         "tile_reduce": opt.tile_reduce,
         "smooth_sigma": opt.smooth_sigma,
+        "multi_crop": opt.multi_crop,
+        "fewshot": [opt.fewshot_score, opt.vision_scales, opt.fewshot_aggregation, opt.fewshot_fusion],
         "eval_resolution": resolution,
     }
 
@@ -155,6 +174,12 @@ def sample_mask(sample: Sample, size: tuple[int, int], resolution: int | None) -
     return mask if target == size else resize_mask(mask, target)
 
 
+def _set_object(model: WinCLIP, name: str, *, object_names: str, task_states: bool) -> WinCLIP:
+    """The class's text prototypes under the run's name map and (Table 7) its task-specific states."""
+    extra = TASK_STATES.get(name, ()) if task_states else ()
+    return model.set_object(name, anomalous_states=extra, object_names=dict(OBJECT_NAME_MAPS[object_names]))
+
+
 def evaluate_run(
     model: WinCLIP,
     run: Run,
@@ -164,9 +189,15 @@ def evaluate_run(
     resolution: int | None,
     masks: dict[Path, np.ndarray] | None,
     root: Path,
+    object_names: str = "clean",
+    task_states: bool = False,
 ) -> RowResult:
-    """Score one class × shots × seed from cached features and compute its six metrics."""
-    model.set_object(run.data.name)
+    """Score one class × shots × seed from cached features and compute its six metrics.
+
+    `object_names`: the class-name map (prompts.OBJECT_NAME_MAPS); `task_states`: add the
+    class's task-specific anomalous states (prompts.TASK_STATES, Table 7).
+    """
+    _set_object(model, run.data.name, object_names=object_names, task_states=task_states)
     if references is None:
         model.fit(None)
     else:
@@ -248,10 +279,40 @@ class _ClassState:
     def pending(self) -> list[int]:
         return [i for i, p in enumerate(self.row_paths) if not p.is_file()]
 
-    def files(self, pending: list[int]) -> list[tuple[Path, str]]:
-        """The (path, sha) of every image the pending runs need: test images and their references."""
-        paths = [s.path for s in self.data.test] + [p for i in pending for p in self.runs[i].references]
-        return [(p, self.hashes[p]) for p in dict.fromkeys(paths)]
+    def finished(self) -> list[RowResult]:
+        """The rows an earlier run already saved."""
+        return [RowResult.from_json(json.loads(p.read_text())) for p in self.row_paths if p.is_file()]
+
+    def files(self, pending: list[int]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+        """The (path, sha) of every image the pending runs need: the test images, and their references
+        (which never need multi-crop embeddings)."""
+        test = [s.path for s in self.data.test]
+        tested = set(test)
+        refs = [p for i in pending for p in self.runs[i].references if p not in tested]
+        return [(p, self.hashes[p]) for p in test], [(p, self.hashes[p]) for p in dict.fromkeys(refs)]
+
+    def missing(self, cache: FeatureCache, crops: bool) -> set[str]:
+        """The sha of every file the pending runs need that the cache lacks (crops: for test images)."""
+        test, refs = self.files(self.pending())
+        return {sha for _, sha in test if not cache.complete(sha, crops)} | {
+            sha for _, sha in refs if not cache.has(sha)
+        }
+
+    def encode(
+        self, encoder: Callable[..., tuple[int, dict]], model: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm
+    ) -> tuple[int, dict]:
+        """Encode what the pending runs need and the cache lacks with `encoder` (encode_files' contract):
+        (images encoded, decode errors by sha). Test images get their multi-crop embeddings when `crops`,
+        here if `encoder` (e.g. Ray workers) left an entry without them."""
+        test, refs = self.files(self.pending())
+        with_crops = model if model.options.multi_crop == crops else model.with_options(multi_crop=crops)
+        without = model if not model.options.multi_crop else model.with_options(multi_crop=False)
+        n, bad = encoder(with_crops, cache, test, bar)
+        m, bad_refs = encoder(without, cache, refs, bar)
+        if crops:
+            good = [(p, sha) for p, sha in test if sha not in bad and not cache.has_crops(sha)]
+            n += encode_files(with_crops, cache, good, bar)[0]
+        return n + m, bad | bad_refs
 
 
 def _class_states(plan: EvalPlan, rows_dir: Path, base: dict, progress: bool) -> list[_ClassState]:
@@ -282,21 +343,28 @@ def evaluate(
     progress: bool = True,
     settings: Sequence[tuple[str, str]] = (),
     encoder: Callable[..., tuple[int, dict]] = encode_files,
+    encoding_model: WinCLIP | None = None,
+    object_names: str = "clean",
+    task_states: bool = False,
+    rows_dir: str | Path | None = None,
 ) -> EvalResult:
-    """Run every planned class × shots × seed and write results.csv, scores.npz and summary.md into ``out``.
+    """Run every planned class × shots × seed; write results.csv, scores.npz and summary.md into ``out``.
 
-    ``cache`` defaults to ``<out>/cache``; ``resolution`` is the square evaluation
-    size or None for each image's own size; ``encoder`` encodes files into the cache
-    (``feature_cache.encode_files``'s contract; e.g. a pool of Ray workers).
-    """
+    ``cache``: default ``<out>/cache``; ``resolution``: the square evaluation size, None = each image's own;
+    ``encoder`` (``encode_files``' contract, e.g. Ray workers) encodes with ``encoding_model`` (default
+    ``model``; more window scales let scale ablations share its cache); ``object_names``, ``task_states``:
+    as in ``evaluate_run``; ``rows_dir``: default ``<out>/rows``."""
     out = Path(out)
-    rows_dir = out / "rows"
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    features = FeatureCache(Path(cache) if cache is not None else out / "cache", model)
-    base = {"features": feature_settings(model), "scoring": scoring_settings(model, resolution), "format": CACHE_FORMAT}
-
+    rows_dir = out / "rows" if rows_dir is None else Path(rows_dir)
+    for folder in (out, rows_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    encoding_model = check_encoding_model(model, encoding_model)
+    features = FeatureCache(Path(cache) if cache is not None else out / "cache", encoding_model)
+    scoring = scoring_settings(model, resolution, object_names, task_states)
+    base = {"features": feature_settings(encoding_model), "scoring": scoring, "format": CACHE_FORMAT}
+    crops = model.options.multi_crop
     states = _class_states(plan, rows_dir, base, progress)
-    missing = {sha for st in states for _, sha in st.files(st.pending()) if not features.has(sha)} if states else set()
+    missing = set().union(*(st.missing(features, crops) for st in states))
 
     errors: list[str] = []
     rows: list[RowResult] = []
@@ -306,17 +374,14 @@ def evaluate(
     row_bar = tqdm(total=len(plan.runs), desc="evaluate", unit="row", disable=not progress, position=1)
     try:
         for st in states:
-            pending = st.pending()
-            for i, path in enumerate(st.row_paths):
-                if i not in pending:
-                    rows.append(RowResult.from_json(json.loads(path.read_text())))
-                    reused += 1
-                    row_bar.update(1)
+            pending, finished = st.pending(), st.finished()
+            rows += finished
+            reused += len(finished)
+            row_bar.update(len(finished))
             if not pending:
                 continue
-            files = st.files(pending)
             start = time.perf_counter()
-            n, bad = encoder(model, features, files, encode_bar)
+            n, bad = st.encode(encoder, encoding_model, features, crops, encode_bar)
             encoded += n
             encode_seconds += time.perf_counter() - start
             errors += [str(e) for e in bad.values()]
@@ -333,7 +398,9 @@ def evaluate(
                     continue
                 refs = ViewSet.load(features, [st.hashes[p] for p in run.references]) if run.shots else None
                 start = time.perf_counter()
-                row = evaluate_run(model, run, test, samples, refs, resolution, masks, plan.root)
+                row = evaluate_run(
+                    model, run, test, samples, refs, resolution, masks, plan.root, object_names, task_states
+                )
                 score_seconds += time.perf_counter() - start
                 atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
                 rows.append(row)
@@ -341,15 +408,42 @@ def evaluate(
     finally:
         encode_bar.close()
         row_bar.close()
-    order = {(r.data.name, r.shots, r.seed): i for i, r in enumerate(plan.runs)}
-    rows.sort(key=lambda r: order[(r.cls, r.shots, r.seed)])
+    rows = _write_outputs(out, plan, model, rows, errors, settings)
+    if model.rescorable:  # what `winclip report` needs to score the rows again (run_record, report_html)
+        set_object = functools.partial(_set_object, model, object_names=object_names, task_states=task_states)
+        _record_run(out, plan, model, rows, features.folder, resolution, settings, _notes(model, errors), set_object)
+    return EvalResult(rows, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+
+
+def _record_run(out, plan, model, rows, folder, resolution, settings, notes, set_object) -> None:
+    """run.json, prototypes.safetensors and report.html (winclip.run_record, winclip.report_html)."""
+    save_run(
+        out, plan, model, resolution=resolution, cache=folder, rows=rows, settings=settings, notes=notes,
+        set_object=set_object,
+    )  # fmt: skip
+    write_report(out)
+
+
+def _notes(model: WinCLIP, errors: Sequence[str]) -> list[str]:
     notes = []
     if model.info.checkpoint is None:
         notes.append("**RANDOM WEIGHTS (--pretrained none): every figure below is meaningless.**")
-    notes += [f"not evaluated: {line}" for line in errors]
+    return notes + [f"not evaluated: {line}" for line in errors]
+
+
+def _write_outputs(
+    out: Path,
+    plan: EvalPlan,
+    model: WinCLIP,
+    rows: list[RowResult],
+    errors: list[str],
+    settings: Sequence[tuple[str, str]],
+) -> tuple[RowResult, ...]:
+    """results.csv, scores.npz and summary.md of the rows in plan order; returns the ordered rows."""
+    order = {(r.data.name, r.shots, r.seed): i for i, r in enumerate(plan.runs)}
+    rows = sorted(rows, key=lambda r: order[(r.cls, r.shots, r.seed)])
+    notes = _notes(model, errors)
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
     (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
-    save_run(out, plan, model, resolution=resolution, cache=features.folder, rows=rows, settings=settings, notes=notes)
-    write_report(out)
-    return EvalResult(tuple(rows), out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+    return tuple(rows)

@@ -2,7 +2,12 @@
 
 Features are stored in ``<cache>/<settings>/<sha256 of the file>.safetensors`` (fp32, never
 pickle), where ``<settings>`` digests everything that changes features: backbone, weights
-identity, input size, window scales, precision, resize mode and tiling, preprocessing mean/std.
+identity, input size, window scales, precision, resize mode and tiling, preprocessing mean/std, and
+what the model adds itself (`WinCLIP.feature_key`: projected patches, a baseline's own features).
+
+Multi-crop embeddings (SPEC §3) add to the same views, so they live in the same entry as an extra
+``crops`` tensor, written when a run first needs them: rows with and without multi-crop share one
+encoding, and an entry without crops is completed by encoding only the crops.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -34,7 +40,7 @@ def digest(obj: object) -> str:
 def feature_settings(model: WinCLIP) -> dict:
     """Everything that changes the encoded features of an image file."""
     info = model.info
-    return {
+    return model.feature_key() | {
         "format": CACHE_FORMAT,
         "backbone": info.name,
         "weights": info.weights_id,
@@ -47,6 +53,20 @@ def feature_settings(model: WinCLIP) -> dict:
         "resize": model.options.resize,
         "tile_overlap": model.options.tile_overlap if model.options.resize == "tile" else None,
     }
+
+
+def check_encoding_model(model: WinCLIP, encoding: WinCLIP | None) -> WinCLIP:
+    """`encoding` (None: `model` itself) when its features hold all that `model` scores (its window scales or
+    more, the same views the same way), else ValueError."""
+    if encoding is None:
+        return model
+    mine, theirs = feature_settings(model), feature_settings(encoding)
+    scales = set(mine.pop("scales"))
+    if encoding.backbone is not model.backbone or mine != {k: v for k, v in theirs.items() if k != "scales"}:
+        raise ValueError("the encoding model must share the model's backbone and encode the same views the same way")
+    if not scales <= set(theirs["scales"]):
+        raise ValueError(f"the encoding model's window scales {theirs['scales']} lack some of {sorted(scales)}")
+    return encoding
 
 
 def atomic_write(path: Path, write) -> None:
@@ -88,6 +108,15 @@ class FeatureCache:
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
 
+    def has_crops(self, sha: str) -> bool:
+        """Whether the (existing) entry holds the multi-crop embeddings."""
+        with safe_open(str(self.path(sha)), framework="pt") as handle:
+            return "crops" in handle.keys()
+
+    def complete(self, sha: str, crops: bool) -> bool:
+        """Whether the entry exists, with the multi-crop embeddings when `crops`."""
+        return self.has(sha) and (not crops or self.has_crops(sha))
+
     def save(self, sha: str, item: Encoded) -> None:
         tensors = {k: v.clone() for k, v in item.features.to_tensors().items()}  # not views of a larger batch
         meta = {"height": str(item.size[0]), "width": str(item.size[1])}
@@ -101,31 +130,52 @@ class FeatureCache:
 
 
 def encode_files(
-    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
+    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm, *, crops: bool | None = None
 ) -> tuple[int, dict[str, ImageError]]:
     """Encode the (path, sha) files not yet cached, ``model.batch_size`` images at a time.
 
-    Returns the number of images encoded and the decode errors by sha.
+    ``crops`` (default: the model's ``multi_crop``): also the multi-crop embeddings; a cached
+    entry without them gets only those encoded. Returns the number of images encoded and the
+    decode errors by sha.
     """
+    crops = model.options.multi_crop if crops is None else crops
     errors: dict[str, ImageError] = {}
     encoded = 0
-    todo = list({sha: path for path, sha in files if not cache.has(sha)}.items())
+    unique = {sha: path for path, sha in files}
+    todo = [(sha, path, cache.has(sha)) for sha, path in unique.items() if not cache.has(sha) or crops]
+    todo = [(sha, path, partial) for sha, path, partial in todo if not partial or not cache.has_crops(sha)]
     for start in range(0, len(todo), model.batch_size):
         decoded = []
-        for sha, path in todo[start : start + model.batch_size]:
+        for sha, path, partial in todo[start : start + model.batch_size]:
             try:
-                decoded.append((sha, model.load(path)))
+                decoded.append((sha, model.load(path), partial))
             except ImageError as err:
                 errors[sha] = err
                 bar.update(1)
-        if not decoded:
-            continue
-        enc = model.encode_images([img for _, img in decoded])
-        for i, (sha, _) in enumerate(decoded):
-            cache.save(sha, Encoded(enc.features[enc.views_of(i)], enc.sizes[i]))
-            bar.update(1)
-            encoded += 1
+        for partial in (False, True):  # whole entries, then the crops of entries that lack only them
+            group = [(sha, img) for sha, img, p in decoded if p == partial]
+            if group:
+                _encode_group(model, cache, group, crops, partial)
+                bar.update(len(group))
+                encoded += len(group)
     return encoded, errors
+
+
+def _encode_group(
+    model: WinCLIP, cache: FeatureCache, group: list[tuple[str, Image.Image]], crops: bool, partial: bool
+) -> None:
+    """Encode and save decoded images: whole entries, or (partial) only the crops an entry lacks."""
+    images = [img for _, img in group]
+    if partial:
+        counts = [len(model.view_images(img)[0]) for img in images]
+        added = model.encode_crops(images).split(counts)
+        for (sha, _), extra in zip(group, added, strict=True):
+            old = cache.load(sha)
+            cache.save(sha, Encoded(old.features.with_crops(extra), old.size))
+        return
+    enc = model.encode_images(images, crops=crops)
+    for i, (sha, _) in enumerate(group):
+        cache.save(sha, Encoded(enc.features[enc.views_of(i)], enc.sizes[i]))
 
 
 @dataclass(frozen=True)

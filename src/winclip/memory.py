@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .scoring import harmonic_fusion
+
 
 @dataclass(frozen=True)
 class ReferenceMemory:
@@ -53,6 +55,24 @@ def vision_map(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(maps).mean(dim=0)
 
 
-def few_shot_score(zero_shot: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
-    """Eq. 6: ascore_W = ½ (ascore0(F^I) + max_ij M^W_ij). zero_shot `(N,)`, vision `(N, L)` → `(N,)`."""
-    return 0.5 * (zero_shot + vision.amax(dim=1))
+def few_shot_score(zero_shot: torch.Tensor, vision: torch.Tensor, terms: str = "both") -> torch.Tensor:
+    """Eq. 6: ascore_W = ½ (ascore0(F^I) + max_ij M^W_ij). zero_shot `(N,)`, vision `(N, L)` → `(N,)`.
+
+    terms "vision" / "zero-shot": max M^W alone / ascore0 alone (the paper's Table 5 rows).
+    """
+    if terms == "both":
+        return 0.5 * (zero_shot + vision.amax(dim=1))
+    if terms == "vision":
+        return vision.amax(dim=1)
+    if terms == "zero-shot":
+        return zero_shot.clone()
+    raise ValueError(f"unknown few-shot score terms {terms!r}; use 'both', 'vision' or 'zero-shot'")
+
+
+def few_shot_map(zero_shot_map: torch.Tensor, vision: torch.Tensor, fusion: str = "mean") -> torch.Tensor:
+    """SPEC §4 segmentation: (M0 + M^W) / 2 ("mean"), or their harmonic mean 2 / (1/M0 + 1/M^W) ("harmonic")."""
+    if fusion == "mean":
+        return 0.5 * (zero_shot_map + vision)
+    if fusion == "harmonic":
+        return harmonic_fusion([zero_shot_map, vision])
+    raise ValueError(f"unknown few-shot fusion {fusion!r}; use 'mean' or 'harmonic'")

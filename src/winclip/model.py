@@ -16,7 +16,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbone import Backbone, BackboneInfo
+from .backbone import Backbone, BackboneInfo, Preprocess
+from .crops import N_CROPS, crop_resize, ten_crops
 from .features import Features
 from .images import ImageError, ImageInput, Tile, load_image, source_name, square_tiles
 from .memory import ReferenceMemory
@@ -90,6 +91,9 @@ class WinCLIP:
     gives another configuration on the same backbone without reloading anything.
     """
 
+    method = "winclip"  # what scores the features; the paper's baselines (winclip.baselines) name theirs
+    rescorable = True  # a weightless Scorer scores its features as it does (winclip report relies on it)
+
     def __init__(
         self,
         backbone: str | Backbone = DEFAULT_BACKBONE,
@@ -105,14 +109,22 @@ class WinCLIP:
         tile_overlap: float = 0.25,
         tile_reduce: str = "max",
         smooth_sigma: float = 0.0,
+        multi_crop: bool = False,
+        fewshot_score: str = "both",
+        vision_scales: Sequence[int] | None = None,
+        fewshot_aggregation: str = "same",
+        fewshot_fusion: str = "mean",
+        patch_features: str = "tokens",
         min_size: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         prompts: str | PromptSet = "winclip",
         cache_dir: str | None = None,
     ) -> None:
+        vision = None if vision_scales is None else tuple(vision_scales)
         options = MethodOptions(
-            temperature, tuple(scales), image_scale, aggregation, resize, tile_overlap, tile_reduce, smooth_sigma
-        )
+            temperature, tuple(scales), image_scale, aggregation, resize, tile_overlap, tile_reduce, smooth_sigma,
+            multi_crop, fewshot_score, vision, fewshot_aggregation, fewshot_fusion, patch_features,
+        )  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(prompts, str) and prompts not in PROMPT_SETS:
@@ -194,20 +206,54 @@ class WinCLIP:
 
     # -- features ----------------------------------------------------------------------------
 
+    def feature_key(self) -> dict:
+        """What, besides the backbone and the views, changes this model's encoded features (a cache key part)."""
+        return {"patch_features": "projected"} if self.options.patch_features == "projected" else {}
+
     def encode(self, x: torch.Tensor) -> Features:
         """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)` (fp32 out)."""
-        return self.backbone.encode(x, self.options.scales)
+        feats = self.backbone.encode(x, self.options.scales)
+        if self.options.patch_features == "tokens":
+            return feats
+        proj = self.clip.visual.proj.to(feats.patches.device, torch.float32)
+        return Features(feats.image, feats.windows, feats.patches @ proj, feats.crops)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """F^I alone `(N, D)` of a preprocessed batch `(N, 3, H, W)`: the plain forward (fp32 out)."""
+        b = self.backbone
+        with torch.inference_mode():
+            return b.tower.embed(x.to(b.device, b.dtype)).float()
+
+    def view_images(self, img: Image.Image) -> tuple[list[Image.Image], list[Tile | None]]:
+        """The parts of one decoded image that become views: itself (squash) or its square tiles."""
+        if self.options.resize == "squash":
+            return [img], [None]
+        tiles = square_tiles(img.height, img.width, self.options.tile_overlap)
+        return [img.crop((t.left, t.top, t.left + t.side, t.top + t.side)) for t in tiles], list(tiles)
 
     def views(self, img: Image.Image) -> tuple[list[torch.Tensor], list[Tile | None]]:
         """Preprocessed views of one decoded image: itself (squash) or its square tiles."""
-        preprocess = self.backbone.preprocess
-        if self.options.resize == "squash":
-            return [preprocess(img)], [None]
-        tiles = square_tiles(img.height, img.width, self.options.tile_overlap)
-        return [preprocess(img.crop((t.left, t.top, t.left + t.side, t.top + t.side))) for t in tiles], list(tiles)
+        parts, tiles = self.view_images(img)
+        return [self.backbone.preprocess(p) for p in parts], tiles
 
-    def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
-        """The one encoding path: decoded images → views → batches of `batch_size` → features and owners."""
+    def encode_crops(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Multi-crop embeddings (SPEC §3) of every view of the images: `(V, 10, D)`.
+
+        Each view is resized (bicubic) to S·256/224, cut into its ten S×S crops, and each crop
+        goes through the plain forward, `batch_size` views' crops at a time.
+        """
+        size = self.info.image_size[0]
+        resize = Preprocess((crop_resize(size),) * 2, self.info.mean, self.info.std)
+        crops = [ten_crops(resize(part), size) for img in images for part in self.view_images(img)[0]]
+        step = self.batch_size
+        out = [self.embed(torch.cat(crops[i : i + step])) for i in range(0, len(crops), step)]
+        return torch.cat(out).view(len(crops), N_CROPS, -1)
+
+    def encode_images(self, images: Sequence[Image.Image], *, crops: bool | None = None) -> EncodedImages:
+        """The one encoding path: decoded images → views → batches of `batch_size` → features and owners.
+
+        `crops`: also the multi-crop embeddings (default: when the options ask for multi-crop).
+        """
         views, tiles, owner = [], [], []
         for i, img in enumerate(images):
             v, t = self.views(img)
@@ -219,8 +265,11 @@ class WinCLIP:
         parts = [
             self.encode(torch.stack(views[i : i + self.batch_size])) for i in range(0, len(views), self.batch_size)
         ]
+        feats = Features.cat(parts)
+        if self.options.multi_crop if crops is None else crops:
+            feats = feats.with_crops(self.encode_crops(images).to(feats.image.device))
         sizes = tuple((img.height, img.width) for img in images)
-        return EncodedImages(Features.cat(parts), torch.tensor(owner), tuple(tiles), sizes)
+        return EncodedImages(feats, torch.tensor(owner), tuple(tiles), sizes)
 
     def load(self, src: ImageInput, index: int = 0) -> Image.Image:
         """Decode one input as this model accepts it (ImageError naming it otherwise)."""
@@ -234,7 +283,7 @@ class WinCLIP:
         if isinstance(references, torch.Tensor):
             feats = Features.cat([self.encode(b) for b in references.split(self.batch_size)])
         else:
-            feats = self.encode_images([self.load(r, i) for i, r in enumerate(references)]).features
+            feats = self.encode_images([self.load(r, i) for i, r in enumerate(references)], crops=False).features
         return self.fit_features(feats)
 
     def fit_features(self, feats: Features) -> WinCLIP:
@@ -312,6 +361,8 @@ class WinCLIP:
         at once; use `iter_predict` to keep going past bad inputs.
         """
         if isinstance(images, torch.Tensor):
+            if self.options.multi_crop:
+                raise ValueError("multi-crop resizes decoded images: pass paths, PIL images or arrays, not a tensor")
             bs = batch_size or self.batch_size
             grid = GridScores.cat([self.score(self.encode(b)) for b in images.split(bs)])
             maps = upsample(grid.maps, tuple(images.shape[2:]))

@@ -15,10 +15,19 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # "auto" resolves per devi
 RESIZE_MODES = ("squash", "tile")
 TILE_REDUCTIONS = ("max", "mean")
 AGGREGATIONS = ("harmonic", "mean")
+FEWSHOT_SCORES = ("both", "vision", "zero-shot")  # Eq. 6 and its Table 5 ablations
+FEWSHOT_AGGREGATIONS = ("same",) + AGGREGATIONS  # "same" = the zero-shot `aggregation`
+FEWSHOT_FUSIONS = ("mean", "harmonic")
+PATCH_FEATURES = ("tokens", "projected")
 # The evaluation protocol (SPEC §5): shots, reference draws per K, square size of the pixel metrics.
 DEFAULT_SHOTS = (0, 1, 2, 4)
 DEFAULT_SEEDS = 5
 DEFAULT_EVAL_RESOLUTION = 240
+# The paper's protocol, `winclip eval`'s defaults (supplement A): VisA's non-square images in square tiles
+# of the short side L_s with stride at most 0.8·L_s (overlap 0.2), tile predictions averaged.
+TILED_DATASETS = ("visa",)
+PAPER_TILE_OVERLAP = 0.2
+PAPER_TILE_REDUCE = "mean"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,21 @@ class MethodOptions:
     harmonic, or the "without harmonic averaging" ablation); `resize` of non-square images
     (squash, or square tiles overlapping by `tile_overlap` with the image score reduced by
     `tile_reduce`); `smooth_sigma` of an optional Gaussian blur of the maps (0 = off).
+
+    `multi_crop`: the image-level ascore0 is the mean over ten crops (SPEC §3, Table 3 d); the
+    maps keep the full view. Few-shot (SPEC §4), the paper's ablations and the choices it
+    leaves open, each default being the behaviour before they became options:
+    - `fewshot_score`: Eq. 6 from "both" terms, max M^W alone ("vision") or ascore0 alone
+      ("zero-shot") (Table 5).
+    - `vision_scales`: the window scales whose association maps enter Eq. 5 next to M^P;
+      None = all `scales` (Table 6: () = M^P alone, (3,) = M^P + M^W_m).
+    - `fewshot_aggregation`: window distances onto patches; "same" as `aggregation`, since
+      the paper writes Eq. 3 for window scores only and names no other rule for distances.
+    - `fewshot_fusion`: final map (M0 + M^W) / 2 ("mean", what public reproductions do; the
+      paper only says "fused") or their harmonic mean, the rule of its zero-shot fusion.
+    - `patch_features`: patch memories from ln_post tokens as open_clip returns them
+      ("tokens", SPEC §2: F^P is not language-aligned and the paper applies no projection)
+      or from those tokens times the image projection ("projected", 640-d).
     """
 
     temperature: float = 0.07
@@ -63,6 +87,12 @@ class MethodOptions:
     tile_overlap: float = 0.25
     tile_reduce: str = "max"
     smooth_sigma: float = 0.0
+    multi_crop: bool = False
+    fewshot_score: str = "both"
+    vision_scales: tuple[int, ...] | None = None
+    fewshot_aggregation: str = "same"
+    fewshot_fusion: str = "mean"
+    patch_features: str = "tokens"
 
     def __post_init__(self) -> None:
         for name, cast in (
@@ -70,13 +100,20 @@ class MethodOptions:
             ("image_scale", bool),
             ("tile_overlap", float),
             ("smooth_sigma", float),
+            ("multi_crop", bool),
         ):
             object.__setattr__(self, name, cast(getattr(self, name)))
         object.__setattr__(self, "scales", tuple(int(k) for k in self.scales))
+        if self.vision_scales is not None:
+            object.__setattr__(self, "vision_scales", tuple(int(k) for k in self.vision_scales))
         for name, value, allowed in (
             ("aggregation", self.aggregation, AGGREGATIONS),
             ("resize mode", self.resize, RESIZE_MODES),
             ("tile reduction", self.tile_reduce, TILE_REDUCTIONS),
+            ("few-shot score", self.fewshot_score, FEWSHOT_SCORES),
+            ("few-shot aggregation", self.fewshot_aggregation, FEWSHOT_AGGREGATIONS),
+            ("few-shot fusion", self.fewshot_fusion, FEWSHOT_FUSIONS),
+            ("patch features", self.patch_features, PATCH_FEATURES),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
@@ -84,6 +121,8 @@ class MethodOptions:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
             raise ValueError(f"window scales must be distinct positive sizes, got {list(self.scales)}")
+        if self.vision_scales is not None and not set(self.vision_scales) <= set(self.scales):
+            raise ValueError(f"vision scales {list(self.vision_scales)} must be among the scales {list(self.scales)}")
         if not self.scales and not self.image_scale:
             raise ValueError("zero-shot maps need at least one window scale or the image scale")
         if not 0.0 <= self.tile_overlap < 1.0:

@@ -55,11 +55,29 @@ OBJECT_NAMES: Mapping[str, str] = {
     "macaroni2": "macaroni",
     "pipe_fryum": "pipe fryum",
 }
+# `winclip eval --object-names`: "clean" spells VisA's folder names out (the default, as before: "pcb1"
+# is no word CLIP saw in captions); "raw" keeps the dataset's own names ("pcb1"), which the paper says
+# it used ("the object name words available in MVTec-AD and VisA", supplement A), `_` → space either way.
+OBJECT_NAME_MAPS: Mapping[str, Mapping[str, str]] = {"clean": OBJECT_NAMES, "raw": {}}
+
+# Task-specific anomalous states of the paper's Table 7 (VisA PCB2, PCB4, pipe fryum). The paper gives
+# examples, not its lists: "missing part" and "bad soldering" on a PCB, "burnt" pipe fryum (§4.1,
+# §5.4), and SPEC §1's "missing component"; these are those examples.
+PCB_STATES: tuple[str, ...] = ("{o} with missing part", "{o} with missing component", "{o} with bad soldering")
+TASK_STATES: Mapping[str, tuple[str, ...]] = {
+    "pcb2": PCB_STATES,
+    "pcb4": PCB_STATES,
+    "pipe_fryum": ("burnt {o}",),
+}
 
 
 @dataclass(frozen=True)
 class PromptSet:
-    """State phrases (with `{o}`) and templates (with `{c}`) for one prompt ensemble."""
+    """State phrases (with `{o}`) and templates (with `{c}`) for one prompt ensemble.
+
+    No anomalous states is the one-class design (Table 3 a): the anomalous prototype is then the
+    zero vector, so ascore0 = σ(−<e, t_n>/τ), a decreasing function of the paper's −<f(x), g(s−)>.
+    """
 
     normal_states: tuple[str, ...] = NORMAL_STATES
     anomalous_states: tuple[str, ...] = ANOMALOUS_STATES
@@ -71,7 +89,7 @@ class PromptSet:
             ("anomalous_states", self.anomalous_states, "{o}"),
             ("templates", self.templates, "{c}"),
         ):
-            if not items:
+            if not items and field != "anomalous_states":
                 raise ValueError(f"PromptSet.{field} is empty")
             bad = [s for s in items if key not in s]
             if bad:
@@ -185,6 +203,7 @@ PROMPT_SETS: Mapping[str, PromptSet] = {
     "two-class": PromptSet(("normal {o}",), ("anomalous {o}",), ("a photo of a {c}.",)),
     "states": PromptSet(templates=("a photo of a {c}.",)),
     "imagenet": PromptSet(("normal {o}",), ("anomalous {o}",), IMAGENET_TEMPLATES),
+    "one-class": PromptSet(("normal {o}",), (), ("a photo of a {c}.",)),
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,16 +129,18 @@ def save_run(
     rows: Sequence[RowResult],
     settings: Sequence[tuple[str, str]] = (),
     notes: Sequence[str] = (),
+    set_object: Callable[[str], object] | None = None,
 ) -> RunRecord:
     """Write ``<out>/prototypes.safetensors`` and ``<out>/run.json`` for the finished evaluation of ``plan``.
 
     The prototypes come from the backbone's cache (text is encoded only for a class whose
-    rows were all reused from an earlier run).
+    rows were all reused from an earlier run). ``set_object(name)`` sets a class's prototypes as the
+    run did (default ``model.set_object``; `evaluate` passes its object names and task states).
     """
     prompts = model.prompts
     tensors, objects = {}, {}
     for data in plan.classes:
-        model.set_object(data.name)
+        (set_object or model.set_object)(data.name)
         objects[data.name] = model.object_
         normal, anomalous = model.prototypes_
         tensors[f"{data.name}/normal"] = normal.detach().to("cpu", torch.float32).contiguous()

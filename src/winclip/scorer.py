@@ -15,7 +15,7 @@ import torch
 
 from .features import Features
 from .images import Tile
-from .memory import ReferenceMemory, few_shot_score, nearest_distance, vision_map
+from .memory import ReferenceMemory, few_shot_map, few_shot_score, nearest_distance, vision_map
 from .options import MethodOptions
 from .scoring import aggregate_windows, ascore0, gaussian_smooth, harmonic_fusion, upsample
 from .windows import coverage_matrix
@@ -27,7 +27,8 @@ SCORE_CHUNK = 64  # views scored together: bounds the (views, L, K*L) nearest-ne
 class GridScores:
     """Scores of N encoded views on the patch grid.
 
-    scores `(N,)` final score; zero_shot `(N,)` = ascore0(F^I); maps `(N, h, w)` final patch map.
+    scores `(N,)` final score; zero_shot `(N,)` = ascore0(F^I) (the mean over the ten crops under
+    multi-crop); maps `(N, h, w)` final patch map.
     """
 
     scores: torch.Tensor
@@ -65,22 +66,39 @@ class Scorer:
         opt = self.options
         t_n, t_a = prototypes
         n, (h, w) = len(feats), self.grid
-        zero = ascore0(feats.image, t_n, t_a, opt.temperature)
+        full_view = ascore0(feats.image, t_n, t_a, opt.temperature)
+        zero = self.zero_shot(feats, prototypes) if opt.multi_crop else full_view
         maps = [
             aggregate_windows(ascore0(feats.windows[k], t_n, t_a, opt.temperature), self.coverage(k), opt.aggregation)
             for k in opt.scales
         ]
-        if opt.image_scale:
-            maps.append(zero[:, None].expand(n, h * w))
+        if opt.image_scale:  # the full view's score, also under multi-crop (SPEC §3)
+            maps.append(full_view[:, None].expand(n, h * w))
         m0 = harmonic_fusion(maps)
         if memory is None:
             return GridScores(zero, zero, m0.view(n, h, w))
+        mw = self.association_map(feats, memory)
+        return GridScores(
+            few_shot_score(zero, mw, opt.fewshot_score), zero, few_shot_map(m0, mw, opt.fewshot_fusion).view(n, h, w)
+        )
+
+    def zero_shot(self, feats: Features, prototypes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The image-level zero-shot score `(N,)` under multi-crop: the mean of ascore0 over each view's crops."""
+        if feats.crops is None:
+            raise ValueError("multi-crop scoring needs the crop embeddings (Features.crops): encode with multi_crop")
+        crops = feats.crops.to(self.device, torch.float32)
+        return ascore0(crops, prototypes[0], prototypes[1], self.options.temperature).mean(dim=1)
+
+    def association_map(self, feats: Features, memory: ReferenceMemory) -> torch.Tensor:
+        """Eq. 4-5: M^W `(N, L)` from M^P and the association maps of `vision_scales` (default all scales)."""
+        opt = self.options
+        aggregation = opt.aggregation if opt.fewshot_aggregation == "same" else opt.fewshot_aggregation
+        scales = opt.scales if opt.vision_scales is None else opt.vision_scales
         assoc = [nearest_distance(feats.patches, memory.patches)] + [
-            aggregate_windows(nearest_distance(feats.windows[k], memory.windows[k]), self.coverage(k), opt.aggregation)
-            for k in opt.scales
+            aggregate_windows(nearest_distance(feats.windows[k], memory.windows[k]), self.coverage(k), aggregation)
+            for k in scales
         ]
-        mw = vision_map(assoc)
-        return GridScores(few_shot_score(zero, mw), zero, (0.5 * (m0 + mw)).view(n, h, w))
+        return vision_map(assoc)
 
     def coverage(self, k: int) -> torch.Tensor:
         """Eq. 3's coverage matrix for window size k, kept on the device (no copy per call)."""

@@ -123,6 +123,42 @@ class VisionTower:
         windows = {k: self.window_embeddings(tokens, window_indices(self.grid, k)) for k in scales}
         return Features(image=self.project(out[:, 0]), windows=windows, patches=out[:, 1:])
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """F^I alone of a preprocessed batch `(N, 3, H, W)` → `(N, D)`: the plain forward, class token only.
+
+        What open_clip's `encode_image` computes; the fused path skips every token but the
+        class token in the last block (used for the multi-crop views).
+        """
+        tokens = self.tokens(x)
+        if not self.fused:
+            return self.project(self.transform(tokens)[:, 0])
+        n, seq, width = tokens.shape
+        h = self.visual.ln_pre(tokens).reshape(n * seq, width)
+        blocks = list(self.visual.transformer.resblocks)
+        for i, block in enumerate(blocks):
+            h = _fused_block(block, h, ((n, seq),), (False,) if i == len(blocks) - 1 else None, None)
+        return self.project(self.visual.ln_post(h))
+
+    def hidden_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        """Patch tokens after blocks `layers` (1-based, no LayerNorm) side by side: `(N, L, C·len(layers))`.
+
+        open_clip's own blocks, run only up to the deepest layer asked for (PatchCore's hidden
+        features, supplement Table "PatchCore (hidden)").
+        """
+        depth = len(self.visual.transformer.resblocks)
+        if not layers or any(not 1 <= k <= depth for k in layers):
+            raise ValueError(f"hidden layers must be in 1..{depth}, got {list(layers)}")
+        transformer = self.visual.transformer
+        batch_first = getattr(transformer, "batch_first", True)
+        h = self.visual.ln_pre(self.tokens(x))
+        h = h if batch_first else h.transpose(0, 1)
+        kept = {}
+        for i, block in enumerate(transformer.resblocks[: max(layers)], start=1):
+            h = block(h)
+            if i in layers:
+                kept[i] = h if batch_first else h.transpose(0, 1)
+        return torch.cat([kept[k][:, 1:] for k in layers], dim=-1)
+
     # -- fused path ------------------------------------------------------------------------
 
     def _plan(self, n: int, scales: tuple[int, ...], device: torch.device) -> _Plan:
