@@ -8,6 +8,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -287,3 +288,75 @@ def test_where_reports_file_source_format_and_sha256(tmp_path, tag, capsys):
     assert main([*args[:-1], str(tmp_path / "empty")]) == 1
     assert "NOT on this machine" in capsys.readouterr().out
     assert make_model().info.weights_id == "random:seed=0"
+
+
+def fake_hub(remote: dict[str, Path], calls: list):
+    """huggingface_hub.hf_hub_download against files in `remote` (filename → file), writing the real cache layout."""
+
+    def download(repo_id, filename, *, cache_dir=None, revision=None, **_):
+        calls.append(filename)
+        if filename not in remote:
+            raise FileNotFoundError(f"404 Client Error: {repo_id}/{filename} not found")
+        return str(hub_repo(Path(cache_dir), repo_id, {filename: remote[filename]}) / filename)
+
+    return download
+
+
+def test_fetch_carry_verify_then_predict_offline_from_the_copy(tmp_path, tag, monkeypatch, capsys):
+    from winclip.cli import main
+
+    good = source_model(14)
+    calls = []
+    remote = {"open_clip_pytorch_model.bin": write_weights(tmp_path / "remote" / "w.bin", good)}
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub(remote, calls))
+    fetched = tmp_path / "fetched"
+    assert main(["weights", "fetch", "--backbone", TINY, "--pretrained", tag, "--out", str(fetched)]) == 0
+    assert calls == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]  # open_clip's order
+    manifest = json.loads((fetched / "winclip-weights.json").read_text())
+    (entry,) = manifest["entries"]
+    assert (entry["backbone"], entry["pretrained"]) == ("tiny-vit", tag)
+    assert entry["source"] == f"hf-hub:{REPO}/open_clip_pytorch_model.bin"
+    paths = [f["path"] for f in entry["files"]]
+    assert paths == [f"models--{REPO.replace('/', '--')}/snapshots/{REV}/open_clip_pytorch_model.bin",
+                     f"models--{REPO.replace('/', '--')}/refs/main"]  # fmt: skip
+    assert entry["files"][0]["sha256"] == file_sha256(remote["open_clip_pytorch_model.bin"])
+
+    carried = tmp_path / "offline-pc" / "weights"
+    shutil.copytree(fetched, carried, symlinks=True)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda *a, **k: pytest.fail("no network offline"))
+    capsys.readouterr()
+    assert main(["weights", "verify", str(carried)]) == 0
+    assert capsys.readouterr().out.count("ok ") == 2
+    photo = tmp_path / "part.png"
+    from PIL import Image
+
+    from conftest import textured
+
+    Image.fromarray(textured(np.random.default_rng(0), 64, 64)).save(photo)
+    args = ["predict", str(photo), "--object", "bottle", "--out", str(tmp_path / "res"), "--backbone", TINY,
+            "--pretrained", tag, "--cache-dir", str(carried), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"weights: Hugging Face cache {REPO} (open_clip_pytorch_model.bin), torch.load(weights_only=True)" in err
+    assert (tmp_path / "res" / "results.csv").is_file()
+
+    blob = next((carried / f"models--{REPO.replace('/', '--')}" / "blobs").iterdir())
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    (carried / f"models--{REPO.replace('/', '--')}" / "refs" / "main").unlink()
+    assert main(["weights", "verify", str(carried)]) == 1
+    out = capsys.readouterr().out
+    assert "open_clip_pytorch_model.bin: WRONG SHA256" in out and "refs/main: MISSING" in out
+    assert main(["weights", "verify", str(tmp_path)]) == 2
+    assert "no winclip-weights.json" in capsys.readouterr().err
+
+
+def test_fetch_reports_what_could_not_be_downloaded(tmp_path, tag, monkeypatch):
+    from winclip.weights_store import fetch
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub({}, []))
+    with pytest.raises(
+        winclip.WeightsUnavailableError, match="cannot fetch tiny-vit/hubtag: 404 .*open_clip_pytorch_model.bin"
+    ):
+        fetch(TINY, tag, tmp_path / "x")

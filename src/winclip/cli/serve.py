@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_command, add_model_options, model_spec
+from . import add_command, add_model_options, add_runtime_options, model_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     add_model_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
