@@ -3,6 +3,7 @@ within 1e-4 through the normal WinCLIP path, profiles work unchanged, bad export
 
 import json
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -219,3 +220,36 @@ def test_default_backbone_exports_and_matches_pytorch(tmp_path, rng):
         b = model.set_prototypes(*protos).fit(refs).predict(images)
         assert (a.scores - b.scores).abs().max().item() <= PARITY
         assert max((m - n).abs().max().item() for m, n in zip(a.maps, b.maps, strict=True)) <= PARITY
+
+
+def test_serve_scores_profiles_with_the_exported_model(exports, tmp_path):
+    pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra")
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from test_service_support import images, library_inspection, make_profiles
+    from winclip.options import ModelSpec
+    from winclip.service.app import create_app
+    from winclip.service.config import ServiceConfig
+
+    made = make_profiles(tmp_path / "profiles")
+    spec = ModelSpec(TINY, None, device="cpu", runtime="onnxruntime", export_dir=str(exports["onnx"]))
+    config = ServiceConfig(profiles=tmp_path / "profiles", model=spec, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with TestClient(create_app(config)) as client:
+        for _ in range(1500):
+            ready = client.get("/health/ready")
+            if ready.status_code == 200:
+                break
+            time.sleep(0.02)
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["refused"]) == {"alien"}  # another checkpoint, refused as with PyTorch
+        blob = images(10, 1)[0]
+        r = client.post("/v1/profiles/bottle/predict", files=[("images", ("a.png", blob, "image/png"))])
+        assert r.status_code == 200, r.text
+        want = library_inspection(made["bottle"], blob)
+        assert abs(r.json()["results"][0]["score"] - want.score) <= PARITY
+        good = [("good", ("g.png", io.BytesIO(images(12, 1)[0]), "image/png"))]
+        created = client.post("/v1/profiles", data={"name": "new", "object": "nut"}, files=good)
+        assert created.status_code == 422 and "has no text encoder" in created.json()["detail"]
+        assert not (tmp_path / "profiles" / "new").exists()

@@ -11,7 +11,10 @@ fp32 weights kept (`compress_to_fp16=False`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -83,20 +86,30 @@ def _export_onnx(graph: VisionGraph, image_size: tuple[int, int], path: Path) ->
     example = torch.randn(EXAMPLE_BATCH, 3, *image_size)
     names = output_names(graph.scales)
     big = sum(p.numel() * p.element_size() for p in graph.parameters()) > 1.8 * 2**30  # protobuf's 2 GiB limit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            input_names=["pixels"],
-            output_names=names,
-            opset_version=EXPORT_OPSET,
-            dynamo=True,
-            external_data=big,
-            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=65536)}},
-            verbose=False,
-        )
+    quiet = logging.getLogger("onnxscript")  # its constant-folding notes are not the user's concern
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            warnings.simplefilter("ignore")
+            _torch_export(graph, example, names, path, big)
+    finally:
+        quiet.setLevel(level)
+
+
+def _torch_export(graph: VisionGraph, example: torch.Tensor, names: list[str], path: Path, big: bool) -> None:
+    torch.onnx.export(
+        graph,
+        (example,),
+        str(path),
+        input_names=["pixels"],
+        output_names=names,
+        opset_version=EXPORT_OPSET,
+        dynamo=True,
+        external_data=big,
+        dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=65536)}},
+        verbose=False,
+    )
 
 
 def _to_openvino(onnx_path: Path, xml: Path) -> None:

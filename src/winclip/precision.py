@@ -63,6 +63,21 @@ def cpu_flags() -> set[str]:
     return found
 
 
+def cpu_summary() -> str:
+    """The CPU's name, torch's capability, threads and native bf16 (printed beside every measured figure)."""
+    name = "unknown CPU"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = ", ".join(sorted(cpu_flags())) or "none"
+    return (
+        f"CPU: {name}; torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} threads; native bf16: {native_bf16()} (flags: {flags})"
+    )
+
+
 def native_bf16() -> bool:
     """The CPU does bf16 arithmetic in hardware and oneDNN has bf16 kernels for it."""
     onednn = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -21,6 +21,7 @@ from .backbone import Backbone, BackboneInfo, Preprocess
 from .features import Features
 from .images import file_sha256
 from .options import ModelSpec
+from .weights import read_record
 
 EXPORT_JSON = "export.json"
 EXPORT_VERSION = "winclip-export/1"
@@ -65,14 +66,9 @@ def read_export(folder: str | Path) -> Export:
     path = folder / EXPORT_JSON
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: export folder not found")
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: not a winclip export (no {EXPORT_JSON}; make one with `winclip export`)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != EXPORT_VERSION:
-        raise ValueError(f"{path}: not a {EXPORT_VERSION} file")
+    meta = read_record(
+        path, EXPORT_VERSION, f"{folder}: not a winclip export (no {EXPORT_JSON}; make one with `winclip export`)"
+    )
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{path}: lacks {', '.join(missing)}")

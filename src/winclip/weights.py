@@ -12,6 +12,7 @@ HF_HUB_OFFLINE=1 means no network at all.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -257,3 +258,19 @@ def resolve_checkpoint(name: str, pretrained: str, cache_dir: str | Path | None 
             config = download(Candidate(repo=c.repo, filename=HF_CONFIG), cache_dir)
         return Located(path, f"downloaded: {_origin(c)}", config)
     raise unavailable(name, pretrained, cache_dir, errors[-1] if errors else "nothing to download")
+
+
+def read_record(path: Path, version: str, absent: str) -> dict:
+    """A JSON record winclip wrote (weights manifest, export.json), checked for its format version.
+
+    absent: what to say when the file is not there. Raises FileNotFoundError / ValueError in one line.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(absent)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+    if not isinstance(record, dict) or record.get("format") != version:
+        raise ValueError(f"{path}: not a {version} file")
+    return record

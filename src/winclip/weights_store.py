@@ -30,6 +30,7 @@ from .weights import (
     download,
     hub_cache,
     locate_local,
+    read_record,
     split_source,
     url_cache,
 )
@@ -133,16 +134,9 @@ def _write_entry(name: str, pretrained: str, c: Candidate, path: Path, out: str 
 
 def read_manifest(folder: str | Path) -> dict:
     """The manifest `fetch` wrote into a folder (one-line errors when absent or malformed)."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no {MANIFEST} (written by `winclip weights fetch`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_VERSION:
-        raise ValueError(f"{path}: not a {MANIFEST_VERSION} manifest")
-    return manifest
+    return read_record(
+        Path(folder) / MANIFEST, MANIFEST_VERSION, f"{folder}: no {MANIFEST} (written by `winclip weights fetch`)"
+    )
 
 
 def verify(folder: str | Path) -> list[tuple[str, str]]:
