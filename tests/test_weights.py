@@ -157,6 +157,9 @@ def test_hf_hub_names_load_config_and_weights_from_the_cache(tmp_path):
     assert model.info.activation == "QuickGELU" and model.info.mean == LAION_MEAN
     assert model.info.config.endswith("open_clip_config.json")
     assert predict_equal(model, good)
+    other = winclip.WinCLIP("ViT-B-32", f"hf-hub:{REPO}", device="cpu", cache_dir=str(tmp_path / "hub"))
+    assert open_clip.get_model_config(other.info.name) == json.loads(Path(TINY).read_text())  # the source's own
+    assert other.info.activation == "QuickGELU" and predict_equal(other, good)
 
 
 def test_local_dir_with_and_without_a_config(tmp_path):

@@ -161,7 +161,7 @@ def load_clip(
         found = resolve_checkpoint(name, pretrained, cache_dir)
         source_cfg = source_config(found)
         if source_cfg:  # hf-hub: and local-dir: sources carry their own architecture (as in open_clip)
-            name = config_name(source_cfg["model_cfg"], pretrained)
+            name = config_name(source_cfg["model_cfg"], pretrained, name)
     if found is None:
         model = _create(name, {}, None, False)
         warnings.warn(

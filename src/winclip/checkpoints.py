@@ -236,13 +236,13 @@ def source_config(found: Located | None) -> dict:
     return cfg
 
 
-def config_name(model_cfg: dict, pretrained: str) -> str:
-    """The open_clip name whose config is `model_cfg` (QuickGELU aside), else the source's own name.
+def config_name(model_cfg: dict, pretrained: str, preferred: str) -> str:
+    """The open_clip name whose config is `model_cfg` (QuickGELU aside; `preferred` first), else the source's own.
 
-    The source's name does not depend on where it lies: `hf-hub:ORG/REPO`, `local-dir:<folder name>`.
+    The source's own name does not depend on where it lies: `hf-hub:ORG/REPO`, `local-dir:<folder name>`.
     """
     plain = {k: v for k, v in model_cfg.items() if k != "quick_gelu"}
-    for name in open_clip.list_models():
+    for name in [preferred, *open_clip.list_models()]:
         cfg = open_clip.get_model_config(name) or {}
         if {k: v for k, v in cfg.items() if k != "quick_gelu"} == plain:
             return name

@@ -37,8 +37,12 @@ class Fidelity:
 
 
 # Measured with random weights by `python benchmarks/precision.py` (README, Performance): the fused
-# bf16 path against the fused fp32 path on an Intel Xeon (Sapphire Rapids, AMX), 64 images.
-BF16_FIDELITY: dict[str, Fidelity] = {}
+# bf16 path against the fused fp32 path, 64 textured images, 1-shot, on an Intel Xeon with AMX.
+# ViT-B-16-plus-240 misses the ranking bar (random weights cluster scores within a 0.047 spread, and
+# bf16 moves them by up to 4% of it), so auto stays fp32 there; maps are well inside theirs.
+BF16_FIDELITY: dict[str, Fidelity] = {
+    "ViT-B-16-plus-240": Fidelity(spearman=0.9944, score_rel=0.0429, map_rel=3.67e-3, images=64),
+}
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def where(backbone: str, pretrained: str, cache_dir: str | None = None) -> Where
         return Where(tuple(lines), False)
     cfg = source_config(found)
     if cfg:
-        name = config_name(cfg["model_cfg"], pretrained)
+        name = config_name(cfg["model_cfg"], pretrained, name)
         lines[0] = ("backbone", f"{name} (from {found.config})")
     fmt = _format(found.path)
     sha = file_sha256(found.path)
