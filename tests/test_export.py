@@ -253,3 +253,16 @@ def test_serve_scores_profiles_with_the_exported_model(exports, tmp_path):
         created = client.post("/v1/profiles", data={"name": "new", "object": "nut"}, files=good)
         assert created.status_code == 422 and "has no text encoder" in created.json()["detail"]
         assert not (tmp_path / "profiles" / "new").exists()
+
+
+def test_predict_and_serve_take_the_runtime_options():
+    from winclip.cli import build_parser, model_spec
+
+    parser = build_parser()
+    for argv in (["serve", "--profiles", "p"], ["predict", "a.png", "--out", "o", "--profile", "p"]):
+        args = parser.parse_args([*argv, "--runtime", "openvino", "--export-dir", "vit-ov", "--backbone", TINY])
+        spec = model_spec(args)
+        assert (spec.runtime, spec.export_dir) == ("openvino", "vit-ov")
+        assert model_spec(parser.parse_args([*argv, "--backbone", TINY])).runtime == "torch"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--profiles", "p", "--runtime", "tensorrt"])
