@@ -216,7 +216,9 @@ def test_default_backbone_exports_and_matches_pytorch(tmp_path, rng):
     for runtime in ("onnxruntime", "openvino"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = winclip.WinCLIP("ViT-B-16-plus-240", None, runtime=runtime, export_dir=str(tmp_path / "b16"))
+            model = winclip.WinCLIP(
+                "ViT-B-16-plus-240", None, runtime=runtime, export_dir=str(tmp_path / "b16"), precision="fp32"
+            )
         b = model.set_prototypes(*protos).fit(refs).predict(images)
         assert (a.scores - b.scores).abs().max().item() <= PARITY
         assert max((m - n).abs().max().item() for m, n in zip(a.maps, b.maps, strict=True)) <= PARITY
@@ -266,3 +268,24 @@ def test_predict_and_serve_take_the_runtime_options():
         assert model_spec(parser.parse_args([*argv, "--backbone", TINY])).runtime == "torch"
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--profiles", "p", "--runtime", "tensorrt"])
+
+
+def test_openvino_auto_precision_follows_the_cpu_and_its_own_evidence(exports, monkeypatch, rng):
+    from winclip import precision
+
+    assert exported(exports["openvino"], "openvino").backbone.precision == "fp32"  # tiny-vit: nothing measured
+    held = precision.Fidelity(spearman=0.9995, score_rel=0.01, map_rel=3e-3, images=64)
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setitem(precision.OPENVINO_BF16_FIDELITY, "tiny-vit", held)
+    model = exported(exports["openvino"], "openvino")
+    assert model.backbone.precision == "bf16" and "auto: native bf16 and measured fidelity" in winclip.model.banner(
+        model
+    )
+    assert exported(exports["onnx"], "onnxruntime").backbone.precision_reason == "auto: onnxruntime runs fp32"
+    images = real_images(rng)
+    protos = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
+    a = make_model(precision="fp32").set_prototypes(*protos).predict(images)
+    b = model.set_prototypes(*protos).predict(images)
+    assert 0 < (a.scores - b.scores).abs().max().item() < 0.05  # bf16 really ran, and stayed close
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    assert exported(exports["openvino"], "openvino").backbone.precision == "fp32"

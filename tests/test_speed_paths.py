@@ -196,6 +196,10 @@ def test_auto_picks_bf16_only_on_native_bf16_with_fidelity_that_holds(monkeypatc
     assert m.backbone.precision == "bf16" and m.backbone.dtype == torch.bfloat16
     assert "precision bf16 (auto: native bf16 and measured fidelity (Spearman 0.9995" in winclip.model.banner(m)
     assert resolve_precision("fp32", cpu, "tiny-vit").value == "fp32"  # an explicit choice stays
+    monkeypatch.setattr(precision, "OPENVINO_BF16_FIDELITY", {"ViT-B-32": held})
+    assert resolve_precision("auto", cpu, "ViT-B-32", "openvino").value == "bf16"  # each runtime its own evidence
+    assert resolve_precision("auto", cpu, "tiny-vit", "openvino").value == "fp32"
+    assert resolve_precision("auto", cpu, "ViT-B-32", "onnxruntime").reason == "auto: onnxruntime runs fp32"
 
 
 def test_native_bf16_follows_the_cpu_flags(monkeypatch):

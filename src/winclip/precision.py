@@ -2,8 +2,9 @@
 
 auto = fp16 on CUDA; on the CPU bf16 where the CPU does bf16 arithmetic in hardware
 (AVX512-BF16 or AMX, with oneDNN's bf16 kernels) *and* bf16's fidelity against fp32 was
-measured for the backbone and holds (`BF16_FIDELITY`, Spearman ≥ 0.999 of image scores,
-maps within 1e-2 relative); fp32 everywhere else. On CPUs without native bf16 it is
+measured for the backbone on that runtime (PyTorch or OpenVINO) and holds (`BF16_FIDELITY`,
+`OPENVINO_BF16_FIDELITY`: Spearman ≥ 0.999 of image scores, maps within 1e-2 relative);
+fp32 everywhere else. On CPUs without native bf16 it is
 emulated and several times slower than fp32, so there fp32 is also the fast choice.
 """
 
@@ -43,6 +44,12 @@ class Fidelity:
 BF16_FIDELITY: dict[str, Fidelity] = {
     "ViT-B-16-plus-240": Fidelity(spearman=0.9944, score_rel=0.0429, map_rel=3.67e-3, images=64),
 }
+# The same run, OpenVINO's bf16 (its inference precision hint) on the exported graph, against PyTorch fp32:
+# it keeps the ranking (OpenVINO leaves normalisation and softmax in fp32), so auto = bf16 with OpenVINO there.
+OPENVINO_BF16_FIDELITY: dict[str, Fidelity] = {
+    "ViT-B-16-plus-240": Fidelity(spearman=0.9995, score_rel=0.0112, map_rel=3.19e-3, images=64),
+}
+BF16_RUNTIMES = ("torch", "openvino")  # the runtimes that run bf16, each with its own evidence
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,11 @@ def native_bf16() -> bool:
     return bool(onednn and cpu_flags() & set(BF16_CPU_FLAGS))
 
 
-def resolve_precision(precision: str, device: torch.device, backbone: str = "") -> PrecisionChoice:
-    """The concrete precision for `precision` on `device` (and `backbone`, whose measured bf16 fidelity counts)."""
+def resolve_precision(
+    precision: str, device: torch.device, backbone: str = "", runtime: str = "torch"
+) -> PrecisionChoice:
+    """The concrete precision for `precision` on `device` (and `backbone` on `runtime`, whose measured bf16 fidelity
+    counts; a runtime without bf16 runs fp32)."""
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_CHOICES)}")
     if precision == "fp16" and device.type == "cpu":
@@ -98,9 +108,11 @@ def resolve_precision(precision: str, device: torch.device, backbone: str = "") 
         return PrecisionChoice(precision, "asked for")
     if device.type == "cuda":
         return PrecisionChoice("fp16", "auto: fp16 on CUDA")
+    if runtime not in BF16_RUNTIMES:
+        return PrecisionChoice("fp32", f"auto: {runtime} runs fp32")
     if not native_bf16():
         return PrecisionChoice("fp32", "auto: this CPU has no native bf16 (AVX512-BF16/AMX), emulated bf16 is slower")
-    evidence = BF16_FIDELITY.get(backbone)
+    evidence = (BF16_FIDELITY if runtime == "torch" else OPENVINO_BF16_FIDELITY).get(backbone)
     if evidence is None:
         return PrecisionChoice("fp32", f"auto: native bf16, but its fidelity was not measured for {backbone}")
     figures = f"Spearman {evidence.spearman:.4f}, maps {evidence.map_rel:.1e} on {evidence.images} images"

@@ -21,6 +21,7 @@ from .backbone import Backbone, BackboneInfo, Preprocess
 from .features import Features
 from .images import file_sha256
 from .options import ModelSpec
+from .precision import resolve_precision
 from .weights import read_record
 
 EXPORT_JSON = "export.json"
@@ -171,18 +172,16 @@ class ExportedBackbone(Backbone):
     """A `Backbone` whose vision tower is an export run by ONNX Runtime or OpenVINO, on the CPU.
 
     The exported model computes every exported window scale; `encode` returns the ones asked
-    for. Precision: fp32 (auto), or bf16 with OpenVINO (its inference precision hint).
+    for. Precision: fp32, or bf16 with OpenVINO (its inference precision hint); auto chooses as
+    `precision.resolve_precision` does for the runtime.
     """
 
     def __init__(self, export: Export, runtime: str, *, precision: str = "auto") -> None:
-        if precision == "auto":
-            precision = "fp32"
-            self.precision_reason = "auto: exported runtimes run fp32 unless asked for bf16"
-        elif precision not in RUNTIME_PRECISIONS[runtime]:
+        if precision not in ("auto", *RUNTIME_PRECISIONS[runtime]):
             raise ValueError(f"{runtime} runs exports in {' or '.join(RUNTIME_PRECISIONS[runtime])}, not {precision}")
-        else:
-            self.precision_reason = "asked for"
         meta = export.meta
+        choice = resolve_precision(precision, torch.device("cpu"), meta["backbone"], runtime)
+        precision, self.precision_reason = choice.value, choice.reason
         self.export, self.runtime = export, runtime
         self.device = torch.device("cpu")
         self.precision = precision
