@@ -1,25 +1,30 @@
 """Speed, memory and fidelity of WinCLIP+ (few-shot) and WinCLIP (zero-shot): prints tables.
 
-    python benchmarks/speed.py                                  # CPU: auto (= fp32 fused) vs the fp32 baseline
-    python benchmarks/speed.py --precision auto bf16 --batch 1  # add bf16 rows
+    python benchmarks/speed.py                                  # CPU: auto vs the fp32 baseline, + ORT / OpenVINO
+    python benchmarks/speed.py --precision auto bf16 --batch 1  # add bf16 rows (and OpenVINO bf16)
     python benchmarks/speed.py --device cuda --precision auto bf16 fp16 --batch 1 64
     python benchmarks/speed.py --batch 1 --fidelity-images 0 --profile-batch 1   # + top operators
 
 Random weights (speed does not depend on them); preprocessed input at the backbone's size;
 scoring and upsampling included. The baseline is the fp32 forward through open_clip's own
-modules (`Backbone.unfused()`), timed interleaved with the fast path in this same
-process, so the ratio holds on a noisy shared machine. Fidelity: the fast path against the
-fp32 baseline on textured synthetic images, 1-shot: Spearman of image scores and the largest
-map difference relative to the map's maximum.
+modules (`Backbone.unfused()`), timed interleaved with the fast path and the exported
+runtimes (ONNX Runtime, OpenVINO: the same weights exported by `winclip export` into a
+temporary folder) in this same process, so the ratio holds on a noisy shared machine.
+Fidelity: each path against the fp32 baseline on textured synthetic images, 1-shot: Spearman
+of image scores and the largest map difference relative to the map's maximum
+(benchmarks/precision.py measures it on 64 images).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +33,14 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import PRECISIONS, resolve_precision
+from winclip.backbone import PRECISIONS
+from winclip.export import export_backbone
 from winclip.options import PRECISION_CHOICES
+from winclip.precision import cpu_summary, resolve_precision
 from winclip.vision import linear
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 def reset_peak(device: torch.device) -> None:
@@ -96,11 +104,15 @@ class LazyImages(Sequence):
         return textured(np.random.default_rng(i), self.size, self.size)
 
 
-def build(backbone: str, device: str, precision: str) -> winclip.WinCLIP:
-    """A random-weight model with seeded random text prototypes (the same for every precision)."""
+def build(
+    backbone: str, device: str, precision: str, *, runtime: str = "torch", export_dir: str | None = None
+) -> winclip.WinCLIP:
+    """A random-weight model with seeded random text prototypes (the same for every precision and runtime)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", winclip.RandomWeightsWarning)
-        model = winclip.WinCLIP(backbone, None, device=device, precision=precision)
+        model = winclip.WinCLIP(
+            backbone, None, device=device, precision=precision, runtime=runtime, export_dir=export_dir
+        )
     protos = torch.randn(2, model.backbone.embed_dim, generator=torch.Generator().manual_seed(0))
     return model.set_prototypes(protos[0], protos[1])
 
@@ -124,67 +136,87 @@ def fidelity(model: winclip.WinCLIP, reference: winclip.Prediction, images: list
     return rho, rel
 
 
-def speed_table(args: argparse.Namespace) -> winclip.WinCLIP:
-    """Time the baseline and each precision's fast path, interleaved; returns the first fast model."""
+@dataclass
+class Contender:
+    """One timed path: a row label (path, precision) and its model."""
+
+    path: str
+    prec: str
+    model: winclip.WinCLIP
+
+
+def contenders(args: argparse.Namespace, fast32: winclip.WinCLIP, export_dir: Path) -> list[Contender]:
+    """The baseline, the fused path at each --precision, and each --runtimes export (fp32; OpenVINO also bf16)."""
+    base = winclip.WinCLIP(fast32.backbone.unfused())  # the same weights through open_clip's own modules
+    rows = [Contender("baseline", "fp32", base.set_prototypes(*fast32.prototypes_))]
+    for precision in args.precision:
+        resolved = resolve_precision(precision, base.device, base.info.name).value
+        model = fast32 if resolved == "fp32" else build(args.backbone, args.device, resolved)
+        rows.append(Contender("fused", f"auto={resolved}" if precision == "auto" else precision, model))
+    if args.runtimes:
+        export_backbone(fast32.backbone, export_dir, "onnx")
+    for runtime in args.runtimes:
+        precisions = ["fp32"] + (["bf16"] if runtime == "openvino" and "bf16" in args.precision else [])
+        for precision in precisions:
+            model = build(args.backbone, "cpu", precision, runtime=runtime, export_dir=str(export_dir))
+            rows.append(Contender(runtime, precision, model))
+    return rows
+
+
+def speed_table(args: argparse.Namespace, export_dir: Path) -> winclip.WinCLIP:
+    """Time the baseline and each precision's fast path and runtime, interleaved; returns the first fast model."""
     rng = np.random.default_rng(0)
     fast32 = build(args.backbone, args.device, "fp32")
-    base = winclip.WinCLIP(fast32.backbone.unfused())  # the same weights through open_clip's own modules
-    base.set_prototypes(*fast32.prototypes_)
-    size = base.info.image_size
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, backbone {args.backbone}, device {base.device}"
-        + (f" ({torch.cuda.get_device_name(base.device)})" if base.device.type == "cuda" else "")
-    )
+    size = fast32.info.image_size
+    print(cpu_summary())
+    print(f"backbone {args.backbone}, device {fast32.device}" + (
+        f" ({torch.cuda.get_device_name(fast32.device)})" if fast32.device.type == "cuda" else ""
+    ))  # fmt: skip
     tower = fast32.backbone.tower
     print(f"fast path: {'fused' if tower.fused else 'fallback: ' + str(tower.fallback_reason)}")
-    fast_models = {}
-    for precision in args.precision:
-        resolved = resolve_precision(precision, base.device)
-        fast_models[precision] = fast32 if resolved == "fp32" else build(args.backbone, args.device, resolved)
-
+    rows = contenders(args, fast32, export_dir)
+    base = rows[0].model
     images = [textured(rng, *size) for _ in range(args.fidelity_images)]
     references = [textured(rng, *size)]
     fid = {}
     if args.fidelity_images:
         ref_pred = base.fit(references).predict(images, batch_size=len(images))
-        for precision, model in fast_models.items():
-            fid[precision] = fidelity(model.fit(references), ref_pred, images)
+        for i, row in enumerate(rows[1:], 1):
+            fid[i] = fidelity(row.model.fit(references), ref_pred, images)
     torch.manual_seed(0)
     shot_sets = {k: torch.randn(k, 3, *size) for k in args.shots if k}
     inputs = {b: torch.randn(b, 3, *size) for b in args.batch}
-
     print(
-        f"\n{'device':>6} {'path':>8} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
+        f"\n{'device':>6} {'path':>11} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
         f"{'+peak MB':>8} {'ratio':>6} {'spearman':>9} {'max rel map':>11}",
         flush=True,
     )
     for shots in args.shots:
-        for model in [base, *fast_models.values()]:
-            model.fit(shot_sets.get(shots))
+        for row in rows:
+            row.model.fit(shot_sets.get(shots))
         for batch in args.batch:
-            x = inputs[batch]
-            for model in [base, *fast_models.values()]:
-                time_predict(model, x[:1])  # warm-up (plans, kernels)
-            best: dict[str, tuple[float, float]] = {}
-            for _ in range(args.repeats):  # interleaved, so both see the same machine load
-                for name, model in [("baseline", base), *fast_models.items()]:
-                    sec, mb = time_predict(model, x)
-                    if name not in best or sec < best[name][0]:
-                        best[name] = (sec, mb)
-            for name, model in [("baseline", base), *fast_models.items()]:
-                sec, mb = best[name]
-                rho, rel = fid.get(name, (1.0, 0.0))
-                prec = (
-                    "fp32" if name == "baseline" else f"{name}={model.backbone.precision}" if name == "auto" else name
-                )
+            best = time_interleaved([row.model for row in rows], inputs[batch], args.repeats)
+            for i, row in enumerate(rows):
+                sec, mb = best[i]
+                rho, rel = fid.get(i, (1.0, 0.0))
                 print(
-                    f"{model.device.type:>6} {'baseline' if name == 'baseline' else 'fused':>8} {prec:>9} "
-                    f"{batch:>5} {shots:>5} {1 / sec:8.3f} {1000 * sec:9.1f} {mb:8.0f} "
-                    f"{best['baseline'][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}",
+                    f"{row.model.device.type:>6} {row.path:>11} {row.prec:>9} {batch:>5} {shots:>5} {1 / sec:8.3f} "
+                    f"{1000 * sec:9.1f} {mb:8.0f} {best[0][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}",
                     flush=True,
                 )
-    return next(iter(fast_models.values()))
+    return rows[1].model
+
+
+def time_interleaved(models: list[winclip.WinCLIP], x: torch.Tensor, repeats: int) -> list[tuple[float, float]]:
+    """Best (seconds per image, +peak MB) of each model over `repeats` rounds, the models taking turns."""
+    for model in models:
+        time_predict(model, x[:1])  # warm-up (plans, kernels, compiled runtimes)
+    best = [(float("inf"), 0.0)] * len(models)
+    for _ in range(repeats):  # interleaved, so every path sees the same machine load
+        for i, model in enumerate(models):
+            sec, mb = time_predict(model, x)
+            best[i] = min(best[i], (sec, mb))
+    return best
 
 
 def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
@@ -285,6 +317,13 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISION_CHOICES)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--shots", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=[r for r in RUNTIMES if importlib.util.find_spec(r)],
+        choices=RUNTIMES,
+        help="exported runtimes to time beside PyTorch (default: those installed)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fidelity-images", type=int, default=8, help="textured images for fidelity (0: skip)")
     parser.add_argument("--nn-shots", type=int, nargs="*", default=[1, 8, 64], help="K for the search timing")
@@ -297,7 +336,10 @@ def main() -> None:
 
     if args.gemm:
         gemm_table(torch.device(args.device), ["fp32", "bf16"] + (["fp16"] if args.device != "cpu" else []))
-    fast = speed_table(args)
+    if args.device != "cpu":
+        args.runtimes = []  # the exported runtimes run on the CPU
+    with tempfile.TemporaryDirectory(prefix="winclip-speed-") as tmp:
+        fast = speed_table(args, Path(tmp) / "export")
     if args.profile_batch:
         op_profile(fast, args.profile_batch)
     if args.nn_shots:

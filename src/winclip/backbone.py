@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +17,29 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-from open_clip.pretrained import get_pretrained_cfg
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
+from .checkpoints import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    adapt_state,
+    choose_setup,
+    config_name,
+    fit_problem,
+    guess_backbones,
+    read_checkpoint,
+    source_config,
+)
 from .features import Features
 from .images import file_sha256
-from .options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, PRECISION_CHOICES, ModelSpec
+from .options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, ModelSpec
+from .precision import resolve_precision
 from .prompts import PromptSet
 from .scoring import prototype
 from .vision import VisionTower, check_vit
-from .weights import resolve_checkpoint
+from .weights import Located, resolve_checkpoint
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RANDOM_SEED = 0
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_BATCH = 256  # prompts per text-encoder forward
@@ -43,7 +51,11 @@ class RandomWeightsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """What was loaded: enough to tell whether saved features or profiles match this model."""
+    """What was loaded: enough to tell whether saved features or profiles match this model.
+
+    source, config, activation and weights_format say where the weights came from and how
+    they are run (the banner prints them); they do not change the identity.
+    """
 
     name: str
     pretrained: str | None  # the tag or file asked for; None = random weights
@@ -52,6 +64,11 @@ class BackboneInfo:
     patch_size: tuple[int, int]
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
+    source: str = field(default="", compare=False)  # how the file was found
+    config: str = field(default="", compare=False)  # where activation and mean/std come from
+    activation: str = field(default="GELU", compare=False)
+    weights_format: str = field(default="", compare=False)
+    tokenizer: str = field(default="", compare=False)  # open_clip name of the tokenizer ("" = name)
     _digest: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -62,7 +79,7 @@ class BackboneInfo:
     @property
     def weights_id(self) -> str:
         """Identity of the weights: `sha256:<hex>` of the checkpoint file, or `random:seed=0`."""
-        if self.checkpoint is None:
+        if self.checkpoint is None and "sha" not in self._digest:
             return f"random:seed={RANDOM_SEED}"
         if "sha" not in self._digest:
             self._digest["sha"] = file_sha256(self.checkpoint)
@@ -86,7 +103,7 @@ class Preprocess:
         return (x - mean) / std
 
 
-def _register_config(backbone: str) -> str:
+def register_config(backbone: str) -> str:
     """A path to an open_clip model-config JSON registers it; returns the model name."""
     path = Path(backbone)
     if path.suffix == ".json":
@@ -104,80 +121,83 @@ def _quiet_random_init(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("No pretrained weights loaded")
 
 
+def _create(name: str, source_cfg: dict, found: Located | None, quick_gelu: bool) -> torch.nn.Module:
+    """The open_clip model with seeded random weights (a checkpoint is loaded next, if any)."""
+    root = logging.getLogger()
+    root.addFilter(_quiet_random_init)  # weights are loaded below, or our own warning says they are random
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
+            if source_cfg:
+                src = f"local-dir:{found.config.parent}"
+                return open_clip.create_model(src, load_weights=False, force_quick_gelu=quick_gelu)
+            return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        root.removeFilter(_quiet_random_init)
+
+
+def _load_weights(model: torch.nn.Module, name: str, path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's tensors, or refuse in one line naming the first key or shape that does not fit."""
+    state = adapt_state(model, state)
+    problem = fit_problem(model, state)
+    if problem:
+        guess = guess_backbones(state)
+        hint = f" (its shapes fit {', '.join(guess[:3])})" if guess and name not in guess else ""
+        raise ValueError(f"{path}: not a checkpoint of {name}: {problem}{hint}")
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+
+
 def load_clip(
     backbone: str,
     pretrained: str | Path | None,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
 ) -> tuple[torch.nn.Module, BackboneInfo]:
-    """Build an open_clip model by name (or config JSON) with tag, file or random weights (fp32, eval)."""
-    name = _register_config(str(backbone))
-    pretrained = ModelSpec(pretrained=None if pretrained is None else str(pretrained)).pretrained
-    checkpoint: Path | None = None
-    quick_gelu = False
-    mean, std = OPENAI_MEAN, OPENAI_STD
+    """Build an open_clip model by name (or config JSON) with tag, hf-hub:, local-dir:, file or random weights."""
+    pretrained = None if pretrained is None or str(pretrained).lower() == "none" else str(pretrained)
+    name = register_config(str(backbone))
+    found = source_cfg = None
     if pretrained is not None:
-        if Path(pretrained).is_file():
-            checkpoint = Path(pretrained)
-        elif Path(pretrained).suffix or os.sep in str(pretrained):
-            raise FileNotFoundError(f"{pretrained}: checkpoint file not found")
-        else:
-            checkpoint = resolve_checkpoint(name, str(pretrained), cache_dir)
-            cfg = get_pretrained_cfg(name, str(pretrained))
-            quick_gelu = bool(cfg.get("quick_gelu", False))
-            mean = tuple(cfg.get("mean", mean))
-            std = tuple(cfg.get("std", std))
-    root = logging.getLogger()
-    root.addFilter(_quiet_random_init)  # weights are loaded below, or our own warning says they are random
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
-            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
-    finally:
-        root.removeFilter(_quiet_random_init)
-    if checkpoint is None:
+        found = resolve_checkpoint(name, pretrained, cache_dir)
+        source_cfg = source_config(found)
+        if source_cfg:  # hf-hub: and local-dir: sources carry their own architecture (as in open_clip)
+            name = config_name(source_cfg["model_cfg"], pretrained, name)
+    if found is None:
+        model = _create(name, {}, None, False)
         warnings.warn(
             f"winclip: {name} has RANDOM weights (pretrained=None): scores and maps are meaningless; "
             "use this only for tests and speed measurements",
             RandomWeightsWarning,
             stacklevel=2,
         )
+        info = {"source": "random", "config": f"{name}'s own"}
     else:
         try:
-            open_clip.load_checkpoint(model, str(checkpoint))
-        except Exception as exc:  # noqa: BLE001 - a bad checkpoint is one clear line
-            raise ValueError(f"{checkpoint}: not a checkpoint of {name} ({str(exc).splitlines()[0]})") from None
+            ckpt = read_checkpoint(found.path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is one clear line
+            raise ValueError(f"{found.path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+        plain_file = found.origin == "file" or found.origin.startswith("local-dir")
+        sha = file_sha256(found.path) if plain_file and not source_cfg else ""
+        setup = choose_setup(name, pretrained, found, source_cfg or {}, ckpt.format, sha)
+        model = _create(name, source_cfg or {}, found, setup.quick_gelu)
+        _load_weights(model, name, found.path, ckpt.state)
+        info = {"source": found.origin, "config": setup.reason, "weights_format": ckpt.format}
+        info.update(mean=setup.mean, std=setup.std, _digest={"sha": sha} if sha else {})
+        if source_cfg and name not in open_clip.list_models():
+            info["tokenizer"] = f"local-dir:{found.config.parent}"
     model = model.to(device).eval().requires_grad_(False)
     visual = model.visual
     check_vit(visual)
-    info = BackboneInfo(
+    act = type(visual.transformer.resblocks[0].mlp.gelu).__name__ if visual.transformer.resblocks else "GELU"
+    return model, BackboneInfo(
         name=name,
-        pretrained=None if pretrained is None else str(pretrained),
-        checkpoint=checkpoint,
+        pretrained=pretrained,
+        checkpoint=None if found is None else found.path,
         image_size=tuple(visual.image_size),
         patch_size=tuple(visual.patch_size),
-        mean=mean,
-        std=std,
+        activation=act,
+        **info,
     )
-    return model, info
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The concrete precision for `precision` on `device`; "auto" picks from measured evidence.
-
-    auto: fp32 on the CPU, fp16 on CUDA. On random weights (tests/test_speed_paths.py,
-    benchmarks/speed.py) fp16 keeps the fp32 ranking of image scores and maps within 4e-4,
-    while bf16 (8 significant bits) swaps close scores (Spearman 0.97) and moves maps by 4e-3;
-    on a CPU without bf16 hardware bf16 is also about 8x slower. bf16 stays an explicit choice
-    (e.g. for CPUs with AMX); fp16 is refused on the CPU.
-    """
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_CHOICES)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 needs a GPU; use bf16 on the CPU")
-    return precision
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -207,20 +227,35 @@ class Backbone:
         fused: bool = True,
     ) -> None:
         self.device = pick_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.dtype = PRECISIONS[self.precision]
+        resolve_precision(precision, self.device, str(name))  # a bad choice fails before the slow load
         self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
+        choice = resolve_precision(precision, self.device, self.info.name)
+        self.precision, self.precision_reason = choice.value, choice.reason
+        self.dtype = PRECISIONS[self.precision]
         self.clip.visual.to(self.dtype)
         self.tower = VisionTower(self.clip.visual, fused=fused)
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
-        self.tokenizer = open_clip.get_tokenizer(self.info.name)
+        self.tokenizer = open_clip.get_tokenizer(self.info.tokenizer or self.info.name)
         self._prototypes: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def load(cls, spec: ModelSpec) -> Backbone:
-        """The backbone a `ModelSpec` describes."""
+        """The backbone a `ModelSpec` describes: PyTorch, or an exported model run by ONNX Runtime / OpenVINO."""
+        if spec.runtime != "torch":
+            from .runtime import ExportedBackbone  # same layer; imported here to keep the import graph acyclic
+
+            return ExportedBackbone.load(spec)
         return cls(
             spec.backbone, spec.pretrained, device=spec.device, precision=spec.precision, cache_dir=spec.cache_dir
+        )
+
+    def describe(self) -> str:
+        """Where the weights came from and how they run (the banner's second line)."""
+        info = self.info
+        fmt = f", {info.weights_format}" if info.weights_format else ""
+        return (
+            f"weights: {info.source}{fmt}; activation {info.activation}, mean {_short(info.mean)}, "
+            f"std {_short(info.std)} ({info.config}); precision {self.precision} ({self.precision_reason})"
         )
 
     def unfused(self) -> Backbone:
@@ -262,6 +297,10 @@ class Backbone:
             t_a = prototype(self.encode_text(anomalous)) if anomalous else torch.zeros_like(t_n)  # one-class
             self._prototypes[key] = (t_n, t_a)
         return self._prototypes[key]
+
+
+def _short(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
 def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int = TEXT_BATCH) -> torch.Tensor:

@@ -67,7 +67,7 @@ class EncodedImages:
         return (self.owner == image).nonzero()[:, 0]
 
 
-def _check_shared(backbone: Backbone, pretrained: str | None, device, precision: str, cache_dir: str | None) -> None:
+def _check_shared(backbone: Backbone, pretrained: str | None, device, precision: str, loading: dict) -> None:
     """A given Backbone fixes the weights: loading options may only be left at their defaults or agree."""
     clashes = [
         name
@@ -75,7 +75,9 @@ def _check_shared(backbone: Backbone, pretrained: str | None, device, precision:
             ("pretrained", pretrained, DEFAULT_PRETRAINED, backbone.info.pretrained),
             ("device", None if device is None else str(torch.device(device)), None, str(backbone.device)),
             ("precision", precision, "auto", backbone.precision),
-            ("cache_dir", cache_dir, None, None),
+            ("cache_dir", loading["cache_dir"], None, None),
+            ("runtime", loading["runtime"], "torch", None),
+            ("export_dir", loading["export_dir"], None, None),
         )
         if given != default and given != actual
     ]
@@ -87,8 +89,9 @@ class WinCLIP:
     """Zero-shot WinCLIP and few-shot WinCLIP+ over an open_clip ViT.
 
     `backbone` is an open_clip model name (or config JSON), loaded with `pretrained`, `device`,
-    `precision` and `cache_dir`, or an already loaded `Backbone` to share. `with_options`
-    gives another configuration on the same backbone without reloading anything.
+    `precision` and `cache_dir` (or, with `runtime="onnxruntime"|"openvino"`, the export of it in
+    `export_dir`), or an already loaded `Backbone` to share. `with_options` gives another
+    configuration on the same backbone without reloading anything.
     """
 
     method = "winclip"  # what scores the features; the paper's baselines (winclip.baselines) name theirs
@@ -119,6 +122,8 @@ class WinCLIP:
         batch_size: int = DEFAULT_BATCH_SIZE,
         prompts: str | PromptSet = "winclip",
         cache_dir: str | None = None,
+        runtime: str = "torch",
+        export_dir: str | None = None,
     ) -> None:
         vision = None if vision_scales is None else tuple(vision_scales)
         options = MethodOptions(
@@ -129,10 +134,11 @@ class WinCLIP:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(prompts, str) and prompts not in PROMPT_SETS:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
+        loading = {"cache_dir": cache_dir, "runtime": runtime, "export_dir": export_dir}
         if isinstance(backbone, Backbone):
-            _check_shared(backbone, pretrained, device, precision, cache_dir)
+            _check_shared(backbone, pretrained, device, precision, loading)
         else:
-            backbone = Backbone(backbone, pretrained, device=device, precision=precision, cache_dir=cache_dir)
+            backbone = Backbone.load(ModelSpec(backbone, pretrained, device, precision, **loading))
         self.scorer = Scorer(options, backbone.grid, backbone.device)
         self.backbone = backbone
         self.options = options
@@ -398,7 +404,7 @@ def banner(model: WinCLIP) -> str:
     line = (
         f"winclip {__version__}: {info.name} ({info.pretrained or 'random'}) on {model.device}, "
         f"{model.backbone.precision}, "
-        f"batch {model.batch_size}"
+        f"batch {model.batch_size}\n{model.backbone.describe()}"
     )
     if info.checkpoint is not None:
         return line

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e31"
 DEFAULT_BATCH_SIZE = 8
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # "auto" resolves per device (backbone.resolve_precision)
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # "auto" resolves per device (precision.resolve_precision)
+RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino")  # what runs the vision tower (runtime.py for the exported)
+EXPORT_FORMATS = ("onnx", "openvino")  # `winclip export --format`
 RESIZE_MODES = ("squash", "tile")
 TILE_REDUCTIONS = ("max", "mean")
 AGGREGATIONS = ("harmonic", "mean")
@@ -36,6 +38,7 @@ class ModelSpec:
 
     pretrained: an open_clip tag, a checkpoint file, or None for seeded random weights.
     device: "cpu", "cuda", "cuda:1", ... or None / "auto" (CUDA when available).
+    runtime: "torch", or "onnxruntime" / "openvino" to run the model exported into `export_dir`.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -43,10 +46,16 @@ class ModelSpec:
     device: str | None = None
     precision: str = "auto"
     cache_dir: str | None = None
+    runtime: str = "torch"
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISION_CHOICES)}")
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIME_CHOICES)}")
+        if (self.runtime == "torch") != (self.export_dir is None):
+            raise ValueError("an export folder (export_dir, --export-dir) goes with runtime onnxruntime or openvino")
         if self.pretrained is not None and str(self.pretrained).lower() == "none":
             object.__setattr__(self, "pretrained", None)
         if self.device == "auto":

@@ -13,14 +13,24 @@ import warnings
 from collections.abc import Sequence
 
 from .. import __version__
-from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, PRECISION_CHOICES, ModelSpec
+from ..options import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PRETRAINED,
+    PRECISION_CHOICES,
+    RUNTIME_CHOICES,
+    ModelSpec,
+)
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default.
-SUBCOMMANDS: tuple[str, ...] = ("eval", "report", "profile", "predict", "serve")
+SUBCOMMANDS: tuple[str, ...] = ("eval", "report", "profile", "predict", "serve", "weights", "export")
 
 
-PRETRAINED_HELP = "open_clip pretrained tag, a local checkpoint file, or 'none' for random weights"
+PRETRAINED_HELP = (
+    "open_clip pretrained tag, hf-hub:ORG/REPO, local-dir:FOLDER, a local checkpoint file, or 'none' for random weights"
+)
+PRECISION_HELP = "auto = bf16 on CPUs with native bf16 where its measured fidelity holds, else fp32; fp16 on CUDA"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -49,15 +59,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default=DEFAULT_PRETRAINED, metavar="TAG|FILE|none", help=PRETRAINED_HELP)
     g.add_argument("--cache-dir", help="open_clip / Hugging Face cache folder holding downloaded weights")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto = cuda when available)")
-    g.add_argument(
-        "--precision", default="auto", choices=PRECISION_CHOICES, help="auto = fp32 on the CPU, fp16 on CUDA"
-    )
+    g.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
 
 
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--runtime and --export-dir: run an exported vision tower (`winclip export`) instead of PyTorch's."""
+    g = parser.add_argument_group("runtime (an exported model; text prototypes come from the profile)")
+    g.add_argument("--runtime", default="torch", choices=RUNTIME_CHOICES, help="what runs the vision tower")
+    g.add_argument("--export-dir", metavar="DIR", help="folder written by `winclip export` (with --runtime)")
+
+
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    """The weights the shared model options ask for."""
-    return ModelSpec(args.backbone, args.pretrained, args.device, args.precision, args.cache_dir)
+    """The weights the shared model options ask for (and the runtime, where the command has one)."""
+    runtime, export_dir = getattr(args, "runtime", "torch"), getattr(args, "export_dir", None)
+    return ModelSpec(args.backbone, args.pretrained, args.device, args.precision, args.cache_dir, runtime, export_dir)
 
 
 def load_model(args: argparse.Namespace, options=None, *, prompts: str = "winclip"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..images import DEFAULT_MAX_PIXELS
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
-from . import add_command, load_model
+from . import add_command, add_runtime_options, load_model
 from .cluster import add_ray_options
 from .profile import add_profile_model_options, image_paths, model_for_profile
 
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--resume", action="store_true", help="keep finished results in --out and do the rest")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_profile_model_options(p)
+    add_runtime_options(p)
     add_ray_options(p)
     p.set_defaults(func=run)
 

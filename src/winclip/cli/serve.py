@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import add_command, add_model_options, model_spec
+from . import add_command, add_model_options, add_runtime_options, model_spec
 
 if TYPE_CHECKING:  # the service is imported inside `run` (the command line parses without it)
     from ..service.config import ServiceConfig
@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: 127.0.0.1, or $FORWARDED_ALLOW_IPS)",
     )
     add_model_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
