@@ -230,7 +230,7 @@ def test_serve_scores_profiles_with_the_exported_model(exports, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from test_service_support import images, library_inspection, make_profiles
+    from test_service_support import LOCAL, images, library_inspection, make_profiles
     from winclip.options import ModelSpec
     from winclip.service.app import create_app
     from winclip.service.config import ServiceConfig
@@ -238,7 +238,7 @@ def test_serve_scores_profiles_with_the_exported_model(exports, tmp_path):
     made = make_profiles(tmp_path / "profiles")
     spec = ModelSpec(TINY, None, device="cpu", runtime="onnxruntime", export_dir=str(exports["onnx"]))
     config = ServiceConfig(profiles=tmp_path / "profiles", model=spec, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url=LOCAL) as client:  # without a key only localhost may be used
         for _ in range(1500):
             ready = client.get("/health/ready")
             if ready.status_code == 200:
