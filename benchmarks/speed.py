@@ -1,7 +1,7 @@
 """Speed, memory and fidelity of WinCLIP+ (few-shot) and WinCLIP (zero-shot): prints tables.
 
     python benchmarks/speed.py                                  # CPU: auto vs the fp32 baseline, + ORT / OpenVINO
-    python benchmarks/speed.py --precision auto bf16 --batch 1  # add bf16 rows (and OpenVINO bf16)
+    python benchmarks/speed.py --precision fp32 auto --batch 1  # fp32 and auto rows (+ OpenVINO bf16 where auto = bf16)
     python benchmarks/speed.py --device cuda --precision auto bf16 fp16 --batch 1 64
     python benchmarks/speed.py --batch 1 --fidelity-images 0 --profile-batch 1   # + top operators
 
@@ -125,7 +125,7 @@ def time_predict(model: winclip.WinCLIP, x: torch.Tensor) -> tuple[float, float]
     start = time.perf_counter()
     model.predict(x, batch_size=len(x))
     synchronize(model.device)
-    return (time.perf_counter() - start) / len(x), peak_mb(model.device) - before
+    return (time.perf_counter() - start) / len(x), max(0.0, peak_mb(model.device) - before)  # under an old peak: 0
 
 
 def fidelity(model: winclip.WinCLIP, reference: winclip.Prediction, images: list) -> tuple[float, float]:
@@ -149,14 +149,15 @@ def contenders(args: argparse.Namespace, fast32: winclip.WinCLIP, export_dir: Pa
     """The baseline, the fused path at each --precision, and each --runtimes export (fp32; OpenVINO also bf16)."""
     base = winclip.WinCLIP(fast32.backbone.unfused())  # the same weights through open_clip's own modules
     rows = [Contender("baseline", "fp32", base.set_prototypes(*fast32.prototypes_))]
-    for precision in args.precision:
-        resolved = resolve_precision(precision, base.device, base.info.name).value
-        model = fast32 if resolved == "fp32" else build(args.backbone, args.device, resolved)
-        rows.append(Contender("fused", f"auto={resolved}" if precision == "auto" else precision, model))
+    resolved = {p: resolve_precision(p, base.device, base.info.name).value for p in args.precision}
+    for precision in dict.fromkeys(resolved.values()):  # each distinct precision timed once
+        model = fast32 if precision == "fp32" else build(args.backbone, args.device, precision)
+        auto = resolved.get("auto") == precision
+        rows.append(Contender("fused", f"auto={precision}" if auto else precision, model))
     if args.runtimes:
         export_backbone(fast32.backbone, export_dir, "onnx")
     for runtime in args.runtimes:
-        precisions = ["fp32"] + (["bf16"] if runtime == "openvino" and "bf16" in args.precision else [])
+        precisions = ["fp32"] + (["bf16"] if runtime == "openvino" and "bf16" in resolved.values() else [])
         for precision in precisions:
             model = build(args.backbone, "cpu", precision, runtime=runtime, export_dir=str(export_dir))
             rows.append(Contender(runtime, precision, model))

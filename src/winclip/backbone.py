@@ -231,9 +231,11 @@ class Backbone:
         self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
         choice = resolve_precision(precision, self.device, self.info.name)
         self.precision, self.precision_reason = choice.value, choice.reason
-        self.dtype = PRECISIONS[self.precision]
+        # bf16 on the CPU's fused path: bf16 products over an fp32 residual stream (vision.Matmuls)
+        mixed = self.precision == "bf16" and self.device.type == "cpu" and VisionTower(self.clip.visual, fused).fused
+        self.dtype = torch.float32 if mixed else PRECISIONS[self.precision]  # what the tower's weights hold
         self.clip.visual.to(self.dtype)
-        self.tower = VisionTower(self.clip.visual, fused=fused)
+        self.tower = VisionTower(self.clip.visual, fused=fused, matmul_dtype=torch.bfloat16 if mixed else None)
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
         self.tokenizer = open_clip.get_tokenizer(self.info.tokenizer or self.info.name)
         self._prototypes: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
