@@ -43,9 +43,7 @@ class LocalCluster:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
-            "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).parent.parent / "src"), os.environ.get("PYTHONPATH", "")]
-            ),
+            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
         }
         port = self.address.rsplit(":", 1)[1]
         self.head = subprocess.Popen(

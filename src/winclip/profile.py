@@ -209,7 +209,6 @@ class Profile:
 
     def bind(self, model: WinCLIP) -> WinCLIP:
         """A new WinCLIP on `model`'s backbone with this profile's options, prototypes and references."""
-        self.check_backbone(model.info)
         return self.apply(model.with_options(**dataclasses.asdict(self.options)))
 
     # -- references and calibration ------------------------------------------------------

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MethodOptions
+from ..options import MethodOptions
 from . import model_spec
-from .profile import image_paths
+from .profile import default_weights, image_paths
 
 RAY_HELP = (
     "run on a Ray cluster (pip install 'winclip[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
@@ -49,16 +49,15 @@ def _profile_payload(args: argparse.Namespace, ray, spec, model_job_for):
     from ..distributed.pool import ClusterError
     from ..distributed.workers import ProfilePayload, create_profile, with_names
     from ..profile import Profile
+    from .predict import with_threshold_options
 
     if args.profile:
         profile = Profile.load(args.profile)
-        args.backbone = args.backbone or profile.backbone
-        args.pretrained = args.pretrained or profile.pretrained or "none"
+        default_weights(args, profile)
         job = model_job_for(profile.options)
     else:
         good = image_paths(args.good, "--good")
-        args.backbone = args.backbone or DEFAULT_BACKBONE
-        args.pretrained = args.pretrained or DEFAULT_PRETRAINED
+        default_weights(args)
         job = model_job_for(MethodOptions(resize=args.resize))
         task = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(create_profile)
         roi = None if args.roi is None else str(Path(args.roi).absolute())
@@ -66,10 +65,7 @@ def _profile_payload(args: argparse.Namespace, ray, spec, model_job_for):
         if made.error:
             raise ClusterError(f"the profile could not be made on a Ray worker: {made.error}")
         profile = with_names(made.payload.unpack(), good)
-    if args.threshold is not None or args.review_threshold is not None:
-        profile = profile.with_thresholds(
-            profile.threshold if args.threshold is None else args.threshold, args.review_threshold
-        )
+    profile = with_threshold_options(profile, args)
     return job, ProfilePayload.pack(profile), profile
 
 
@@ -78,7 +74,7 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
     from ..distributed.pool import WorkerPool, check_version, connected
     from ..distributed.predict import run_predict_ray
     from ..distributed.workers import InspectJob, InspectWorker, ModelJob
-    from .predict import MEGA, profile_label, unwritable
+    from .predict import MEGA, interrupted, print_banner, unwritable
 
     spec = _pool_spec(args)
     with connected(args.ray) as ray:
@@ -90,16 +86,7 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
         try:
             info = pool.start()
             check_version(info)
-            print(f"predict: {profile_label(profile, args.profile)}", file=sys.stderr)
-            if args.profile is None and args.threshold is None:
-                print(
-                    "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
-                    file=sys.stderr,
-                )
-            where = f"on Ray ({len(pool.workers)} workers)"
-            print(f"predict: {len(found.images)} images -> {args.out} {where}", file=sys.stderr)
-            for pattern in found.unmatched:
-                print(f"winclip: {pattern}: no file matches", file=sys.stderr)
+            print_banner(args, profile, found, f" on Ray ({len(pool.workers)} workers)")
             header = {**info["header"], "cwd": os.getcwd()}  # paths are resolved against the driver's folder
             summary = run_predict_ray(
                 pool, header, found.images, args.out, overwrite=args.overwrite, resume=args.resume,
@@ -108,8 +95,7 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
         except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
             return unwritable(args.out, exc)
         except KeyboardInterrupt:
-            print(f"winclip: interrupted; finished results are in {args.out}; rerun with --resume", file=sys.stderr)
-            return 130
+            return interrupted(args.out)
         finally:
             print(pool.report(), file=sys.stderr)
             pool.close()
@@ -118,7 +104,7 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
 
 
 @contextmanager
-def eval_encoder(args: argparse.Namespace, model, options: MethodOptions) -> Iterator:
+def eval_encoder(args: argparse.Namespace, model) -> Iterator:
     """The encoder `evaluate` uses: `feature_cache.encode_files`, or with --ray a pool of Ray workers."""
     from ..feature_cache import encode_files
 
@@ -131,7 +117,7 @@ def eval_encoder(args: argparse.Namespace, model, options: MethodOptions) -> Ite
 
     spec = _pool_spec(args)
     with connected(args.ray) as ray:
-        job = ModelJob(model_spec(args), options, args.batch_size, spec.threads)
+        job = ModelJob(model_spec(args), model.options, args.batch_size, spec.threads)
         pool = WorkerPool(ray, EncodeWorker, (job,), spec)
         try:
             info = pool.start()

@@ -170,7 +170,7 @@ def _settings(args: argparse.Namespace, plan, model, resolution: int | None) -> 
 def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> int:
     from ..evaluate import evaluate
 
-    with eval_encoder(args, model, model.options) as encoder:  # feature_cache.encode_files, or Ray workers
+    with eval_encoder(args, model) as encoder:  # feature_cache.encode_files, or Ray workers
         result = evaluate(
             model,
             plan,

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from ..images import DEFAULT_MAX_PIXELS
-from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
+from ..options import RESIZE_MODES, MethodOptions
 from . import add_command, add_runtime_options, load_model
 from .cluster import add_ray_options
-from .profile import add_profile_model_options, image_paths, model_for_profile
+from .profile import add_profile_model_options, default_weights, image_paths, model_for_profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +71,36 @@ def profile_label(profile, profile_path: str | None) -> str:
     )
 
 
+def with_threshold_options(profile, args: argparse.Namespace):
+    """The profile with --threshold/--review-threshold over its own; its review band stays while below the threshold."""
+    if args.threshold is None and args.review_threshold is None:
+        return profile
+    threshold = profile.threshold if args.threshold is None else args.threshold
+    review = args.review_threshold
+    if review is None and profile.review_threshold is not None and profile.review_threshold <= threshold:
+        review = profile.review_threshold
+    return profile.with_thresholds(threshold, review)
+
+
+def print_banner(args: argparse.Namespace, profile, found, where: str = "") -> None:
+    """The decision rule, a warning for an uncalibrated default threshold, the job and unmatched patterns."""
+    print(f"predict: {profile_label(profile, args.profile)}", file=sys.stderr)
+    if args.profile is None and args.threshold is None:
+        print(
+            "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
+            file=sys.stderr,
+        )
+    print(f"predict: {len(found.images)} images -> {args.out}{where}", file=sys.stderr)
+    for pattern in found.unmatched:
+        print(f"winclip: {pattern}: no file matches", file=sys.stderr)
+
+
+def interrupted(out: str) -> int:
+    """One line for Ctrl-C: what is kept and how to go on; exit status 130."""
+    print(f"winclip: interrupted; finished results are in {out}; rerun with --resume to continue", file=sys.stderr)
+    return 130
+
+
 def unwritable(out: str, exc: OSError) -> int:
     """One line for results that cannot be written (a full disk, a read-only folder); exit status 3."""
     print(
@@ -105,24 +135,12 @@ def run(args: argparse.Namespace) -> int:
         model = model_for_profile(args, profile)
     else:
         good = image_paths(args.good, "--good")
-        args.backbone = args.backbone or DEFAULT_BACKBONE
-        args.pretrained = args.pretrained or DEFAULT_PRETRAINED
+        default_weights(args)
         model = load_model(args, MethodOptions(resize=args.resize))
         profile = Profile.create(model, args.object, good, roi=args.roi)
-    if args.threshold is not None or args.review_threshold is not None:
-        profile = profile.with_thresholds(
-            profile.threshold if args.threshold is None else args.threshold, args.review_threshold
-        )
+    profile = with_threshold_options(profile, args)
     inspector = Inspector(profile, model, min_area=args.min_area)
-    print(f"predict: {profile_label(profile, args.profile)}", file=sys.stderr)
-    if args.profile is None and args.threshold is None:
-        print(
-            "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
-            file=sys.stderr,
-        )
-    print(f"predict: {len(found.images)} images -> {args.out}", file=sys.stderr)
-    for pattern in found.unmatched:
-        print(f"winclip: {pattern}: no file matches", file=sys.stderr)
+    print_banner(args, profile, found)
     try:
         summary = run_predict(
             inspector,
@@ -138,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
         return unwritable(args.out, exc)
     except KeyboardInterrupt:
-        print(
-            f"winclip: interrupted; finished results are in {args.out}; rerun with --resume to continue",
-            file=sys.stderr,
-        )
-        return 130
+        return interrupted(args.out)
     print(f"predict: {summary.text()}", file=sys.stderr)
     return 1 if summary.failed or found.unmatched else 0

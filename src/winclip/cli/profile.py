@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..options import RESIZE_MODES, MethodOptions
+from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
 from ..prompts import PROMPT_SETS
 from . import HelpFormatter, add_command, add_model_options, load_model
 
@@ -32,11 +32,20 @@ def add_profile_model_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(backbone=None, pretrained=None)
 
 
+def default_weights(args: argparse.Namespace, profile=None) -> None:
+    """--backbone/--pretrained left unset: the profile's own weights, or the package defaults without one."""
+    if profile is None:
+        args.backbone = args.backbone or DEFAULT_BACKBONE
+        args.pretrained = args.pretrained or DEFAULT_PRETRAINED
+    else:
+        args.backbone = args.backbone or profile.backbone
+        args.pretrained = args.pretrained or profile.pretrained or "none"
+
+
 def model_for_profile(args: argparse.Namespace, profile):
-    """The model a profile was made with (device, precision, batch size from the options), profile bound."""
-    args.backbone = args.backbone or profile.backbone
-    args.pretrained = args.pretrained or profile.pretrained or "none"
-    return profile.bind(load_model(args, profile.options))
+    """The model a profile was made with (device, precision, batch size from the options); callers bind it."""
+    default_weights(args, profile)
+    return load_model(args, profile.options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -58,7 +58,7 @@ def check_version(info: dict) -> None:
         )
 
 
-def first_line(error: BaseException | str) -> str:
+def error_line(error: BaseException | str) -> str:
     """The last non-empty line of an error's text (where Python puts the exception itself)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -71,7 +71,7 @@ def connected(address: str) -> Iterator[ModuleType]:
     try:
         ray.init(address=None if address == "auto" else address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {first_line(err)}") from None
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {error_line(err)}") from None
     try:
         yield ray
     finally:
@@ -194,7 +194,7 @@ class WorkerPool:
             return
         except self.ray.exceptions.RayError as err:
             worker.state = "dead"
-            self.errors.append(f"worker {index}: {first_line(err)}")
+            self.errors.append(f"worker {index}: {error_line(err)}")
             return
         if info.get("error"):
             worker.state = "dead"
@@ -236,7 +236,7 @@ class WorkerPool:
                 self._lost(index)
                 yield from self._retry(chunk, queue, "its Ray worker process died")
             except self.ray.exceptions.RayTaskError as err:
-                yield from self._retry(chunk, queue, f"failed on a Ray worker: {first_line(err.cause or err)}")
+                yield from self._retry(chunk, queue, f"failed on a Ray worker: {error_line(err.cause or err)}")
             else:
                 self.images[index] += len(chunk.items)
                 yield Done(chunk.items, result, index)

@@ -3,8 +3,8 @@
 The workers read each image by its absolute path (a shared filesystem mounted at the same place
 on every node) and return `Outcome`s; the driver writes them with `workflow.ResultWriter` as they
 arrive, so results.jsonl/csv, errors.csv, overlays and masks are the files of a local run (rows in
-order of completion, not of input). Each input is written once: the driver skips an input it has
-already written, and an input no worker could finish becomes an error row.
+order of completion, not of input). Each input is written once: the pool hands back each chunk's
+results once (a failed chunk is retried whole), and an input no worker could finish becomes an error row.
 """
 
 from __future__ import annotations
@@ -49,16 +49,12 @@ def run_predict_ray(
     todo = writer.todo(images)
     originals = {str(item.path.absolute()): item for item in todo}
     wire = [(path, str(item.rel)) for path, item in originals.items()]
-    written: set[str] = set()
     with (
         writer,
         tqdm(total=len(todo), unit="img", desc="predict (ray)", disable=not progress, file=sys.stderr) as bar,
     ):
         for event in pool.run("inspect", wire, chunk_size):
             for outcome in _outcomes(event, originals):
-                if str(outcome.item.path) in written:
-                    continue  # already written from an earlier attempt
-                written.add(str(outcome.item.path))
                 writer.write(outcome)
                 bar.update(1)
     return writer.summary
