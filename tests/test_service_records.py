@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import TINY
+from test_service_db import record
 from test_service_support import LOCAL, both_databases, images, make_profiles
 from winclip.cli import main
 from winclip.decisions import label_of
@@ -150,10 +152,14 @@ def test_an_unresponsive_postgresql_times_out_at_start(tmp_path, capsys):
 def test_the_recorder_refuses_to_write_into_a_deleted_file(tmp_path):
     rec = Recorder(f"sqlite:///{tmp_path / 'r.sqlite'}")
     rec.check()
+    assert rec.record([record("p", datetime.now(timezone.utc), 1, "normal")]) == [1]
     os.unlink(tmp_path / "r.sqlite")
     with pytest.raises(DatabaseUnavailableError, match="was deleted while serving"):
         rec.check()
-    assert "deleted" in (rec.last_error or "deleted")
+    with pytest.raises(DatabaseUnavailableError, match="was deleted while serving"):
+        rec.record([record("p", datetime.now(timezone.utc), 2, "normal")])
+    assert "was deleted while serving" in rec.last_error  # remembered: not ready until a write succeeds
+    assert not (tmp_path / "r.sqlite").exists()  # nothing re-created the file behind the service's back
     rec.close()
 
 

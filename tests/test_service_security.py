@@ -161,6 +161,29 @@ def test_without_a_key_only_loopback_host_names_are_answered(folder, tmp_path):
         assert c.get("/v1/profiles", headers={"Host": "127.0.0.1:8000"}).status_code == 200
 
 
+def test_insecure_no_auth_answers_any_host_name(folder, tmp_path):
+    with app_for(folder, tmp_path / "x.sqlite", insecure_no_auth=True) as c:
+        wait_ready(c)
+        for host in ("10.0.0.5:8000", "station.plant.local"):  # the names a trusted network uses
+            assert c.get("/v1/profiles", headers={"Host": host}).status_code == 200, host
+        r = c.post("/v1/profiles", headers={"Origin": "http://evil.example"}, data={"name": "x", "object": "y"})
+        assert r.status_code == 403  # cross-site changes stay refused
+
+
+def test_an_unexpected_error_is_a_500_with_the_security_headers(folder, tmp_path):
+    config = ServiceConfig(profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{tmp_path}/e")
+    app = create_app(config)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("disk on fire\nsecond line")
+
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error: RuntimeError: disk on fire"}
+    assert r.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in r.headers
+
+
 # -- 2. safe downloads and headers -----------------------------------------------------------
 
 

@@ -178,6 +178,7 @@ def service_config(args: argparse.Namespace, key: str | None, keep: frozenset[st
         min_area=args.min_area,
         db_connect_timeout_s=args.db_timeout,
         api_key=key,
+        insecure_no_auth=args.insecure_no_auth,
         sync_interval_s=args.sync_interval,
         keep=keep,
         keep_max_bytes=int((args.keep_max_gb or 0) * GIGA),
@@ -190,21 +191,21 @@ def open_stores(config: ServiceConfig) -> tuple[Recorder, Keeper | None]:
     be opened."""
     import sqlalchemy
 
-    from ..service.db import Recorder
+    from ..service.db import Recorder, one_line
     from ..service.migrate import SchemaError
     from ..service.retention import Keeper, KeepError
 
     print("winclip serve: opening the database", file=sys.stderr)
     try:
-        recorder = Recorder(config.database, connect_timeout_s=config.db_connect_timeout_s)
+        recorder = Recorder.of(config)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, SchemaError) as exc:
-        raise ValueError(f"--db: cannot open the database: {str(exc).strip().splitlines()[0]}") from None
+        raise ValueError(f"--db: cannot open the database: {one_line(exc)}") from None
     if recorder.schema_change:
         print(f"winclip serve: {recorder.schema_change}", file=sys.stderr)
     if not config.keep:
         return recorder, None
     try:
-        keeper = Keeper(config.keep_folder, config.keep, config.keep_max_bytes)
+        keeper = Keeper.of(config)
     except KeepError as exc:
         recorder.close()
         raise ValueError(str(exc)) from None

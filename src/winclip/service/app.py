@@ -82,11 +82,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         config.profiles.mkdir(parents=True, exist_ok=True)
-        state.recorder = recorder or Recorder(
-            config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
-        )
+        state.recorder = recorder or Recorder.of(config)
         if config.keep and state.keeper is None:
-            state.keeper = Keeper(config.keep_folder, config.keep, config.keep_max_bytes)
+            state.keeper = Keeper.of(config)
         state.station = Station(
             config.profiles,
             config.model,
@@ -121,12 +119,11 @@ def create_app(
     )
     app.state.winclip = state
     app.add_middleware(RequestLimit, limit=config.request_limit)
-    app.add_middleware(BrowserGuard, loopback_only=config.api_key is None)  # every response
+    app.add_middleware(BrowserGuard, loopback_only=config.loopback_only)  # every response, 500s included
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: times and counts every refusal too
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(BudgetError, _budget_error)
-    app.add_exception_handler(Exception, _internal_error)
     app.include_router(health.router)
     for module in (profiles, predict, inspections, metrics):
         app.include_router(module.router, dependencies=[Depends(authorized)], responses={401: {"model": Detail}})
@@ -175,8 +172,3 @@ async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
 async def _budget_error(_request: Request, exc: BudgetError) -> JSONResponse:
     headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
-
-
-async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
-    line = str(exc).splitlines()[0] if str(exc) else ""
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {line}"}, status_code=500)

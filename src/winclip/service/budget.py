@@ -36,7 +36,6 @@ class PixelBudget:
         self.limit = int(limit)
         self.in_flight = 0
         self.peak = 0
-        self.refused = 0
         self._lock = threading.Lock()
 
     @contextmanager
@@ -46,7 +45,6 @@ class PixelBudget:
             raise BudgetError(413, f"{what}: {pixels:,} decoded pixels in one request; the limit is {self.limit:,}")
         with self._lock:
             if self.in_flight + pixels > self.limit:
-                self.refused += 1
                 raise BudgetError(
                     503,
                     f"{what}: busy: {self.in_flight:,} decoded pixels in flight, {pixels:,} more would exceed the "

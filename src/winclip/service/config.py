@@ -32,6 +32,7 @@ class ServiceConfig:
     max_state_chars: int = 200  # characters per state
     min_area: int = 0  # regions smaller than this (pixels) are dropped
     api_key: str | None = field(default=None, repr=False)  # None = no authentication (loopback only)
+    insecure_no_auth: bool = False  # no key, and any Host accepted (a network trusted as a whole)
     sync_interval_s: float = 1.0  # how often the profile revisions are polled (replicas follow each other)
     keep: frozenset[str] = frozenset()  # labels whose photos are kept for audit (none = no retention)
     keep_max_bytes: int = 0  # the keep folder's budget
@@ -41,6 +42,11 @@ class ServiceConfig:
     def request_limit(self) -> int:
         """The largest request body accepted."""
         return self.max_request_bytes or self.max_images * self.max_file_bytes + MiB
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether requests must name a loopback Host (no key, and no --insecure-no-auth)."""
+        return self.api_key is None and not self.insecure_no_auth
 
     @property
     def keep_folder(self) -> Path:

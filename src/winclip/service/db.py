@@ -140,6 +140,13 @@ def _row(row: sa.Row) -> dict:
 class Recorder:
     """Writes and pages through inspection records in one database (module docstring)."""
 
+    @classmethod
+    def of(cls, config) -> Recorder:
+        """The record a `ServiceConfig` names, with its timeouts."""
+        return cls(
+            config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
+        )
+
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0, busy_timeout_ms: int = 5000) -> None:
         self.url = database_url(url)
         self.busy_timeout_ms = int(busy_timeout_ms)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .config import ServiceConfig
 from .station import safe_filename
 
 LOCK_FILE = ".lock"
@@ -67,6 +68,11 @@ def kept_stem(time: datetime, record_id: int, label: str, filename: str) -> str:
 class Keeper:
     """A keep folder, its lock, and the bytes it holds (thread-safe; module docstring)."""
 
+    @classmethod
+    def of(cls, config: ServiceConfig) -> Keeper:
+        """The keep folder a `ServiceConfig` names."""
+        return cls(config.keep_folder, config.keep, config.keep_max_bytes)
+
     def __init__(self, folder: Path, labels: frozenset[str], max_bytes: int) -> None:
         if max_bytes <= 0:
             raise KeepError(f"the keep budget must be > 0 bytes, got {max_bytes}")
@@ -86,6 +92,7 @@ class Keeper:
                 f"--keep-dir {self.folder} is in use by another winclip serve; give each replica its own --keep-dir"
             ) from None
         self._mutex = threading.Lock()
+        self.pointing = threading.Lock()  # held by a caller from keep() until its records point at the photos
         self.entries: list[Kept] = self._scan()  # oldest first
         self.total = sum(e.size for e in self.entries)
 

@@ -119,6 +119,12 @@ class HttpMiddleware:
         raise NotImplementedError
 
 
+def internal_error(exc: Exception) -> JSONResponse:
+    """The 500 answer to an unexpected exception: its type and the first line of its message."""
+    line = str(exc).splitlines()[0] if str(exc) else ""
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {line}"}, status_code=500)
+
+
 class BrowserGuard(HttpMiddleware):
     """ASGI middleware: same-origin changes only, loopback Host without a key, security headers (module docstring)."""
 
@@ -135,15 +141,24 @@ class BrowserGuard(HttpMiddleware):
             (b"x-frame-options", b"DENY"),
         ]
 
+        started = False
+
         async def with_headers(message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         why = refusal(headers, scope["method"], scope.get("scheme", "http"), self.loopback_only)
         if why is None:
-            await self.app(scope, receive, with_headers)
+            try:
+                await self.app(scope, receive, with_headers)
+            except Exception as exc:  # answered here, with the headers; re-raised for the server's log
+                if not started:
+                    await internal_error(exc)(scope, receive, with_headers)
+                raise
             return
         client = (scope.get("client") or ("?", 0))[0]
         print(f"winclip serve: refused {scope['method']} {scope['path']} from {client}: {why}", file=self.log)

@@ -16,7 +16,6 @@ import asyncio
 import sys
 from functools import partial
 
-import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 
 from .batcher import ShuttingDownError
@@ -39,7 +38,7 @@ async def follow(state: AppState, interval_s: float, log=sys.stderr) -> None:
         except ShuttingDownError:
             return
         except Exception as exc:  # noqa: BLE001 - the database's and the loader's errors vary; keep polling
-            reason = one_line(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+            reason = one_line(exc)
             if reason != failing:
                 print(f"winclip serve: cannot follow the other replicas' profile changes: {reason}", file=log)
             failing = reason

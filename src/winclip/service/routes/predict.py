@@ -94,27 +94,27 @@ def keep(state: AppState, profile: str, uploads: list[Upload], results: list[Sco
     them; rows of photos removed for the budget are pointed at none. A failure is logged and counted: the
     inspection stands, recorded, without its photo."""
     keeper, metrics = state.keeper, state.metrics
+    kept = [(u, s) for u, s in zip(uploads, results, strict=True) if s.inspection.label in keeper.labels]
+    drawn = [png_bytes(overlay(u.image, s.inspection.map, s.inspection.threshold, s.inspection.regions))
+             for u, s in kept]  # fmt: skip
     pointers: dict[int, str | None] = {}
-    for u, s in zip(uploads, results, strict=True):
-        r = s.inspection
-        if r.label not in keeper.labels:
-            continue
+    with keeper.pointing:  # pointers reach the database in the order photos were kept and evicted
+        for (u, s), picture in zip(kept, drawn, strict=True):
+            try:
+                path, evicted = keeper.keep(
+                    record_id=s.record_id, time=s.time, profile=profile, label=s.inspection.label, filename=u.name,
+                    photo=(u.data, u.extension), overlay=picture,
+                )  # fmt: skip
+            except OSError as exc:
+                metrics.keep_failures.inc()
+                print(f"winclip serve: photo of record {s.record_id} not kept: {exc}", file=sys.stderr)
+                continue
+            metrics.evicted.inc(len(evicted))
+            pointers.update({i: None for i in evicted})
+            if path is not None:
+                pointers[s.record_id] = path
         try:
-            drawn = png_bytes(overlay(u.image, r.map, r.threshold, r.regions))
-            path, evicted = keeper.keep(
-                record_id=s.record_id, time=s.time, profile=profile, label=r.label, filename=u.name,
-                photo=(u.data, u.extension), overlay=drawn,
-            )  # fmt: skip
-        except OSError as exc:
+            state.database().set_kept(pointers)
+        except DatabaseUnavailableError as exc:
             metrics.keep_failures.inc()
-            print(f"winclip serve: photo of record {s.record_id} not kept: {exc}", file=sys.stderr)
-            continue
-        metrics.evicted.inc(len(evicted))
-        pointers.update({i: None for i in evicted})
-        if path is not None:
-            pointers[s.record_id] = path
-    try:
-        state.database().set_kept(pointers)
-    except DatabaseUnavailableError as exc:
-        metrics.keep_failures.inc()
-        print(f"winclip serve: kept photos not pointed to by their records: {exc}", file=sys.stderr)
+            print(f"winclip serve: kept photos not pointed to by their records: {exc}", file=sys.stderr)
