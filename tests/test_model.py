@@ -166,3 +166,12 @@ def test_ablation_options_change_maps(rng):
     assert torch.equal(base.scores, no_image.scores)  # zero-shot score is ascore0(F^I) either way
     for other in (no_image, mean, small):
         assert not torch.equal(base.maps[0], other.maps[0])
+
+
+def test_a_shared_backbone_fixes_the_loading_options(model):
+    b = model.backbone
+    for same in ({}, {"device": "auto"}, {"device": "cpu"}, {"precision": "auto"}, {"precision": "fp32"}):
+        assert winclip.WinCLIP(b, **same).backbone is b, same
+    for clash, name in (({"precision": "bf16"}, "precision"), ({"runtime": "onnxruntime"}, "runtime")):
+        with pytest.raises(ValueError, match=f"^{name}: fixed by the given Backbone; leave them out"):
+            winclip.WinCLIP(b, **clash)

@@ -37,7 +37,7 @@ from .options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, ModelSpec
 from .precision import resolve_precision
 from .prompts import PromptSet
 from .scoring import prototype
-from .vision import VisionTower, check_vit
+from .vision import Matmuls, VisionTower, check_vit
 from .weights import Located, resolve_checkpoint
 
 RANDOM_SEED = 0
@@ -144,7 +144,8 @@ def _load_weights(model: torch.nn.Module, name: str, path: Path, state: dict[str
         guess = guess_backbones(state)
         hint = f" (its shapes fit {', '.join(guess[:3])})" if guess and name not in guess else ""
         raise ValueError(f"{path}: not a checkpoint of {name}: {problem}{hint}")
-    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+    wanted = model.state_dict().keys()
+    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
 
 
 def load_clip(
@@ -231,11 +232,13 @@ class Backbone:
         self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
         choice = resolve_precision(precision, self.device, self.info.name)
         self.precision, self.precision_reason = choice.value, choice.reason
+        self.tower = VisionTower(self.clip.visual, fused=fused)
         # bf16 on the CPU's fused path: bf16 products over an fp32 residual stream (vision.Matmuls)
-        mixed = self.precision == "bf16" and self.device.type == "cpu" and VisionTower(self.clip.visual, fused).fused
+        mixed = self.precision == "bf16" and self.device.type == "cpu" and self.tower.fused
         self.dtype = torch.float32 if mixed else PRECISIONS[self.precision]  # what the tower's weights hold
         self.clip.visual.to(self.dtype)
-        self.tower = VisionTower(self.clip.visual, fused=fused, matmul_dtype=torch.bfloat16 if mixed else None)
+        if mixed:
+            self.tower.matmuls = Matmuls(torch.bfloat16)
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
         self.tokenizer = open_clip.get_tokenizer(self.info.tokenizer or self.info.name)
         self._prototypes: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -276,14 +279,29 @@ class Backbone:
         """Dimension D of the joint embedding."""
         return self.clip.visual.proj.shape[1]
 
-    def encode(self, x: torch.Tensor, scales: tuple[int, ...]) -> Features:
-        """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)`, fp32 on the device."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """ValueError unless `x` is a preprocessed batch `(N, 3, H, W)` at the backbone's input size."""
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.info.image_size:
             h, w = self.info.image_size
             raise ValueError(f"expected a preprocessed tensor of shape (N, 3, {h}, {w}), got {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor, scales: tuple[int, ...]) -> Features:
+        """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)`, fp32 on the device."""
+        self.check_input(x)
         with torch.inference_mode():
             feats = self.tower.encode(x.to(self.device, self.dtype), tuple(scales))
         return feats.to(self.device, torch.float32)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """F^I alone `(N, D)` of a preprocessed batch: the plain forward, fp32 on the device."""
+        self.check_input(x)
+        with torch.inference_mode():
+            return self.tower.embed(x.to(self.device, self.dtype)).float()
+
+    def hidden_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        """Patch tokens after blocks `layers` side by side `(N, L, C·len(layers))`, fp32 (VisionTower.hidden_tokens)."""
+        with torch.inference_mode():
+            return self.tower.hidden_tokens(x.to(self.device, self.dtype), layers).float()
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text embeddings `(T, D)` in fp32, `TEXT_BATCH` prompts at a time."""

@@ -112,10 +112,7 @@ class PatchCoreBaseline(WinCLIP):
         feats = self.backbone.encode(x, self.options.scales)
         if not layers:
             return feats
-        b = self.backbone
-        with torch.inference_mode():
-            hidden = b.tower.hidden_tokens(x.to(b.device, b.dtype), layers).float()
-        return Features(feats.image, feats.windows, hidden)
+        return Features(feats.image, feats.windows, self.backbone.hidden_tokens(x, layers))
 
     def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """PatchCore's patch embedding of `(N, L, C·layers)` tokens → `(N, L, PATCHCORE_DIM)`."""

@@ -127,6 +127,8 @@ def export_backbone(backbone: Backbone, out: str | Path, fmt: str, scales: tuple
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(MODEL_FILES)}")
     if backbone.precision != "fp32":
         raise ValueError(f"exports are fp32; load the backbone with precision fp32, not {backbone.precision}")
+    if backbone.device.type != "cpu":
+        raise ValueError(f"exports are traced on the CPU; load the backbone with device cpu, not {backbone.device}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty folder")

@@ -73,7 +73,7 @@ def _check_shared(backbone: Backbone, pretrained: str | None, device, precision:
         name
         for name, given, default, actual in (
             ("pretrained", pretrained, DEFAULT_PRETRAINED, backbone.info.pretrained),
-            ("device", None if device is None else str(torch.device(device)), None, str(backbone.device)),
+            ("device", None if device in (None, "auto") else str(torch.device(device)), None, str(backbone.device)),
             ("precision", precision, "auto", backbone.precision),
             ("cache_dir", loading["cache_dir"], None, None),
             ("runtime", loading["runtime"], "torch", None),
@@ -226,9 +226,7 @@ class WinCLIP:
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """F^I alone `(N, D)` of a preprocessed batch `(N, 3, H, W)`: the plain forward (fp32 out)."""
-        b = self.backbone
-        with torch.inference_mode():
-            return b.tower.embed(x.to(b.device, b.dtype)).float()
+        return self.backbone.embed(x)
 
     def view_images(self, img: Image.Image) -> tuple[list[Image.Image], list[Tile | None]]:
         """The parts of one decoded image that become views: itself (squash) or its square tiles."""

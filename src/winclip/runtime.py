@@ -236,18 +236,27 @@ class ExportedBackbone(Backbone):
 
     def encode(self, x: torch.Tensor, scales: tuple[int, ...]) -> Features:
         """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)`, fp32 on the CPU."""
-        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.info.image_size:
-            h, w = self.info.image_size
-            raise ValueError(f"expected a preprocessed tensor of shape (N, 3, {h}, {w}), got {tuple(x.shape)}")
+        self.check_input(x)
         absent = [k for k in scales if k not in self.export.scales]
         if absent:
             raise ValueError(
                 f"{self.export.folder} has window scales {list(self.export.scales)}, not {absent}; "
                 f"export again with --scales {' '.join(map(str, sorted({*self.export.scales, *absent})))}"
             )
-        out = self.session.run(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
+        out = self._run(x)
         windows = {k: torch.from_numpy(out[f"window_{k}"]) for k in scales}
         return Features(torch.from_numpy(out["image"]), windows, torch.from_numpy(out["patches"]))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """F^I alone `(N, D)` (the export's image output; its windows are computed and dropped)."""
+        self.check_input(x)
+        return torch.from_numpy(self._run(x)["image"])
+
+    def hidden_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        raise ValueError(f"the {self.runtime} runtime exports no hidden layers; use runtime='torch' for them")
+
+    def _run(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.session.run(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         raise self._no_text_encoder()

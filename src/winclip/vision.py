@@ -77,22 +77,20 @@ class VisionTower:
     function as open_clip's modules (tests/test_speed_paths.py). Unsupported block types fall
     back to open_clip's own forward; `fallback_reason` says why.
 
-    `matmul_dtype=torch.bfloat16` (fused path, fp32 weights): every matrix product and the
+    `matmuls = Matmuls(torch.bfloat16)` (fused path, fp32 weights): every matrix product and the
     attention run in bf16 while the residual stream, LayerNorm and the projection stay fp32
     (`Matmuls`): about the speed of an all-bf16 tower on CPUs with native bf16, and much closer
     to fp32 (README, Performance).
     """
 
-    def __init__(self, visual: torch.nn.Module, fused: bool = True, matmul_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, visual: torch.nn.Module, fused: bool = True) -> None:
         check_vit(visual)
         self.visual = visual
         self.grid: tuple[int, int] = tuple(visual.grid_size)
         reasons = [r for r in map(fused_block_support, visual.transformer.resblocks) if r]
         self.fallback_reason: str | None = reasons[0] if fused and reasons else None
         self.fused = fused and not reasons
-        if matmul_dtype is not None and not self.fused:
-            raise ValueError("a separate matmul dtype needs the fused path")
-        self.matmuls = Matmuls(matmul_dtype)
+        self.matmuls = Matmuls()  # Backbone sets Matmuls(torch.bfloat16) for CPU bf16 on the fused path
         self._plans: dict[tuple, _Plan] = {}
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,12 +276,11 @@ def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return _ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype in _ONEDNN_DTYPES and weight.is_contiguous()
 
 
-def _mlp_hidden(x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
-    """act(c_fc(x)) `(M, 4C)`; an nn.GELU is fused into oneDNN's matmul on the CPU (one pass less)."""
-    fc, act = mlp.c_fc, mlp.gelu
-    if type(act) is torch.nn.GELU and _onednn_fits(x, fc.weight):
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), fc.weight, fc.bias, "gelu", [], act.approximate)
-    return act(linear(x, fc.weight, fc.bias))
+def _hidden(x: torch.Tensor, act: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """act(x @ weight.T + bias) `(M, 4C)`; an nn.GELU is fused into oneDNN's matmul on the CPU (one pass less)."""
+    if type(act) is torch.nn.GELU and _onednn_fits(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "gelu", [], act.approximate)
+    return act(linear(x, weight, bias))
 
 
 class Matmuls:
@@ -304,26 +301,20 @@ class Matmuls:
             entry = self._weights[id(t)] = (t, t.detach().to(self.low).contiguous())
         return entry[1]
 
-    def _low(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str = "none", alg: str = ""
-    ) -> torch.Tensor:
-        x, weight, bias = x.to(self.low), self._cast(weight), self._cast(bias)
-        if act == "none":
-            return linear(x, weight, bias)
-        if _onednn_fits(x, weight):
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, act, [], alg)
-        return torch.nn.functional.gelu(linear(x, weight, bias), approximate=alg)
+    def _operands(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        """(x, weight, bias) as given, or in `low` (weights cast once)."""
+        return (x, weight, bias) if self.low is None else (x.to(self.low), self._cast(weight), self._cast(bias))
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x `(M, K)` @ weight.T + bias in x's dtype (fp32 when low)."""
-        return linear(x, weight, bias) if self.low is None else self._low(x, weight, bias).float()
+        """x `(M, K)` @ weight.T + bias: in the weights' dtype, or computed in `low` and returned in fp32."""
+        out = linear(*self._operands(x, weight, bias))
+        return out if self.low is None else out.float()
 
     def qkv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The QKV projection; in `low` when set (attention then runs in it)."""
-        return linear(x, weight, bias) if self.low is None else self._low(x, weight, bias)
+        return linear(*self._operands(x, weight, bias))
 
     def hidden(self, x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
-        """act(c_fc(x)) `(M, 4C)`; in `low` when set (an nn.GELU fused into oneDNN's product)."""
-        if self.low is None or type(mlp.gelu) is not torch.nn.GELU:
-            return _mlp_hidden(x, mlp) if self.low is None else mlp.gelu(self._low(x, mlp.c_fc.weight, mlp.c_fc.bias))
-        return self._low(x, mlp.c_fc.weight, mlp.c_fc.bias, "gelu", mlp.gelu.approximate)
+        """act(c_fc(x)) `(M, 4C)`; in `low` when set."""
+        x, weight, bias = self._operands(x, mlp.c_fc.weight, mlp.c_fc.bias)
+        return _hidden(x, mlp.gelu, weight, bias)
