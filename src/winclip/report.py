@@ -12,18 +12,15 @@ WinCLIP+ mean cells of the paper's per-class tables agree with that to 0.05).
 from __future__ import annotations
 
 import csv
-import io
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .tables import TIME_METRIC, PaperValue, Table, paper_figure, paper_figures
+from .tables import IMAGE_METRICS, PIXEL_METRICS, TIME_METRIC, PaperValue, Table, paper_figure, paper_figures
 
-IMAGE_METRICS = ("image_auroc", "image_aupr", "image_f1max")
-PIXEL_METRICS = ("pixel_auroc", "pixel_pro", "pixel_f1max")
 METRICS = IMAGE_METRICS + PIXEL_METRICS
 METRIC_NAMES = {
     "image_auroc": "AUROC",
@@ -33,7 +30,6 @@ METRIC_NAMES = {
     "pixel_pro": "PRO",
     "pixel_f1max": "pixel F1-max",
 }
-PAPER_CSV = "paper_winclip_per_class.csv"
 PAPER_DATASETS = ("mvtec", "visa")
 ZERO_SHOT_SEED = -1  # the seed stored in scores.npz for zero-shot rows (seeds do not apply)
 
@@ -88,15 +84,14 @@ class RowResult:
         )
 
 
+@functools.cache
 def paper_table() -> dict[tuple[str, str, str, int], PaperValue]:
     """WinCLIP (0-shot) and WinCLIP+ (1/2/4-shot) rows of the paper, keyed (dataset, metric, class, shots)."""
-    text = resources.files("winclip").joinpath("resources", PAPER_CSV).read_text(encoding="utf-8")
-    table = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        if row["method"] in ("WinCLIP", "WinCLIP+"):
-            key = (row["dataset"], row["metric"], row["class"], int(row["shots"]))
-            table[key] = PaperValue(float(row["mean"]), float(row["std"]))
-    return table
+    return {
+        (dataset, metric, cls, shots): value
+        for (source, method, dataset, cls, metric, shots), value in paper_figures().items()
+        if source == "per-class" and method in ("WinCLIP", "WinCLIP+")
+    }
 
 
 def paper_value(

@@ -10,6 +10,7 @@ from `paper_tables.csv` (the other tables, by table and row label).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -215,6 +216,7 @@ TABLES: Mapping[str, Table] = {
 }  # fmt: skip
 
 
+@functools.cache
 def paper_figures() -> dict[tuple[str, str, str, str, str, int], PaperValue]:
     """Every published figure, keyed (source, row, dataset, class, metric, shots).
 
