@@ -302,16 +302,13 @@ class _ClassState:
         self, encoder: Callable[..., tuple[int, dict]], model: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm
     ) -> tuple[int, dict]:
         """Encode what the pending runs need and the cache lacks with `encoder` (encode_files' contract):
-        (images encoded, decode errors by sha). Test images get their multi-crop embeddings when `crops`,
-        here if `encoder` (e.g. Ray workers) left an entry without them."""
+        (images encoded, decode errors by sha). Test images get their multi-crop embeddings when `crops`
+        (the encoder reads that from the model it is given)."""
         test, refs = self.files(self.pending())
         with_crops = model if model.options.multi_crop == crops else model.with_options(multi_crop=crops)
         without = model if not model.options.multi_crop else model.with_options(multi_crop=False)
         n, bad = encoder(with_crops, cache, test, bar)
         m, bad_refs = encoder(without, cache, refs, bar)
-        if crops:
-            good = [(p, sha) for p, sha in test if sha not in bad and not cache.has_crops(sha)]
-            n += encode_files(with_crops, cache, good, bar)[0]
         return n + m, bad | bad_refs
 
 

@@ -41,8 +41,9 @@ class RayEncoder:
     def __call__(
         self, model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
     ) -> tuple[int, dict[str, ImageError]]:
-        todo = {sha: path for path, sha in files if not cache.has(sha)}
-        wire = [(str(Path(path).absolute()), sha) for sha, path in todo.items()]
+        crops = model.options.multi_crop  # the caller's model says whether these files need their crops
+        todo = {sha: path for path, sha in files if not cache.complete(sha, crops)}
+        wire = [(str(Path(path).absolute()), sha, crops) for sha, path in todo.items()]
         errors: dict[str, ImageError] = {}
         encoded = 0
         for event in self.pool.run("encode", wire, self.chunk_size):
@@ -54,7 +55,7 @@ class RayEncoder:
             for file in event.result:
                 if file.data is None:
                     errors[file.sha] = ImageError(str(todo[file.sha]), file.reason)
-                elif not cache.has(file.sha):
+                elif not cache.complete(file.sha, crops):
                     cache.save(file.sha, file.encoded())
                     encoded += 1
                 bar.update(1)

@@ -173,10 +173,13 @@ class EncodeWorker:
         """Where it runs, its winclip version and feature settings, or the error that stopped it."""
         return self.info
 
-    def encode(self, files: list[tuple[str, str]]) -> list[EncodedFile]:
-        """(path, sha) → features or decode error of each file, through `feature_cache.encode_files`."""
+    def encode(self, files: list[tuple[str, str, bool]]) -> list[EncodedFile]:
+        """(path, sha, with crops) → features or decode error of each file, through `feature_cache.encode_files`."""
         cache = _Collected()
-        _, errors = encode_files(self.model, cache, [(Path(p), sha) for p, sha in files], tqdm(disable=True))
+        errors: dict = {}
+        for crops in sorted({c for _, _, c in files}):
+            group = [(Path(p), sha) for p, sha, c in files if c == crops]
+            errors |= encode_files(self.model, cache, group, tqdm(disable=True), crops=crops)[1]
         out = [EncodedFile(sha, _tensor_bytes(item.features), item.size) for sha, item in cache.items.items()]
         return out + [EncodedFile(sha, reason=e.reason) for sha, e in errors.items()]
 
