@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import shutil
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from conftest import TINY, textured
+from conftest import TINY, make_model, textured
 from winclip.cli import main
+from winclip.cli.predict import with_threshold_options
 from winclip.profile import Profile
 from winclip.workflow import read_records
 
@@ -207,17 +208,21 @@ def test_folders_named_like_images_and_bad_links_are_error_rows(tmp_path, photos
     assert "4 failed" in capsys.readouterr().err
 
 
-def test_a_pixel_bomb_is_an_error_row_without_decoding(tmp_path, photos, capsys):
+def test_a_pixel_bomb_is_an_error_row_without_decoding(tmp_path, photos, capsys, monkeypatch):
     src = tmp_path / "in"
     src.mkdir()
     Image.new("L", (12000, 12000)).save(src / "bomb.png", optimize=True)
     shutil.copy(photos["new"] / "0.png", src / "ok.png")
     assert (src / "bomb.png").stat().st_size < 200_000
-    tracemalloc.start()
+    decoded, load = [], ImageFile.ImageFile.load  # every pixel decode of a file goes through ImageFile.load
+
+    def counting_load(image):
+        decoded.append(Path(getattr(image, "filename", "") or "").name)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
     code = main(predict_args([str(src)], tmp_path / "out", "--max-megapixels", "100"))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert code == 1 and peak < 400 * 2**20  # 12000 x 12000 x 3 bytes alone would be 412 MiB
+    assert code == 1 and "ok.png" in decoded and "bomb.png" not in decoded  # read from the header only
     errors = list(csv.DictReader((tmp_path / "out" / "errors.csv").open()))
     assert [(Path(e["path"]).name, e["reason"]) for e in errors] == [
         ("bomb.png", "image is 12000x12000 pixels, more than the limit of 100,000,000 pixels")
@@ -239,3 +244,17 @@ def test_unwritable_output_and_a_full_disk_end_with_one_line_and_exit_3(tmp_path
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if x.startswith("winclip: error")]
     assert len(line) == 1 and "No space left on device" in line[0] and "--resume" in line[0]
+
+
+def test_threshold_options_keep_the_profiles_review_band_while_it_is_below_the_threshold():
+    profile = Profile.create(make_model(), "bottle", []).with_thresholds(0.6, 0.4)
+
+    def applied(threshold, review):
+        p = with_threshold_options(profile, argparse.Namespace(threshold=threshold, review_threshold=review))
+        return p.threshold, p.review_threshold
+
+    assert with_threshold_options(profile, argparse.Namespace(threshold=None, review_threshold=None)) is profile
+    assert applied(0.7, None) == (0.7, 0.4)  # --threshold alone keeps the calibrated band
+    assert applied(0.3, None) == (0.3, None)  # a band above the new threshold cannot stand
+    assert applied(None, 0.5) == (0.6, 0.5)
+    assert applied(0.8, 0.2) == (0.8, 0.2)

@@ -58,7 +58,9 @@ def setitem(key: str, value):
 CASES = [
     ("one reference listed, two encoded", lambda m: m.__setitem__("references", m["references"][:1]), None,
      "tensor reference.image has shape 2x32, expected 1x32"),
-    ("views disagree", setitem("references", None), None, "references must be a list"),
+    ("views disagree", lambda m: m["references"][0].__setitem__("views", 2), None,
+     "tensor reference.image has shape 2x32, expected 3x32"),
+    ("references not a list", setitem("references", None), None, "references must be a list"),
     ("window tensor of the wrong shape", None, lambda t: t.__setitem__("reference.windows.2", torch.zeros(2, 36, 32)),
      "tensor reference.windows.2 has shape 2x36x32, expected 2x49x32"),
     ("a window scale missing", None, lambda t: t.pop("reference.windows.3"), "tensor reference.windows.3 is missing"),
@@ -81,7 +83,11 @@ CASES = [
     ("sha256 not hex", lambda m: m["references"][0].__setitem__("sha256", "zz"), None, "references[0].sha256 must be"),
     ("ROI size", setitem("roi.width", 32), None, "roi.png is not 32x64 as recorded"),
     ("no prompts", setitem("prompts.templates", []), None, "prompts.templates must be a non-empty list of strings"),
-    ("window larger than the grid", setitem("options.scales", [2, 9]), None, "tensor reference.windows.9 is missing"),
+    ("window scale without its tensor", setitem("options.scales", [2, 9]), None,
+     "tensor reference.windows.9 is missing"),
+    ("window larger than the grid", setitem("options.scales", [2, 9]),
+     lambda t: t.update({"reference.windows.9": t.pop("reference.windows.3")[:, :1].clone()}),
+     "window scale 9 does not fit the 8x8 patch grid"),
 ]  # fmt: skip
 
 
@@ -95,7 +101,7 @@ def test_load_refuses_inconsistent_content_with_one_line(saved, tmp_path, what, 
 
 
 def test_a_valid_profile_still_loads_and_scores(saved):
-    assert len(CASES) == 19
+    assert len(CASES) == 21
     loaded = Profile.load(saved)
     (r,) = Inspector(loaded, make_model()).inspect([textured(np.random.default_rng(1), 64, 64)])
     assert np.isfinite(r.score) and loaded.shots == 2
