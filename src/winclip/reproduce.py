@@ -27,7 +27,7 @@ from .backbone import Backbone, RandomWeightsWarning
 from .baselines import make_baseline
 from .evaluate import EvalPlan, evaluate
 from .model import WinCLIP
-from .options import ModelSpec
+from .options import DEFAULT_EVAL_RESOLUTION, ModelSpec
 from .prompts import PROMPT_SETS
 from .report import RowResult, table_markdown
 from .tables import TABLES, Table, TableRow
@@ -142,7 +142,7 @@ class _Models:
             return baseline, baseline
         full = opt.scales
         if set(model.options.scales) < set(full):
-            return model, model.with_options(scales=full, vision_scales=None, multi_crop=model.options.multi_crop)
+            return model, model.with_options(scales=full, vision_scales=None)
         return model, model
 
 
@@ -154,7 +154,7 @@ def run_table(
     out: str | Path,
     *,
     cache: str | Path | None = None,
-    resolution: int | None = 240,
+    resolution: int | None = DEFAULT_EVAL_RESOLUTION,
     progress: bool = True,
     backbones: Sequence[tuple[str, str | None]] | None = None,
     timing_images: int = TIMING_IMAGES,
