@@ -19,8 +19,9 @@ pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra:
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import test_service_support as support
 from conftest import TINY
-from test_service_support import LOCAL, free_port, images, library_inspection, make_profiles, png_bytes
+from test_service_support import LOCAL, free_port, images, library_inspection, make_profiles, png_bytes, wait_ready
 from winclip.cli import main
 from winclip.options import ModelSpec
 from winclip.profile import Profile
@@ -32,21 +33,9 @@ from winclip.service.uploads import UploadError, decode_upload
 LIMITS = dict(max_images=4, max_file_bytes=50_000, max_request_bytes=200_000)
 
 
-def wait_ready(client: TestClient, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = client.get("/health/ready")
-        if r.status_code == 200:
-            return r.json()
-        time.sleep(0.02)
-    raise AssertionError(f"not ready after {timeout} s: {r.json()}")
-
-
 def app_for(folder: Path, db: Path, **options) -> TestClient:
-    config = ServiceConfig(
-        profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", **{**LIMITS, **options}
-    )
-    return TestClient(create_app(config), base_url=LOCAL)
+    """The service with this file's small upload limits."""
+    return support.app_for(folder, db, **{**LIMITS, **options})
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,14 @@ profile and label, errors by status, profiles; behind the API key when there is 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
 from fastapi.testclient import TestClient
 
-from conftest import TINY
-from test_service_support import LOCAL, images, make_profiles, metric, metric_samples
-from winclip.options import ModelSpec
-from winclip.service.app import create_app
-from winclip.service.config import ServiceConfig
+from test_service_support import app_for as support_app_for
+from test_service_support import images, make_profiles, metric, metric_samples, wait_ready
 
 KEY = "metrics-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -26,21 +21,7 @@ def app_for(tmp_path, **options) -> TestClient:
     folder = tmp_path / "profiles"
     if not folder.exists():
         make_profiles(folder)
-    config = ServiceConfig(
-        profiles=folder,
-        model=ModelSpec(TINY, None, device="cpu"),
-        db_url=f"sqlite:///{tmp_path / 'm.sqlite'}",
-        **options,
-    )
-    return TestClient(create_app(config), base_url=LOCAL)
-
-
-def wait_ready(client: TestClient) -> dict:
-    deadline = time.monotonic() + 60
-    while (r := client.get("/health/ready")).status_code != 200:
-        assert time.monotonic() < deadline, r.text
-        time.sleep(0.02)
-    return r.json()
+    return support_app_for(folder, tmp_path / "m.sqlite", **options)
 
 
 def scrape(client: TestClient, headers: dict) -> dict[tuple[str, tuple], float]:

@@ -27,30 +27,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from scipy import ndimage
 
-from conftest import TINY
 from test_service_db import record
-from test_service_support import LOCAL, both_databases, images, make_profiles
+from test_service_support import app_for, both_databases, images, make_profiles, wait_ready
 from winclip.cli import main
 from winclip.decisions import label_of
-from winclip.options import ModelSpec
-from winclip.service.app import create_app
-from winclip.service.config import ServiceConfig
 from winclip.service.db import DatabaseUnavailableError, Recorder
 from winclip.spreadsheet import safe_cell
 
 db_url = both_databases()
-
-
-def app_for(folder: Path, db_url: str, **options) -> TestClient:
-    config = ServiceConfig(profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=db_url, **options)
-    return TestClient(create_app(config), base_url=LOCAL)
-
-
-def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/health/ready").text
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

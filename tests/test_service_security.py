@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import TINY
-from test_service_support import LOCAL, images, make_profiles
+from test_service_support import LOCAL, app_for, images, make_profiles, wait_ready
 from winclip.cli import main
 from winclip.options import ModelSpec
 from winclip.profile import Profile
@@ -29,20 +28,6 @@ from winclip.service.config import ServiceConfig
 
 KEY = "k3y-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/health/ready").text
-        time.sleep(0.02)
-
-
-def app_for(folder: Path, db: Path, **options) -> TestClient:
-    config = ServiceConfig(
-        profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=f"sqlite:///{db}", **options
-    )
-    return TestClient(create_app(config), base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")

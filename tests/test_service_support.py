@@ -20,16 +20,36 @@ import pytest
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
 
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import TINY, make_model, textured
 from winclip.inspector import Inspector
+from winclip.options import ModelSpec
 from winclip.profile import Profile
+from winclip.service.app import create_app
+from winclip.service.config import ServiceConfig
 from winclip.service.db import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = "http://localhost"  # TestClient's base URL: without an API key the service answers loopback names only
 PG_ENV = "WINCLIP_TEST_POSTGRES_URL"
+
+
+def app_for(folder: Path, db: Path | str, **options) -> TestClient:
+    """A TestClient (localhost) of the service over `folder`, tiny random ViT; `db`: a SQLite file or a URL."""
+    db_url = db if isinstance(db, str) else f"sqlite:///{db}"
+    config = ServiceConfig(profiles=folder, model=ModelSpec(TINY, None, device="cpu"), db_url=db_url, **options)
+    return TestClient(create_app(config), base_url=LOCAL)
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> dict:
+    """Poll /health/ready until the model is loaded; its answer."""
+    deadline = time.monotonic() + timeout
+    while (r := client.get("/health/ready")).status_code != 200:
+        assert time.monotonic() < deadline, f"not ready after {timeout} s: {r.text}"
+        time.sleep(0.02)
+    return r.json()
 
 
 def postgres_url() -> str:

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from ..spreadsheet import safe_cell
-from .migrate import upgrade
+from .migrate import SchemaError, upgrade
 
 metadata = sa.MetaData()
 KEPT_CHARS = 1024  # the longest path of a kept photo
@@ -292,8 +292,8 @@ def json_cell(value: object) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message` (driver errors span many lines)."""
-    if isinstance(exc, DatabaseUnavailableError):
+    """`Type: first line of the message` (driver errors span many lines); winclip's own errors as they are."""
+    if isinstance(exc, (DatabaseUnavailableError, SchemaError)):
         return str(exc)
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
