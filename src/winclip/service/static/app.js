@@ -124,6 +124,7 @@ function renderProfile(p) {
     const img = document.createElement("img");
     img.title = title;
     img.alt = r.name;
+    img.onload = () => URL.revokeObjectURL(img.src);  // decoded: the blob is no longer needed
     blobUrl(r.url).then((url) => { img.src = url; })
       .catch(() => img.replaceWith(placeholder(title, "photo unavailable")));
     return img;
@@ -408,6 +409,7 @@ async function createProfile(event) {
 function previewGood() {
   $("#new-good-thumbs").replaceChildren(...[...$("#new-good").files].map((f) => {
     const img = document.createElement("img");
+    img.onload = () => URL.revokeObjectURL(img.src);
     img.src = URL.createObjectURL(f);
     img.title = f.name;
     return img;
