@@ -26,7 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from winclip import RandomWeightsWarning, WinCLIP  # noqa: E402
-from winclip.reproduce import cpu_name  # noqa: E402
+from winclip.paper.reproduce import cpu_name  # noqa: E402
 
 
 def photos(n: int, size: tuple[int, int]) -> list[Image.Image]:

@@ -10,7 +10,7 @@ is compared with the fused PyTorch fp32 path (itself equal to open_clip's module
 tests/test_speed_paths.py): Spearman of the image scores, the largest |score difference|
 relative to the spread (max - min) of the fp32 scores, and the largest |map difference|
 relative to the map's maximum. The bar for auto is Spearman >= 0.999 and maps <= 1e-2
-(winclip.precision). Random weights give tightly clustered scores (a spread of a few
+(winclip.backbones.precision). Random weights give tightly clustered scores (a spread of a few
 hundredths), so a tiny score change can swap ranks: the Spearman bar is harder here than it
 would be with trained weights, whose scores spread out.
 """
@@ -29,8 +29,8 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.export import export_backbone
-from winclip.precision import MAX_MAP_REL, MIN_SPEARMAN, cpu_summary
+from winclip.backbones.export import export_backbone
+from winclip.backbones.precision import MAX_MAP_REL, MIN_SPEARMAN, cpu_summary
 
 PATHS = {  # name → (runtime, precision); the reference is ("torch", "fp32")
     "bf16": ("torch", "bf16"),
@@ -118,7 +118,7 @@ def main() -> None:
     for name, _, _, f, _ in rows:
         if name == "bf16":
             print(
-                f"winclip.precision.BF16_FIDELITY[{reference_model.info.name!r}] = "
+                f"winclip.backbones.precision.BF16_FIDELITY[{reference_model.info.name!r}] = "
                 f"Fidelity(spearman={f['spearman']:.4f}, score_rel={f['score_rel']:.3g}, map_rel={f['map_rel']:.3g}, "
                 f"images={f['images']})"
             )

@@ -66,9 +66,9 @@ def driver_cost(folder: Path, n: int = 200) -> tuple[float, int]:
     One driver process does this for the whole cluster, so 1000 / ms images/s is its ceiling.
     """
     from winclip import ModelSpec, build_model
-    from winclip.inspector import Inspector
-    from winclip.profile import Profile
-    from winclip.workflow import ResultWriter, discover, header_record, inspect_items
+    from winclip.inspection.folder_run import ResultWriter, discover, header_record, inspect_items
+    from winclip.inspection.inspector import Inspector
+    from winclip.inspection.profile import Profile
 
     model = build_model(ModelSpec(TINY, None, "cpu"))  # what the driver writes does not depend on the model
     inspector = Inspector(Profile.create(model, "widget"), model)

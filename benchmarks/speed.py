@@ -33,11 +33,11 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import winclip
-from winclip.backbone import PRECISIONS
-from winclip.export import export_backbone
+from winclip.backbones.export import export_backbone
+from winclip.backbones.openclip import PRECISIONS
+from winclip.backbones.precision import cpu_summary, resolve_precision
+from winclip.backbones.tower import linear
 from winclip.options import PRECISION_CHOICES
-from winclip.precision import cpu_summary, resolve_precision
-from winclip.vision import linear
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
 RUNTIMES = ("onnxruntime", "openvino")

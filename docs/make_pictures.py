@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from winclip.cli import main
-from winclip.render import colorize
+from winclip.inspection.render import colorize
 
 DOCS = Path(__file__).resolve().parent
 # A small random-weight ViT: 128 px input, 8 px patches -> a 16x16 grid (fast on a CPU).

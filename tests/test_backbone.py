@@ -6,8 +6,8 @@ import torch
 
 import winclip
 from conftest import TINY, make_model
-from winclip.backbone import load_clip
-from winclip.windows import window_indices
+from winclip.backbones.openclip import load_clip
+from winclip.method.windows import window_indices
 
 
 def test_all_patch_window_reproduces_the_image_embedding(model):
@@ -166,21 +166,23 @@ def test_another_vit_has_its_own_grid():
 
 
 def test_cut_text_context_equals_open_clips_encode_text(model):
-    from winclip.backbone import encode_tokens
-    from winclip.prompts import PromptSet
+    from winclip.backbones.openclip import encode_tokens
+    from winclip.method.prompts import PromptSet
 
     normal, anomalous = PromptSet().prompts("metal nut")
-    tokens = model.backbone.tokenizer(normal[:40] + anomalous[:40])
+    tokens = model.backbone.text.tokenizer(normal[:40] + anomalous[:40])
     assert tokens.shape[1] == 77 and int(tokens.argmax(-1).max()) < 30  # the cut is real
     torch.testing.assert_close(encode_tokens(model.clip, tokens), model.clip.encode_text(tokens), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_cut_text_context_on_the_default_text_tower():
-    from winclip.backbone import encode_tokens
+    from winclip.backbones.openclip import encode_tokens
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = winclip.WinCLIP("ViT-B-16-plus-240", None, device="cpu")
-    tokens = m.backbone.tokenizer(["a photo of a bottle with defect for anomaly detection.", "a photo of the screw."])
+    tokens = m.backbone.text.tokenizer(
+        ["a photo of a bottle with defect for anomaly detection.", "a photo of the screw."]
+    )
     torch.testing.assert_close(encode_tokens(m.clip, tokens), m.clip.encode_text(tokens), rtol=0, atol=1e-5)

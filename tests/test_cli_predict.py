@@ -16,8 +16,8 @@ from PIL import Image, ImageFile
 from conftest import TINY, make_model, textured
 from winclip.cli import main
 from winclip.cli.predict import with_threshold_options
-from winclip.profile import Profile
-from winclip.workflow import read_records
+from winclip.inspection.folder_run import read_records
+from winclip.inspection.profile import Profile
 
 TINY_MODEL = ["--backbone", TINY, "--pretrained", "none", "--device", "cpu"]
 

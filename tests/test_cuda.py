@@ -13,7 +13,7 @@ from PIL import Image
 import winclip
 from conftest import TINY, textured
 from test_speed_paths import fidelity, max_abs_diff, reference_features
-from winclip.windows import coverage_matrix
+from winclip.method.windows import coverage_matrix
 
 pytestmark = [
     pytest.mark.cuda,

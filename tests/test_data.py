@@ -1,4 +1,4 @@
-"""Dataset layouts, validation messages, reference sampling and masks (winclip.data)."""
+"""Dataset layouts, validation messages, reference sampling and masks (winclip.paper.data)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from synthetic import make_folder, make_mvtec, make_visa
-from winclip.data import (
+from winclip.paper.data import (
     LAYOUTS,
     ClassData,
     DatasetError,

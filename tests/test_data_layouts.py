@@ -1,4 +1,4 @@
-"""The layouts beside mvtec/visa/folder: BTAD, MPDD, MVTec LOCO AD, Real-IAD and the CSV manifest (winclip.data)."""
+"""Layouts beside mvtec/visa/folder: BTAD, MPDD, MVTec LOCO AD, Real-IAD and the CSV manifest (winclip.paper.data)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from synthetic_layouts import (
 )
 from winclip import WinCLIP
 from winclip.cli import build_parser, main
-from winclip.data import LAYOUTS, DatasetError, Sample, load_dataset, load_mask
-from winclip.evaluate import sample_mask
+from winclip.paper.data import LAYOUTS, DatasetError, Sample, load_dataset, load_mask
+from winclip.paper.protocol import sample_mask
 
 STAMP = "20230922093358"  # the time stamp in synthetic Real-IAD file names
 

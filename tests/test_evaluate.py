@@ -13,14 +13,14 @@ from PIL import Image
 from safetensors import safe_open
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-import winclip.evaluate as ev
+import winclip.paper.evaluate as ev
 from conftest import TINY, make_model
 from synthetic import make_folder, make_mvtec, make_visa
 from winclip import WinCLIP
 from winclip.cli import main
-from winclip.data import load_dataset, sample_references
 from winclip.images import file_sha256, load_image
-from winclip.scoring import upsample
+from winclip.method.zero_shot import upsample
+from winclip.paper.data import load_dataset, sample_references
 
 MAKERS = {"mvtec": make_mvtec, "visa": make_visa, "folder": make_folder}
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]

@@ -17,10 +17,11 @@ pytest.importorskip("openvino", reason="the export tests need the 'export' extra
 
 import winclip  # noqa: E402
 from conftest import TINY, make_model, textured  # noqa: E402
+from winclip.backbones import NoTextEncoderError  # noqa: E402
+from winclip.backbones.export import export_backbone  # noqa: E402
 from winclip.cli import main  # noqa: E402
-from winclip.export import export_backbone  # noqa: E402
 from winclip.images import file_sha256  # noqa: E402
-from winclip.runtime import NoTextEncoderError  # noqa: E402
+from winclip.paper.baselines import make_baseline  # noqa: E402
 
 PARITY = 1e-4  # issue 12: exported fp32 scores and maps equal PyTorch's within this
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -63,7 +64,7 @@ def test_export_json_describes_inputs_outputs_plan_and_weights(exports):
     }
     assert meta["window_plan"] == [{"k": 2, "windows": 49, "patches": 4}, {"k": 3, "windows": 36, "patches": 9}]
     assert meta["grid"] == [8, 8] and meta["embed_dim"] == 32 and meta["opset"] == 18 and meta["precision"] == "fp32"
-    assert meta["preprocess"]["mean"] == list(winclip.backbone.OPENAI_MEAN)
+    assert meta["preprocess"]["mean"] == list(winclip.backbones.encoder.OPENAI_MEAN)
     assert set(meta["files"]) == {"vision.onnx"}
     assert meta["files"]["vision.onnx"]["sha256"] == file_sha256(exports["onnx"] / "vision.onnx")
     ov = json.loads((exports["openvino"] / "export.json").read_text())
@@ -91,8 +92,9 @@ def test_exported_scores_and_maps_equal_pytorch(exports, rng, runtime, fmt):
     fa, fb = torch_model.encode(x), model.encode(x)
     assert fb.windows[3].shape == (3, 36, 32) and fb.patches.shape == (3, 64, 64)
     assert max((fa.image - fb.image).abs().max(), (fa.patches - fb.patches).abs().max()) <= 1e-5
-    with pytest.raises(ValueError, match=f"the {runtime} runtime exports no hidden layers; use runtime='torch'"):
-        model.backbone.hidden_tokens(x, (1,))
+    for kind, needs in (("patchcore-hidden", "hidden layers"), ("patch-token", "the image projection")):
+        with pytest.raises(ValueError, match=f"the {kind} baseline needs {needs}, which the {runtime} runtime lacks"):
+            make_baseline(kind, model)
 
 
 def test_profiles_bind_to_an_exported_model_which_has_no_text_encoder(exports, rng):
@@ -277,7 +279,7 @@ def test_predict_and_serve_take_the_runtime_options():
 
 
 def test_openvino_auto_precision_follows_the_cpu_and_its_own_evidence(exports, monkeypatch, rng):
-    from winclip import precision
+    from winclip.backbones import precision
 
     assert exported(exports["openvino"], "openvino").backbone.precision == "fp32"  # tiny-vit: nothing measured
     held = precision.Fidelity(spearman=0.9995, score_rel=0.01, map_rel=3e-3, images=64)

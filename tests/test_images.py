@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import textured
-from winclip.backbone import Preprocess
-from winclip.images import ImageError, load_image, square_tiles
+from winclip.backbones.openclip import Preprocess
+from winclip.images import ImageError, load_image
+from winclip.method.tiling import square_tiles
 
 
 def test_modes_become_rgb(tmp_path, rng):

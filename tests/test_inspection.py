@@ -12,11 +12,11 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import make_model, textured
-from winclip import workflow
-from winclip.inspector import Inspector
-from winclip.profile import Profile
-from winclip.render import colorize, scale_values
-from winclip.workflow import OutputExistsError, discover, read_records, run_predict
+from winclip.inspection import folder_run as workflow
+from winclip.inspection.folder_run import OutputExistsError, discover, read_records, run_predict
+from winclip.inspection.inspector import Inspector
+from winclip.inspection.profile import Profile
+from winclip.inspection.render import colorize, scale_values
 
 
 def _png(path: Path, array: np.ndarray, mode: str | None = None) -> str:

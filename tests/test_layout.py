@@ -18,41 +18,23 @@ PACKAGE = ROOT / "src" / "winclip"
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 
+MAX_ROOT_MODULES = 12  # the facade, __main__, the model and a few shared leaf utilities
+
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a higher
-# one. A new module must be placed here (the test says so).
+# one; inside a layer, the import graph has no cycle (test below). A new package must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    (
-        "options",
-        "prompts",
-        "images",
-        "windows",
-        "crops",
-        "tables",
-        "metrics",
-        "metrics.*",
-        "data",
-        "data.*",
-        "spreadsheet",
-    ),
-    ("features", "scoring", "memory", "weights", "checkpoints", "precision", "decisions", "calibration"),
-    ("vision", "render", "profile_store", "profile_checks", "scorer"),
-    ("backbone", "runtime", "export", "weights_store"),
-    ("model", "baselines"),
-    ("profile", "references"),
-    ("inspector",),
-    ("feature_cache", "report", "evaluate", "workflow", "run_record", "report_data", "report_html", "reproduce"),
+    ("options", "images", "files", "spreadsheet", "metrics", "metrics.*"),
+    ("method", "method.*"),
+    ("backbones", "backbones.*"),
+    ("model",),
+    ("inspection", "inspection.*"),
+    ("paper", "paper.*"),
     ("distributed", "distributed.*"),
-    ("service.migrate", "service.migrations", "service.migrations.*"),
-    ("service.config", "service.db", "service.batcher", "service.uploads", "service.security", "service.budget"),
-    ("service.metrics", "service.revisions"),
-    ("service.station",),
-    ("service.retention",),
-    ("service.schemas", "service.state"),
-    ("service.sync",),
-    ("service.routes", "service.routes.*"),
-    ("service", "service.app"),
+    ("service", "service.*"),
     ("cli", "cli.*", "__main__"),
 )
+# What the method's equations may import besides the package: no open_clip, no image files, no disk.
+METHOD_IMPORTS = {"__future__", "collections", "dataclasses", "functools", "math", "typing", "torch"}
 
 
 def modules() -> dict[str, Path]:
@@ -101,6 +83,83 @@ def test_every_import_goes_down_the_layers():
             if target in mods and layer(target) > layer(name):
                 upward.append(f"{path.relative_to(ROOT)}:{line}: winclip.{name} imports winclip.{target}")
     assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """winclip module → the winclip modules it imports (at the top, inside functions or for type checking)."""
+    mods = modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        targets = set()
+        for _, target in imported(name, path):
+            while target and target not in mods:  # `from .pkg import name`: the package
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert sum(len(t) for t in graph.values()) > 100  # the graph was really built
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the finder finds one
+    assert cycles(graph) == []
+
+
+def test_the_package_root_holds_the_facade_and_a_few_leaf_utilities():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert "__init__.py" in root and "model.py" in root
+    assert len(root) <= MAX_ROOT_MODULES, root
+
+
+def test_the_method_imports_only_torch_and_the_standard_library():
+    mods = modules()
+    method = {n: p for n, p in mods.items() if n == "method" or n.startswith("method.")}
+    assert len(method) >= 7
+    outside = []
+    for name, path in method.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            outside += [f"winclip.{name}: {top}" for top in tops if top not in METHOD_IMPORTS]
+    assert outside == []
 
 
 def test_nothing_outside_the_command_line_imports_it():

@@ -113,7 +113,7 @@ def test_predict_needs_prototypes_and_checks_them(rng):
 def test_prototypes_are_cached_and_states_matter(model, monkeypatch):
     first = model.prototypes_
     calls = []
-    import winclip.backbone as module
+    import winclip.backbones.openclip as module
 
     original = module.encode_text
     monkeypatch.setattr(
@@ -173,5 +173,5 @@ def test_a_shared_backbone_fixes_the_loading_options(model):
     for same in ({}, {"device": "auto"}, {"device": "cpu"}, {"precision": "auto"}, {"precision": "fp32"}):
         assert winclip.WinCLIP(b, **same).backbone is b, same
     for clash, name in (({"precision": "bf16"}, "precision"), ({"runtime": "onnxruntime"}, "runtime")):
-        with pytest.raises(ValueError, match=f"^{name}: fixed by the given Backbone; leave them out"):
+        with pytest.raises(ValueError, match=f"^{name}: fixed by the given backbone; leave them out"):
             winclip.WinCLIP(b, **clash)

@@ -14,13 +14,13 @@ from torchvision.transforms import TenCrop
 from conftest import TINY, make_model, textured
 from synthetic import make_visa
 from winclip.cli import main
-from winclip.crops import crop_corners, crop_resize, ten_crops
-from winclip.data import load_dataset
-from winclip.feature_cache import FeatureCache, encode_files
-from winclip.images import square_tiles
-from winclip.memory import nearest_distance
-from winclip.scoring import aggregate_windows, ascore0, harmonic_fusion
-from winclip.windows import coverage_matrix
+from winclip.method.crops import crop_corners, crop_resize, ten_crops
+from winclip.method.few_shot import nearest_distance
+from winclip.method.tiling import square_tiles
+from winclip.method.windows import coverage_matrix
+from winclip.method.zero_shot import aggregate_windows, ascore0, harmonic_fusion
+from winclip.paper.data import load_dataset
+from winclip.paper.feature_cache import FeatureCache, encode_files
 
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
 

@@ -16,10 +16,10 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import make_model, textured
-from winclip.calibration import f1_best_threshold, fpr_threshold
-from winclip.decisions import apply_roi, confidence, find_regions, label_of
-from winclip.inspector import Inspector
-from winclip.profile import CalibrationChangedWarning, Profile, ProfileMismatchError
+from winclip.inspection.calibration import f1_best_threshold, fpr_threshold
+from winclip.inspection.decisions import apply_roi, confidence, find_regions, label_of
+from winclip.inspection.inspector import Inspector
+from winclip.inspection.profile import CalibrationChangedWarning, Profile, ProfileMismatchError
 
 
 def _save_images(folder: Path, rng: np.random.Generator, n: int, size=(64, 64)) -> list[str]:
@@ -63,7 +63,7 @@ def test_loading_and_applying_a_profile_encodes_nothing(tmp_path, images, monkey
     model = make_model()
     calls = {"image": 0, "text": 0}
     real_encode = model.backbone.encode
-    import winclip.backbone as module
+    import winclip.backbones.openclip as module
 
     real_text = module.encode_text
 

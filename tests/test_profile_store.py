@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_model, textured
-from winclip.inspector import Inspector
-from winclip.profile import Profile
-from winclip.profile_store import profile_files, temp_folders, write_folder
+from winclip.inspection.inspector import Inspector
+from winclip.inspection.profile import Profile
+from winclip.inspection.store import profile_files, temp_folders, write_folder
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ SAVE_CALLS = ("open", "write", "fsync", "mkdir", "rename", "link", "symlink", "u
 
 def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_profile(saved, tmp_path):
     """Fork, kill the child (os._exit) at its n-th file-system call of the save, for every n."""
-    import winclip.profile_store as store
+    import winclip.inspection.store as store
 
     pristine = tmp_path / "pristine"
     shutil.copytree(saved, pristine)

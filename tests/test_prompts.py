@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from winclip.prompts import (
+from winclip.method.prompts import (
     ANOMALOUS_STATES,
     NORMAL_STATES,
     PROMPT_SETS,
@@ -9,7 +9,7 @@ from winclip.prompts import (
     PromptSet,
     object_phrase,
 )
-from winclip.scoring import prototype
+from winclip.method.zero_shot import prototype
 
 
 def test_paper_ensemble_sizes_and_wording():

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from conftest import TINY, textured
 from synthetic import make_mvtec
-from winclip.workflow import read_records
+from winclip.inspection.folder_run import read_records
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra")
 from ray_cluster import LocalCluster  # noqa: E402

@@ -1,4 +1,4 @@
-"""Report writing and the paper lookup (winclip.report)."""
+"""Report writing and the paper lookup (winclip.paper.results)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from winclip.report import (
+from winclip.paper.results import (
     METRICS,
     PaperValue,
     RowResult,

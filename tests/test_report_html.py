@@ -20,15 +20,15 @@ from PIL import Image
 
 from conftest import TINY
 from synthetic import make_folder, make_mvtec
-from winclip.backbone import Backbone
+from winclip.backbones.openclip import Backbone
 from winclip.cli import main
 from winclip.cli import report as report_command
-from winclip.feature_cache import FeatureCache
 from winclip.metrics.curves import PLOT_CELLS
 from winclip.metrics.pixel import PRO_MAX_FPR
 from winclip.model import WinCLIP
-from winclip.report_data import GALLERY_SIZE, collect
-from winclip.run_record import PROTOTYPES_FILE, RUN_FILE, load_run
+from winclip.paper.feature_cache import FeatureCache
+from winclip.paper.report.collect import GALLERY_SIZE, collect
+from winclip.paper.run_record import PROTOTYPES_FILE, RUN_FILE, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
@@ -171,7 +171,7 @@ def test_report_command_makes_the_same_page_without_any_model(run, monkeypatch, 
     monkeypatch.setattr(Backbone, "__init__", forbidden)
     monkeypatch.setattr(WinCLIP, "__init__", forbidden)
     monkeypatch.setattr(FeatureCache, "save", forbidden)
-    monkeypatch.setattr("winclip.backbone.load_clip", forbidden)
+    monkeypatch.setattr("winclip.backbones.openclip.load_clip", forbidden)
     assert main(["report", str(out)]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out.strip() == f"report: 2 classes; wrote {out / 'report.html'}"

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from winclip.memory import ReferenceMemory, few_shot_map, few_shot_score, nearest_distance, vision_map
-from winclip.scoring import ascore0, gaussian_smooth, harmonic_fusion, upsample
+from winclip.method.few_shot import ReferenceMemory, few_shot_map, few_shot_score, nearest_distance, vision_map
+from winclip.method.zero_shot import ascore0, gaussian_smooth, harmonic_fusion, upsample
 
 
 def test_ascore0_is_the_two_class_softmax():

@@ -23,8 +23,8 @@ import test_service_support as support
 from conftest import TINY
 from test_service_support import LOCAL, free_port, images, library_inspection, make_profiles, png_bytes, wait_ready
 from winclip.cli import main
+from winclip.inspection.profile import Profile
 from winclip.options import ModelSpec
-from winclip.profile import Profile
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.station import check_name, safe_filename

@@ -30,7 +30,7 @@ from scipy import ndimage
 from test_service_db import record
 from test_service_support import app_for, both_databases, images, make_profiles, wait_ready
 from winclip.cli import main
-from winclip.decisions import label_of
+from winclip.inspection.decisions import label_of
 from winclip.service.db import DatabaseUnavailableError, Recorder
 from winclip.spreadsheet import safe_cell
 

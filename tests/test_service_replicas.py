@@ -37,8 +37,8 @@ from test_service_support import (
     start_server,
     stop_server,
 )
+from winclip.inspection.profile import Profile
 from winclip.options import ModelSpec
-from winclip.profile import Profile
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import database_url

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from conftest import TINY
 from test_service_support import LOCAL, images, make_profiles
+from winclip.inspection.profile import Profile
 from winclip.options import ModelSpec
-from winclip.profile import Profile
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 
@@ -39,7 +39,7 @@ def test_predictions_keep_flowing_while_a_big_profile_is_made(tmp_path, monkeypa
         while c.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.02)
         backbone = c.app.state.winclip.station.base.backbone
-        real = backbone.encode_text
+        real = backbone.text.encode
         calls = []
 
         def slow(texts):
@@ -47,7 +47,7 @@ def test_predictions_keep_flowing_while_a_big_profile_is_made(tmp_path, monkeypa
             time.sleep(STEP_S)
             return real(texts)
 
-        monkeypatch.setattr(backbone, "encode_text", slow)
+        monkeypatch.setattr(backbone.text, "encode", slow)
         created = {}
         maker = threading.Thread(
             target=lambda: created.setdefault(

@@ -19,9 +19,9 @@ from PIL import Image
 from conftest import TINY
 from test_service_support import LOCAL, app_for, images, make_profiles, wait_ready
 from winclip.cli import main
+from winclip.inspection.profile import Profile
+from winclip.inspection.render import map_image, mask_image, overlay
 from winclip.options import ModelSpec
-from winclip.profile import Profile
-from winclip.render import map_image, mask_image, overlay
 from winclip.service import security
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig

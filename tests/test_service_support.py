@@ -24,9 +24,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import TINY, make_model, textured
-from winclip.inspector import Inspector
+from winclip.inspection.inspector import Inspector
+from winclip.inspection.profile import Profile
 from winclip.options import ModelSpec
-from winclip.profile import Profile
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
 from winclip.service.db import database_url

@@ -12,10 +12,10 @@ from scipy.stats import spearmanr
 
 import winclip
 from conftest import TINY, make_model, textured
-from winclip import precision
-from winclip.precision import resolve_precision
-from winclip.vision import VisionTower, fused_block_support, linear
-from winclip.windows import window_indices
+from winclip.backbones import precision
+from winclip.backbones.precision import resolve_precision
+from winclip.backbones.tower import VisionTower, fused_block_support, linear
+from winclip.method.windows import window_indices
 
 # bf16 keeps 8 significant bits: features of the tiny random model stay within this relative error
 BF16_FEATURE_RTOL = 0.05
@@ -226,7 +226,7 @@ def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
     model.fit(refs)
     memory, protos = model.memory_, model.prototypes_
     calls = []
-    monkeypatch.setattr("winclip.backbone.encode_text", lambda clip, tok, texts: calls.append(texts))
+    monkeypatch.setattr("winclip.backbones.openclip.encode_text", lambda clip, tok, texts: calls.append(texts))
     encode = model.backbone.encode
     monkeypatch.setattr(model.backbone, "encode", lambda x, scales: calls.append(len(x)) or encode(x, scales))
     model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)

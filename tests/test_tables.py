@@ -16,12 +16,12 @@ from PIL import Image
 from conftest import TINY, make_model, textured
 from synthetic import make_mvtec, make_visa
 from winclip import WinCLIP
-from winclip.baselines import BASELINES, ImageTilingBaseline, make_baseline
 from winclip.cli import main
 from winclip.cli.eval import BASELINE_CHOICES, TABLE_CHOICES
-from winclip.reproduce import slug
-from winclip.scoring import ascore0, gaussian_smooth, upsample
-from winclip.tables import TABLES, paper_figure, paper_figures
+from winclip.method.zero_shot import ascore0, gaussian_smooth, upsample
+from winclip.paper.baselines import BASELINES, ImageTilingBaseline, make_baseline
+from winclip.paper.reproduce import slug
+from winclip.paper.tables import TABLES, paper_figure, paper_figures
 
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
 

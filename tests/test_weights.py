@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import winclip
 from conftest import TINY, make_model
-from winclip.checkpoints import OPENAI_MEAN, UnsafeCheckpointError, read_checkpoint
+from winclip.backbones.weights.checkpoints import OPENAI_MEAN, UnsafeCheckpointError, read_checkpoint
 from winclip.images import file_sha256
 
 REPO = "winclip-test/tiny-vit"
@@ -356,7 +356,7 @@ def test_fetch_carry_verify_then_predict_offline_from_the_copy(tmp_path, tag, mo
 
 
 def test_fetch_reports_what_could_not_be_downloaded(tmp_path, tag, monkeypatch):
-    from winclip.weights_store import fetch
+    from winclip.backbones.weights.carry import fetch
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub({}, []))
     with pytest.raises(

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from winclip.scoring import aggregate_windows
-from winclip.windows import coverage_matrix, window_indices
+from winclip.method.windows import coverage_matrix, window_indices
+from winclip.method.zero_shot import aggregate_windows
 
 
 def test_window_counts_for_the_default_grid():

@@ -11,14 +11,16 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Backbone": "backbone",
-    "BackboneInfo": "backbone",
-    "RandomWeightsWarning": "backbone",
-    "Features": "features",
+    "Backbone": "backbones.openclip",
+    "RandomWeightsWarning": "backbones.openclip",
+    "BackboneInfo": "backbones",
+    "Encoder": "backbones",
+    "load_backbone": "backbones",
+    "Features": "method.features",
     "ImageError": "images",
-    "ReferenceMemory": "memory",
-    "GridScores": "scorer",
-    "Scorer": "scorer",
+    "ReferenceMemory": "method.few_shot",
+    "GridScores": "method.scorer",
+    "Scorer": "method.scorer",
     "ImageResult": "model",
     "Prediction": "model",
     "WinCLIP": "model",
@@ -27,12 +29,12 @@ _EXPORTS = {
     "DEFAULT_PRETRAINED": "options",
     "MethodOptions": "options",
     "ModelSpec": "options",
-    "Inspection": "inspector",
-    "Inspector": "inspector",
-    "Profile": "profile",
-    "PROMPT_SETS": "prompts",
-    "PromptSet": "prompts",
-    "WeightsUnavailableError": "weights",
+    "Inspection": "inspection.inspector",
+    "Inspector": "inspection.inspector",
+    "Profile": "inspection.profile",
+    "PROMPT_SETS": "method.prompts",
+    "PromptSet": "method.prompts",
+    "WeightsUnavailableError": "backbones.weights.locate",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -1,4 +1,4 @@
-"""Thin image I/O at the edge: decoding any input into RGB, file hashes and square tiling. No torch.
+"""Thin image I/O at the edge: decoding any input into RGB and file hashes. No torch.
 
 Decoded size is checked from the header before any pixel is decoded (`check_pixels`; Pillow's
 `Image.open` is lazy), so a small file that decodes to a huge image (a "pixel bomb") is refused
@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import math
 import os
 import stat
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,29 +168,3 @@ def load_image(src: ImageInput, name: str, min_size: int = 1, *, max_pixels: int
     if min(img.size) < min_size:
         raise ImageError(name, f"image is {img.width}x{img.height} pixels, smaller than the minimum {min_size}")
     return img
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A square crop of an image: top-left corner and side, in pixels."""
-
-    top: int
-    left: int
-    side: int
-
-
-def square_tiles(height: int, width: int, overlap: float = 0.25) -> list[Tile]:
-    """Overlapping squares of side min(H, W) covering the whole image; one tile when square.
-
-    Tiles along the long side start evenly spaced from 0 to L−S, with at least
-    `overlap`·S pixels shared by neighbours.
-    """
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
-    side, long = min(height, width), max(height, width)
-    stride = side * (1.0 - overlap)
-    n = 1 if long == side else math.ceil((long - side) / stride) + 1
-    starts = [round(i * (long - side) / (n - 1)) for i in range(n)] if n > 1 else [0]
-    if height >= width:
-        return [Tile(s, 0, side) for s in starts]
-    return [Tile(0, s, side) for s in starts]

@@ -1,13 +1,17 @@
-"""The WinCLIP estimator: set_object / fit / encode / score / predict (SPEC §3-§4).
+"""The WinCLIP estimator: set_object / fit / encode / score / predict (docs/method.md §3-§4).
 
-The constructor stores options and takes (or loads) a `Backbone`; `set_object` (or
-`set_prototypes`) sets the text prototypes, `fit` the normal references (none = zero-shot),
-`predict` scores images. What was learned from data ends in `_` (scikit-learn style).
+The constructor validates the method options and takes a loaded backbone (an `Encoder`) or
+loads one: unlike a scikit-learn estimator's, it does the expensive part, because the weights
+are not learned from the user's data; `WinCLIP(backbone, ...)` and `with_options` share loaded
+weights instead. `set_object` (or `set_prototypes`) sets the text prototypes, `fit` the normal
+references (none = zero-shot), `predict` scores images. As in scikit-learn, what was learned
+from the user's data ends in `_` (`object_`, `prototypes_`, `memory_`), and refitting replaces it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,15 +20,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbone import Backbone, BackboneInfo, Preprocess
-from .crops import N_CROPS, crop_resize, ten_crops
-from .features import Features
-from .images import ImageError, ImageInput, Tile, load_image, source_name, square_tiles
-from .memory import ReferenceMemory
+from .backbones import BackboneInfo, Encoder, NoTextEncoderError, Preprocess, TextEncoder, load_backbone
+from .images import ImageError, ImageInput, load_image, source_name
+from .method.crops import N_CROPS, crop_resize, ten_crops
+from .method.features import Features
+from .method.few_shot import ReferenceMemory
+from .method.prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase
+from .method.scorer import GridScores, Scorer
+from .method.tiling import Tile, square_tiles
+from .method.zero_shot import gaussian_smooth, upsample
 from .options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, MethodOptions, ModelSpec
-from .prompts import OBJECT_NAMES, PROMPT_SETS, PromptSet, object_phrase
-from .scorer import GridScores, Scorer
-from .scoring import gaussian_smooth, upsample
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ class EncodedImages:
         return (self.owner == image).nonzero()[:, 0]
 
 
-def _check_shared(backbone: Backbone, pretrained: str | None, device, precision: str, loading: dict) -> None:
-    """A given Backbone fixes the weights: loading options may only be left at their defaults or agree."""
+def _check_shared(backbone: Encoder, pretrained: str | None, device, precision: str, loading: dict) -> None:
+    """A given backbone fixes the weights: loading options may only be left at their defaults or agree."""
     clashes = [
         name
         for name, given, default, actual in (
@@ -82,7 +87,7 @@ def _check_shared(backbone: Backbone, pretrained: str | None, device, precision:
         if given != default and given != actual
     ]
     if clashes:
-        raise ValueError(f"{', '.join(clashes)}: fixed by the given Backbone; leave them out or build a new Backbone")
+        raise ValueError(f"{', '.join(clashes)}: fixed by the given backbone; leave them out or load a new one")
 
 
 class WinCLIP:
@@ -90,16 +95,16 @@ class WinCLIP:
 
     `backbone` is an open_clip model name (or config JSON), loaded with `pretrained`, `device`,
     `precision` and `cache_dir` (or, with `runtime="onnxruntime"|"openvino"`, the export of it in
-    `export_dir`), or an already loaded `Backbone` to share. `with_options` gives another
+    `export_dir`), or an already loaded backbone (an `Encoder`) to share. `with_options` gives another
     configuration on the same backbone without reloading anything.
     """
 
-    method = "winclip"  # what scores the features; the paper's baselines (winclip.baselines) name theirs
+    method = "winclip"  # what scores the features; the paper's baselines (winclip.paper.baselines) name theirs
     rescorable = True  # a weightless Scorer scores its features as it does (winclip report relies on it)
 
     def __init__(
         self,
-        backbone: str | Backbone = DEFAULT_BACKBONE,
+        backbone: str | Encoder = DEFAULT_BACKBONE,
         pretrained: str | None = DEFAULT_PRETRAINED,
         *,
         device: str | torch.device | None = None,
@@ -135,10 +140,16 @@ class WinCLIP:
         if isinstance(prompts, str) and prompts not in PROMPT_SETS:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
         loading = {"cache_dir": cache_dir, "runtime": runtime, "export_dir": export_dir}
-        if isinstance(backbone, Backbone):
+        if isinstance(backbone, (str, os.PathLike)):
+            backbone = load_backbone(ModelSpec(str(backbone), pretrained, device, precision, **loading))
+        elif isinstance(backbone, Encoder):
             _check_shared(backbone, pretrained, device, precision, loading)
         else:
-            backbone = Backbone.load(ModelSpec(backbone, pretrained, device, precision, **loading))
+            raise TypeError(f"backbone must be a model name, a config .json or a loaded backbone, not {backbone!r}")
+        if options.patch_features == "projected" and backbone.projection is None:
+            raise ValueError(
+                f"patch_features='projected' needs the image projection, which the {backbone.runtime} runtime lacks"
+            )
         self.scorer = Scorer(options, backbone.grid, backbone.device)
         self.backbone = backbone
         self.options = options
@@ -167,7 +178,10 @@ class WinCLIP:
     @property
     def clip(self) -> torch.nn.Module:
         """The open_clip model (the backbone's: `model.backbone` has its tower, tokenizer, preprocessing, dtype)."""
-        return self.backbone.clip
+        clip = getattr(self.backbone, "clip", None)
+        if clip is None:
+            raise ValueError(f"the {self.backbone.runtime} runtime has no PyTorch model; use runtime='torch' for it")
+        return clip
 
     @property
     def info(self) -> BackboneInfo:
@@ -194,9 +208,18 @@ class WinCLIP:
         if not phrase:
             raise ValueError("object name is empty")
         prompt_set = (prompts or self.prompts).extended(normal_states, anomalous_states)
-        self.prototypes_ = self.backbone.prototypes(phrase, prompt_set)
+        self.prototypes_ = self.text_encoder().prototypes(phrase, prompt_set)
         self.object_ = phrase
         return self
+
+    def text_encoder(self) -> TextEncoder:
+        """The backbone's text encoder; NoTextEncoderError (one line) when its runtime has none."""
+        if self.backbone.text is None:
+            raise NoTextEncoderError(
+                f"the {self.backbone.runtime} runtime has no text encoder: use a profile made with the torch runtime "
+                "(`winclip profile create`, then --profile) or set_prototypes(...)"
+            )
+        return self.backbone.text
 
     def set_prototypes(self, normal: torch.Tensor, anomalous: torch.Tensor) -> WinCLIP:
         """Use two given `(D,)` text prototypes instead of a prompt ensemble."""
@@ -221,7 +244,7 @@ class WinCLIP:
         feats = self.backbone.encode(x, self.options.scales)
         if self.options.patch_features == "tokens":
             return feats
-        proj = self.clip.visual.proj.to(feats.patches.device, torch.float32)
+        proj = self.backbone.projection.to(feats.patches.device, torch.float32)
         return Features(feats.image, feats.windows, feats.patches @ proj, feats.crops)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -393,7 +416,7 @@ def build_model(
 ) -> WinCLIP:
     """The one way from plain options to a model: load `spec`'s backbone, configure the method."""
     method = dataclasses.asdict(options or MethodOptions())
-    return WinCLIP(Backbone.load(spec), **method, batch_size=batch_size, prompts=prompts)
+    return WinCLIP(load_backbone(spec), **method, batch_size=batch_size, prompts=prompts)
 
 
 def banner(model: WinCLIP) -> str:

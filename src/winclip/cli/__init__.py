@@ -78,7 +78,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
 def load_model(args: argparse.Namespace, options=None, *, prompts: str = "winclip"):
     """Build the model the shared options describe (winclip.build_model) and print the banner to stderr."""
-    from ..backbone import RandomWeightsWarning
+    from ..backbones.openclip import RandomWeightsWarning
     from ..model import banner, build_model
 
     if args.batch_size < 1:
@@ -125,6 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def usage_errors() -> tuple[type[Exception], ...]:
     """The library's one-line failures that end a command with status 2 (imported only once one happened)."""
-    from ..weights import WeightsUnavailableError
+    from ..backbones.weights.locate import WeightsUnavailableError
 
     return (FileNotFoundError, ValueError, WeightsUnavailableError)

@@ -48,7 +48,7 @@ def _profile_payload(args: argparse.Namespace, ray, spec, model_job_for):
     """The profile to inspect with, as bytes: read here from --profile, or created on a worker for --object."""
     from ..distributed.pool import ClusterError
     from ..distributed.workers import ProfilePayload, create_profile, with_names
-    from ..profile import Profile
+    from ..inspection.profile import Profile
     from .predict import with_threshold_options
 
     if args.profile:
@@ -106,7 +106,7 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
 @contextmanager
 def eval_encoder(args: argparse.Namespace, model) -> Iterator:
     """The encoder `evaluate` uses: `feature_cache.encode_files`, or with --ray a pool of Ray workers."""
-    from ..feature_cache import encode_files
+    from ..paper.feature_cache import encode_files
 
     if not args.ray:
         yield encode_files

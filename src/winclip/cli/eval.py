@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data import LAYOUTS
+from ..method.prompts import OBJECT_NAME_MAPS, PROMPT_SETS
 from ..options import (
     AGGREGATIONS,
     DEFAULT_EVAL_RESOLUTION,
@@ -30,13 +30,13 @@ from ..options import (
     TILED_DATASETS,
     MethodOptions,
 )
-from ..prompts import OBJECT_NAME_MAPS, PROMPT_SETS
+from ..paper.data import LAYOUTS
 from . import add_command, add_model_options, load_model, model_spec
 from .cluster import add_ray_options, eval_encoder
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
-TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.tables.TABLES, without torch
-BASELINE_CHOICES = ("patch-token", "image-tiling", "patchcore-hidden", "patchcore-last")  # winclip.baselines
+TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.paper.tables.TABLES, without torch
+BASELINE_CHOICES = ("patch-token", "image-tiling", "patchcore-hidden", "patchcore-last")  # winclip.paper.baselines
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +117,7 @@ def _method_options(args: argparse.Namespace) -> MethodOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the dataset (exit 2 listing every problem) before building the model, then evaluate."""
-    from ..evaluate import parse_resolution, plan_eval
+    from ..paper.protocol import parse_resolution, plan_eval
 
     resolution = parse_resolution(args.eval_resolution)
     if args.ray and (args.table or args.baseline):
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_eval(args.dataset, args.root, args.classes, args.shots, args.seeds)
     model = load_model(args, _method_options(args), prompts=args.prompts)
     if args.baseline:
-        from ..baselines import make_baseline
+        from ..paper.baselines import make_baseline
 
         model = make_baseline(args.baseline, model)
     n_images = sum(len(c.test) for c in plan.classes)
@@ -168,7 +168,7 @@ def _settings(args: argparse.Namespace, plan, model, resolution: int | None) -> 
 
 
 def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> int:
-    from ..evaluate import evaluate
+    from ..paper.evaluate import evaluate
 
     with eval_encoder(args, model) as encoder:  # feature_cache.encode_files, or Ray workers
         result = evaluate(
@@ -211,9 +211,9 @@ def parse_backbones(specs: list[str] | None) -> list[tuple[str, str | None]] | N
 
 
 def _run_table(args: argparse.Namespace, resolution: int | None) -> int:
-    from ..evaluate import plan_eval
-    from ..reproduce import run_table
-    from ..tables import TABLES
+    from ..paper.protocol import plan_eval
+    from ..paper.reproduce import run_table
+    from ..paper.tables import TABLES
 
     table = TABLES[args.table]
     if args.table_backbones and args.table != "9":

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the backbone (fp32), export, print what was written."""
-    from ..export import export_backbone
+    from ..backbones.export import export_backbone
 
     model = load_model(args)
     meta = export_backbone(model.backbone, args.out, args.format, tuple(args.scales))

@@ -113,9 +113,9 @@ def unwritable(out: str, exc: OSError) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Build the inspector, print the banner, stream the photos; 1 when any photo failed."""
-    from ..inspector import Inspector
-    from ..profile import Profile
-    from ..workflow import check_out_not_inside, check_output, discover, run_predict
+    from ..inspection.folder_run import check_out_not_inside, check_output, discover, run_predict
+    from ..inspection.inspector import Inspector
+    from ..inspection.profile import Profile
 
     if args.object is None and (args.good or args.roi):
         raise ValueError("--good and --roi go with --object; a profile already holds its references and ROI")

@@ -11,14 +11,14 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..method.prompts import PROMPT_SETS
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RESIZE_MODES, MethodOptions
-from ..prompts import PROMPT_SETS
 from . import HelpFormatter, add_command, add_model_options, load_model
 
 
 def image_paths(inputs: list[str], what: str) -> list[str]:
     """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
-    from ..workflow import discover
+    from ..inspection.folder_run import discover
 
     found = discover(inputs)
     if found.unmatched:
@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_create(args: argparse.Namespace) -> int:
     """Encode prompts and references, save the profile."""
-    from ..profile import Profile
-    from ..profile_store import check_writable
+    from ..inspection.profile import Profile
+    from ..inspection.store import check_writable
 
     good = image_paths(args.good, "--good")
     check_writable(Path(args.out), overwrite=args.overwrite)  # before loading any model
@@ -115,7 +115,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Score held-out photos, set the threshold(s), save in place, print the report."""
-    from ..profile import Profile
+    from ..inspection.profile import Profile
 
     good, bad = image_paths(args.good, "--good"), image_paths(args.bad, "--bad")
     profile = Profile.load(args.profile)
@@ -128,7 +128,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_add_good(args: argparse.Namespace) -> int:
     """Encode only the new photos, append them, recalibrate when calibrated before, save in place."""
-    from ..profile import CalibrationChangedWarning, Profile
+    from ..inspection.profile import CalibrationChangedWarning, Profile
 
     images = image_paths(args.images, "images")
     profile = Profile.load(args.profile)
@@ -145,7 +145,7 @@ def run_add_good(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the profile's summary (loads JSON and tensors only; no model)."""
-    from ..profile import Profile
+    from ..inspection.profile import Profile
 
     print(Profile.load(args.profile).summary())
     return 0

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the page; each note (a part left out and why) is one warning line."""
-    from ..report_html import write_report
+    from ..paper.report.page import write_report
 
     if args.gallery < 0:
         raise ValueError(f"--gallery must be >= 0, got {args.gallery}")

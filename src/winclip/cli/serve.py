@@ -141,7 +141,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def kept_labels(args: argparse.Namespace) -> frozenset[str]:
     """The labels of --keep, checked with --keep-max-gb; ValueError naming the problem."""
-    from ..decisions import LABELS
+    from ..inspection.decisions import LABELS
 
     if not args.keep:
         if args.keep_max_gb is not None or args.keep_dir:

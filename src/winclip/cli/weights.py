@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_where(args: argparse.Namespace) -> int:
     """Print what would be loaded; 1 when it is not on this machine."""
-    from ..weights_store import where
+    from ..backbones.weights.carry import where
 
     found = where(args.backbone, args.pretrained, args.cache_dir)
     for label, value in found.lines:
@@ -53,7 +53,7 @@ def run_where(args: argparse.Namespace) -> int:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Download, record, print the manifest entry."""
-    from ..weights_store import fetch
+    from ..backbones.weights.carry import fetch
 
     path, entry = fetch(args.backbone, args.pretrained, args.out)
     for rec in entry["files"]:
@@ -71,7 +71,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """One line per recorded file; 1 when any is missing or differs."""
-    from ..weights_store import verify
+    from ..backbones.weights.carry import verify
 
     results = verify(args.folder)
     for path, status in results:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..feature_cache import FeatureCache, feature_settings
 from ..images import ImageError
 from ..model import WinCLIP
+from ..paper.feature_cache import FeatureCache, feature_settings
 from .pool import ClusterError, GaveUp, WorkerPool
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..workflow import InputImage, Outcome, ResultWriter, Summary
+from ..inspection.folder_run import InputImage, Outcome, ResultWriter, Summary
 from .pool import ClusterError, Done, GaveUp, WorkerPool
 
 

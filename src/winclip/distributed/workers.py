@@ -18,13 +18,13 @@ from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..feature_cache import Encoded, FeatureCache, encode_files, feature_settings
-from ..features import Features
-from ..inspector import Inspector
+from ..inspection.folder_run import InputImage, Outcome, header_record, inspect_items
+from ..inspection.inspector import Inspector
+from ..inspection.profile import Profile
+from ..method.features import Features
 from ..model import WinCLIP, build_model
 from ..options import MethodOptions, ModelSpec
-from ..profile import Profile
-from ..workflow import InputImage, Outcome, header_record, inspect_items
+from ..paper.feature_cache import Encoded, FeatureCache, encode_files, feature_settings
 from .pool import worker_identity
 
 STARTUP_ERRORS = (ValueError, OSError, RuntimeError, ImportError)  # a worker that cannot start reports these

@@ -5,7 +5,7 @@ takes their pixels from the budget until the answer is built. A request larger t
 budget can never be served (413); one that does not fit next to the requests in flight is
 refused at once with 503 and `Retry-After` rather than queued, so a burst of large images is
 turned away instead of pushing the server into swap. Memory per pixel in flight is bounded
-because everything drawn from an image is drawn in blocks (winclip.render).
+because everything drawn from an image is drawn in blocks (winclip.inspection.render).
 """
 
 from __future__ import annotations

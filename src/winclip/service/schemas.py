@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from ..decisions import Region
+from ..inspection.decisions import Region
 from .db import Record
 from .station import Scored, Served
 

@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..images import ImageError
-from ..profile import ProfileMismatchError
+from ..inspection.profile import ProfileMismatchError
 from .batcher import Batcher, ShuttingDownError
 from .budget import RETRY_AFTER_S, PixelBudget
 from .config import ServiceConfig

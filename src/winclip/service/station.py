@@ -42,16 +42,16 @@ import sqlalchemy as sa
 import torch
 from PIL import Image
 
-from ..backbone import RandomWeightsWarning
+from ..backbones.openclip import RandomWeightsWarning
 from ..images import IMAGE_FORMATS
-from ..inspector import Inspection, Inspector
+from ..inspection.inspector import Inspection, Inspector
+from ..inspection.profile import Profile
+from ..inspection.references import References
+from ..inspection.store import PROFILE_JSON
+from ..method.prompts import object_phrase
+from ..method.zero_shot import prototype
 from ..model import WinCLIP, banner, build_model
 from ..options import ModelSpec
-from ..profile import Profile
-from ..profile_store import PROFILE_JSON
-from ..prompts import object_phrase
-from ..references import References
-from ..scoring import prototype
 from .db import DatabaseUnavailableError, Record, Recorder, one_line
 from .metrics import Metrics
 from .revisions import Revision, Revisions
@@ -315,12 +315,13 @@ class Station:
             raise ProfileConflictError(f"profile {name!r} exists already") from None
         try:
             model = self.base.with_options()
+            text = model.text_encoder()
             prompt_set = model.prompts.extended(normal_states, anomalous_states)
             prototypes = []
             for texts in prompt_set.prompts(object_phrase(object_name)):
                 parts = []
                 for start in range(0, len(texts), TEXT_STEP):
-                    parts.append(model.backbone.encode_text(texts[start : start + TEXT_STEP]))
+                    parts.append(text.encode(texts[start : start + TEXT_STEP]))
                     yield
                 prototypes.append(prototype(torch.cat(parts)))
             refs = folder / REFERENCES_DIR

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...decisions import LABELS
+from ...inspection.decisions import LABELS
 from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line
 from ..schemas import Detail, InspectionPage
 from ..state import AppState, app_state, unavailable

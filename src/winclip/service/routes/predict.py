@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ...inspector import Inspection
-from ...render import map_image, mask_image, overlay
+from ...inspection.inspector import Inspection
+from ...inspection.render import map_image, mask_image, overlay
 from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
 from ..state import AppState, app_state, outcome

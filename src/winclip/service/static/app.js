@@ -11,7 +11,7 @@
 const $ = (sel) => document.querySelector(sel);
 const PAGE = 25;
 const KEY_STORE = "winclip-api-key";
-// Same stops and blend as winclip.render.COLORMAP / OVERLAY_ALPHA.
+// Same stops and blend as winclip.inspection.render.COLORMAP / OVERLAY_ALPHA.
 const COLORMAP = [[0.0, [20, 30, 140]], [0.3, [30, 110, 230]], [0.45, [90, 200, 220]],
                   [0.5, [255, 230, 0]], [0.75, [255, 120, 0]], [1.0, [200, 0, 0]]];
 const ALPHA = 0.5;
@@ -243,7 +243,7 @@ function recolour(item, t) {
   }
 }
 
-// Same as winclip.decisions.confidence: 0.5 at the threshold, the answer's own scale.
+// Same as winclip.inspection.decisions.confidence: 0.5 at the threshold, the answer's own scale.
 function confidenceOf(score, t, scale) {
   return 1 / (1 + Math.exp(-(score - t) / scale));
 }

@@ -1,0 +1,1 @@
+"""winclip.backbones.weights."""

@@ -1,0 +1,1 @@
+"""winclip.paper."""

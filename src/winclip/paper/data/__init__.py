@@ -1,0 +1,24 @@
+"""Evaluation datasets, validated up front (SPEC §6): ``LAYOUTS`` names them, ``layouts.py`` says where each is."""
+
+from winclip.paper.data.core import (
+    IMAGE_EXTENSIONS,
+    ClassData,
+    DatasetError,
+    Sample,
+    load_mask,
+    resize_mask,
+    sample_references,
+)
+from winclip.paper.data.layouts import LAYOUTS, load_dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "ClassData",
+    "DatasetError",
+    "Sample",
+    "load_dataset",
+    "load_mask",
+    "resize_mask",
+    "sample_references",
+]
