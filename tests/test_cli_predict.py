@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -14,8 +13,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from conftest import TINY, make_model, textured
-from winclip.cli import main
-from winclip.cli.predict import with_threshold_options
+from winclip.cli import build_parser, main
+from winclip.cli.requests import PredictRequest
 from winclip.inspection.folder_run import read_records
 from winclip.inspection.profile import Profile
 
@@ -249,11 +248,18 @@ def test_unwritable_output_and_a_full_disk_end_with_one_line_and_exit_3(tmp_path
 def test_threshold_options_keep_the_profiles_review_band_while_it_is_below_the_threshold():
     profile = Profile.create(make_model(), "bottle", []).with_thresholds(0.6, 0.4)
 
+    def request(*extra: str) -> PredictRequest:
+        return PredictRequest.of(
+            build_parser().parse_args(["predict", "a.png", "--out", "o", "--profile", "p", *extra])
+        )
+
     def applied(threshold, review):
-        p = with_threshold_options(profile, argparse.Namespace(threshold=threshold, review_threshold=review))
+        extra = [] if threshold is None else ["--threshold", str(threshold)]
+        extra += [] if review is None else ["--review-threshold", str(review)]
+        p = request(*extra).thresholds_on(profile)
         return p.threshold, p.review_threshold
 
-    assert with_threshold_options(profile, argparse.Namespace(threshold=None, review_threshold=None)) is profile
+    assert request().thresholds_on(profile) is profile
     assert applied(0.7, None) == (0.7, 0.4)  # --threshold alone keeps the calibrated band
     assert applied(0.3, None) == (0.3, None)  # a band above the new threshold cannot stand
     assert applied(None, 0.5) == (0.6, 0.5)

@@ -266,14 +266,15 @@ def test_serve_scores_profiles_with_the_exported_model(exports, tmp_path):
 
 
 def test_predict_and_serve_take_the_runtime_options():
-    from winclip.cli import build_parser, model_spec
+    from winclip.cli import build_parser
+    from winclip.cli.requests import ModelRequest
 
     parser = build_parser()
     for argv in (["serve", "--profiles", "p"], ["predict", "a.png", "--out", "o", "--profile", "p"]):
         args = parser.parse_args([*argv, "--runtime", "openvino", "--export-dir", "vit-ov", "--backbone", TINY])
-        spec = model_spec(args)
+        spec = ModelRequest.of(args).spec()
         assert (spec.runtime, spec.export_dir) == ("openvino", "vit-ov")
-        assert model_spec(parser.parse_args([*argv, "--backbone", TINY])).runtime == "torch"
+        assert ModelRequest.of(parser.parse_args([*argv, "--backbone", TINY])).spec().runtime == "torch"
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--profiles", "p", "--runtime", "tensorrt"])
 

@@ -435,9 +435,33 @@ def test_serve_command_refuses_bad_options_before_loading(tmp_path, capsys):
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--db", "nosuchdriver://x"]) == 2
     assert "--db: cannot open the database" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--max-batch", "0"]) == 2
-    assert "--max-batch must be >= 1" in capsys.readouterr().err
+    assert "winclip: error: --max-batch (max_batch) must be >= 1, got 0" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+    for option, value in (("--batch-window-ms", "inf"), ("--max-upload-mb", "nan"), ("--keep-max-gb", "inf")):
+        with pytest.raises(SystemExit) as stop:
+            main(["serve", "--profiles", str(tmp_path / "p"), option, value])
+        assert stop.value.code == 2
+        assert f"argument {option}: must be a finite number, got '{value}'" in capsys.readouterr().err
+
+
+def test_the_service_config_validates_itself(tmp_path):
+    spec = ModelSpec(TINY, None, "cpu")
+    ServiceConfig(tmp_path, spec)  # the defaults hold
+    for field, value, text in (
+        ("max_batch", 0, "--max-batch (max_batch) must be >= 1, got 0"),
+        ("batch_size", 0, "--batch-size (batch_size) must be >= 1"),
+        ("window_ms", float("inf"), "--batch-window-ms (window_ms) must be a finite number, got inf"),
+        ("window_ms", 1e9, "--batch-window-ms (window_ms) must be <= 10000.0"),
+        ("sync_interval_s", 0.0, "--sync-interval (sync_interval_s) must be > 0.0"),
+        ("db_connect_timeout_s", float("nan"), "--db-timeout (db_connect_timeout_s) must be a finite number"),
+        ("max_pixels_in_flight", 10, "--megapixels-in-flight (max_pixels_in_flight) must be >= 50000000"),
+        ("keep", frozenset({"bad"}), "--keep (keep): bad: give labels among normal, review, anomalous"),
+        ("keep", frozenset({"anomalous"}), "--keep needs --keep-max-gb N (> 0)"),
+    ):
+        with pytest.raises(ValueError) as err:
+            ServiceConfig(tmp_path, spec, **{field: value})
+        assert text in str(err.value) and "\n" not in str(err.value)
 
 
 def test_serve_command_exits_2_when_the_model_cannot_be_loaded(tmp_path, capsys):

@@ -135,9 +135,9 @@ def test_keep_and_sync_options_are_checked_in_one_line(tmp_path, capsys):
     base = ["serve", "--profiles", str(tmp_path / "p"), "--backbone", TINY, "--pretrained", "none"]
     for extra, text in (
         (["--keep", "anomalous"], "--keep needs --keep-max-gb N (> 0)"),
-        (["--keep", "broken,review", "--keep-max-gb", "1"], "--keep: broken: give labels among"),
+        (["--keep", "broken,review", "--keep-max-gb", "1"], "--keep (keep): broken: give labels among"),
         (["--keep-max-gb", "1"], "--keep-max-gb and --keep-dir need --keep LABELS"),
-        (["--sync-interval", "0"], "--sync-interval must be > 0 seconds"),
+        (["--sync-interval", "0"], "--sync-interval (sync_interval_s) must be > 0.0, got 0.0"),
     ):
         assert main(base + extra) == 2
         err = capsys.readouterr().err

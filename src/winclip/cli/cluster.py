@@ -1,101 +1,84 @@
-"""The `--ray` options of `winclip predict` and `winclip eval`, and the two commands' runs on a Ray cluster.
+"""`winclip predict --ray` and `winclip eval --ray`: the two commands' runs on a Ray cluster.
 
-Parsing imports nothing heavy; Ray, torch and the library are imported inside the run functions.
+The drivers take the command's typed request (winclip.cli.requests); Ray, torch and the library are
+imported inside them, so the command line parses without them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..options import MethodOptions
-from . import model_spec
-from .profile import default_weights, image_paths
+from .common import image_paths, interrupted, print_banner, unwritable
+from .requests import EvalRequest, PredictRequest, RayRequest
 
-RAY_HELP = (
-    "run on a Ray cluster (pip install 'winclip[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
-    "RAY_ADDRESS or started on this machine with `ray start`, else a local one for this run); "
-    "inputs are read by the workers at the same absolute paths"
-)
-
-
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """`--ray ADDRESS` and the shape of the pool of Ray workers."""
-    g = parser.add_argument_group("Ray cluster")
-    g.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
-    g.add_argument(
-        "--ray-workers", type=int, metavar="N", help="Ray workers, each loading the model once (default: all that fit)"
-    )
-    g.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs (torch threads) each")
-    g.add_argument(
-        "--ray-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (0.5: two share one GPU)"
-    )
+if TYPE_CHECKING:
+    from ..distributed.workers import ModelJob, ProfilePayload
+    from ..inspection.folder_run import Discovery
+    from ..inspection.profile import Profile
+    from ..model import WinCLIP
 
 
-def _pool_spec(args: argparse.Namespace):
-    from ..distributed.pool import ClusterSpec
+def _model_job(
+    request: PredictRequest | EvalRequest, ray: RayRequest, options: MethodOptions, profile=None
+) -> ModelJob:
+    from ..distributed.workers import ModelJob
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    return ClusterSpec(args.ray_workers, args.ray_cpus_per_worker, args.ray_gpus_per_worker)
+    spec = request.model.spec(profile)
+    return ModelJob(spec, options, request.model.batch_size, ray.cluster.threads)
 
 
-def _profile_payload(args: argparse.Namespace, ray, spec, model_job_for):
+def _profile_payload(request: PredictRequest, ray_request: RayRequest, ray) -> tuple[ModelJob, ProfilePayload, Profile]:
     """The profile to inspect with, as bytes: read here from --profile, or created on a worker for --object."""
     from ..distributed.pool import ClusterError
     from ..distributed.workers import ProfilePayload, create_profile, with_names
     from ..inspection.profile import Profile
-    from .predict import with_threshold_options
 
-    if args.profile:
-        profile = Profile.load(args.profile)
-        default_weights(args, profile)
-        job = model_job_for(profile.options)
+    if request.profile:
+        profile = Profile.load(request.profile)
+        job = _model_job(request, ray_request, profile.options, profile)
     else:
-        good = image_paths(args.good, "--good")
-        default_weights(args)
-        job = model_job_for(MethodOptions(resize=args.resize))
-        task = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(create_profile)
-        roi = None if args.roi is None else str(Path(args.roi).absolute())
-        made = ray.get(task.remote(job, args.object, [str(Path(g).absolute()) for g in good], roi))
+        good = image_paths(request.good, "--good")
+        job = _model_job(request, ray_request, MethodOptions(resize=request.resize))
+        cluster = ray_request.cluster
+        task = ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker)(create_profile)
+        roi = None if request.roi is None else str(Path(request.roi).absolute())
+        made = ray.get(task.remote(job, request.object, [str(Path(g).absolute()) for g in good], roi))
         if made.error:
             raise ClusterError(f"the profile could not be made on a Ray worker: {made.error}")
         profile = with_names(made.payload.unpack(), good)
-    profile = with_threshold_options(profile, args)
+    profile = request.thresholds_on(profile)
     return job, ProfilePayload.pack(profile), profile
 
 
-def predict_on_ray(args: argparse.Namespace, found) -> int:
+def predict_on_ray(request: PredictRequest, ray_request: RayRequest, found: Discovery) -> int:
     """`winclip predict --ray`: the banner, the run on the cluster's workers, the summary and the workers' line."""
     from ..distributed.pool import WorkerPool, check_version, connected
     from ..distributed.predict import run_predict_ray
-    from ..distributed.workers import InspectJob, InspectWorker, ModelJob
-    from .predict import MEGA, interrupted, print_banner, unwritable
+    from ..distributed.workers import InspectJob, InspectWorker
 
-    spec = _pool_spec(args)
-    with connected(args.ray) as ray:
-        model_job_for = lambda options: ModelJob(model_spec(args), options, args.batch_size, spec.threads)
-        model_job, payload, profile = _profile_payload(args, ray, spec, model_job_for)
-        max_pixels = round(args.max_megapixels * MEGA)
-        job = InspectJob(model_job, payload, args.min_area, args.save_maps, args.profile, max_pixels)
-        pool = WorkerPool(ray, InspectWorker, (job,), spec)
+    with connected(ray_request.address) as ray:
+        model_job, payload, profile = _profile_payload(request, ray_request, ray)
+        job = InspectJob(model_job, payload, request.min_area, request.save_maps, request.profile, request.max_pixels)
+        pool = WorkerPool(ray, InspectWorker, (job,), ray_request.cluster)
         try:
             info = pool.start()
             check_version(info)
-            print_banner(args, profile, found, f" on Ray ({len(pool.workers)} workers)")
+            print_banner(request, profile, found, f" on Ray ({len(pool.workers)} workers)")
             header = {**info["header"], "cwd": os.getcwd()}  # paths are resolved against the driver's folder
             summary = run_predict_ray(
-                pool, header, found.images, args.out, overwrite=args.overwrite, resume=args.resume,
-                chunk_size=args.batch_size, progress=not args.no_progress,
+                pool, header, found.images, request.out, overwrite=request.overwrite, resume=request.resume,
+                chunk_size=request.model.batch_size, progress=request.progress,
             )  # fmt: skip
         except OSError as exc:  # writing: the inputs' errors are rows, never exceptions
-            return unwritable(args.out, exc)
+            return unwritable(request.out, exc)
         except KeyboardInterrupt:
-            return interrupted(args.out)
+            return interrupted(request.out)
         finally:
             print(pool.report(), file=sys.stderr)
             pool.close()
@@ -104,27 +87,26 @@ def predict_on_ray(args: argparse.Namespace, found) -> int:
 
 
 @contextmanager
-def eval_encoder(args: argparse.Namespace, model) -> Iterator:
+def eval_encoder(request: EvalRequest, model: WinCLIP) -> Iterator:
     """The encoder `evaluate` uses: `feature_cache.encode_files`, or with --ray a pool of Ray workers."""
     from ..paper.feature_cache import encode_files
 
-    if not args.ray:
+    if request.ray is None:
         yield encode_files
         return
     from ..distributed.encode import RayEncoder, check_features
     from ..distributed.pool import WorkerPool, check_version, connected
-    from ..distributed.workers import EncodeWorker, ModelJob
+    from ..distributed.workers import EncodeWorker
 
-    spec = _pool_spec(args)
-    with connected(args.ray) as ray:
-        job = ModelJob(model_spec(args), model.options, args.batch_size, spec.threads)
-        pool = WorkerPool(ray, EncodeWorker, (job,), spec)
+    with connected(request.ray.address) as ray:
+        job = _model_job(request, request.ray, model.options)
+        pool = WorkerPool(ray, EncodeWorker, (job,), request.ray.cluster)
         try:
             info = pool.start()
             check_version(info)
             check_features(info, model)
             print(f"eval: encoding on Ray ({len(pool.workers)} workers)", file=sys.stderr)
-            yield RayEncoder(pool, args.batch_size)
+            yield RayEncoder(pool, request.model.batch_size)
         finally:
             print(pool.report(), file=sys.stderr)
             pool.close()

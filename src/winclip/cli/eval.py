@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..method.prompts import OBJECT_NAME_MAPS, PROMPT_SETS
 from ..options import (
@@ -27,12 +28,15 @@ from ..options import (
     PATCH_FEATURES,
     RESIZE_MODES,
     TILE_REDUCTIONS,
-    TILED_DATASETS,
-    MethodOptions,
 )
 from ..paper.data import LAYOUTS
-from . import add_command, add_model_options, load_model, model_spec
-from .cluster import add_ray_options, eval_encoder
+from .cluster import eval_encoder
+from .common import add_command, add_model_options, add_ray_options, load_model
+from .requests import EvalRequest
+
+if TYPE_CHECKING:
+    from ..model import WinCLIP
+    from ..paper.protocol import EvalPlan
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
 TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.paper.tables.TABLES, without torch
@@ -94,94 +98,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _view_options(args: argparse.Namespace) -> dict:
-    resize = args.resize or ("tile" if args.dataset in TILED_DATASETS else "squash")
-    return {"resize": resize, "tile_overlap": args.tile_overlap, "tile_reduce": args.tile_reduce}
-
-
-def _method_options(args: argparse.Namespace) -> MethodOptions:
-    return MethodOptions(
-        temperature=args.temperature,
-        scales=tuple(args.scales),
-        image_scale=not args.no_image_scale,
-        aggregation=args.aggregation,
-        multi_crop=args.multi_crop,
-        fewshot_score=args.fewshot_score,
-        vision_scales=None if args.vision_scales is None else tuple(args.vision_scales),
-        fewshot_aggregation=args.fewshot_aggregation,
-        fewshot_fusion=args.fewshot_fusion,
-        patch_features=args.patch_features,
-        **_view_options(args),
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    """Validate the dataset (exit 2 listing every problem) before building the model, then evaluate."""
-    from ..paper.protocol import parse_resolution, plan_eval
+    """`winclip eval`: the request, then one evaluation or one of the paper's tables."""
+    return evaluate(EvalRequest.of(args))
 
-    resolution = parse_resolution(args.eval_resolution)
-    if args.ray and (args.table or args.baseline):
-        raise ValueError("--ray encodes WinCLIP's own features: it does not go with --table or --baseline")
-    if args.table:
-        return _run_table(args, resolution)
-    if args.baseline and args.baseline.startswith("patchcore") and 0 in args.shots:
-        raise ValueError(f"--baseline {args.baseline} needs references: leave 0 out of --shots")
-    plan = plan_eval(args.dataset, args.root, args.classes, args.shots, args.seeds)
-    model = load_model(args, _method_options(args), prompts=args.prompts)
-    if args.baseline:
+
+def evaluate(request: EvalRequest) -> int:
+    """Validate the dataset (exit 2 listing every problem) before building the model, then evaluate."""
+    from ..paper.protocol import plan_eval
+
+    if request.table:
+        return run_table(request)
+    plan = plan_eval(request.dataset, request.root, request.classes, request.shots, request.seeds)
+    model = load_model(request.model, request.options, prompts=request.prompts)
+    if request.baseline:
         from ..paper.baselines import make_baseline
 
-        model = make_baseline(args.baseline, model)
+        model = make_baseline(request.baseline, model)
     n_images = sum(len(c.test) for c in plan.classes)
     print(
-        f"eval: {args.dataset} at {args.root}: {len(plan.classes)} classes, {n_images} test images, "
+        f"eval: {request.dataset} at {request.root}: {len(plan.classes)} classes, {n_images} test images, "
         f"shots {' '.join(map(str, plan.shots))}, {plan.seeds} seeds, {len(plan.runs)} rows",
         file=sys.stderr,
     )
-    return _evaluate(args, plan, model, resolution)
+    return _evaluate(request, plan, model)
 
 
-def _settings(args: argparse.Namespace, plan, model, resolution: int | None) -> list[tuple[str, str]]:
-    opt = model.options
+def _settings(request: EvalRequest, plan: EvalPlan, model: WinCLIP) -> list[tuple[str, str]]:
+    opt, res = model.options, request.resolution
     tiles = (
         f" (overlap ≥ {opt.tile_overlap}, image score = {opt.tile_reduce} over tiles)" if opt.resize == "tile" else ""
     )
     vision = "all" if opt.vision_scales is None else " ".join(map(str, opt.vision_scales)) or "none"
     return [
-        ("dataset", f"{args.dataset} ({args.root})"),
+        ("dataset", f"{request.dataset} ({request.root})"),
         ("classes", ", ".join(c.name for c in plan.classes)),
         ("shots / seeds", f"{' '.join(map(str, plan.shots))} / {plan.seeds} (zero-shot: one run)"),
         ("backbone", f"{model.info.name}, weights {model.info.pretrained or 'random'} ({model.info.weights_id})"),
         ("device / precision", f"{model.device} / {model.backbone.precision}"),
         ("method", model.method),
         ("scales / image scale", f"{' '.join(map(str, opt.scales))} / {'on' if opt.image_scale else 'off'}"),
-        ("aggregation / prompts / temperature", f"{opt.aggregation} / {args.prompts} / {opt.temperature}"),
+        ("aggregation / prompts / temperature", f"{opt.aggregation} / {request.prompts} / {opt.temperature}"),
         ("multi-crop", "on (ten crops)" if opt.multi_crop else "off"),
-        ("object names / task states", f"{args.object_names} / {'on' if args.task_states else 'off'}"),
+        ("object names / task states", f"{request.object_names} / {'on' if request.task_states else 'off'}"),
         (
             "few-shot score / vision scales / aggregation / fusion / patch features",
             f"{opt.fewshot_score} / {vision} / {opt.fewshot_aggregation} / {opt.fewshot_fusion} / {opt.patch_features}",
         ),
         ("resize", opt.resize + tiles),
-        ("evaluation resolution", "original" if resolution is None else f"{resolution}x{resolution}"),
+        ("evaluation resolution", "original" if res is None else f"{res}x{res}"),
     ]
 
 
-def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> int:
+def _evaluate(request: EvalRequest, plan: EvalPlan, model: WinCLIP) -> int:
     from ..paper.evaluate import evaluate
 
-    with eval_encoder(args, model) as encoder:  # feature_cache.encode_files, or Ray workers
+    with eval_encoder(request, model) as encoder:  # feature_cache.encode_files, or Ray workers
         result = evaluate(
             model,
             plan,
-            args.out,
-            cache=args.cache,
-            resolution=resolution,
-            progress=not args.no_progress,
-            settings=_settings(args, plan, model, resolution),
+            request.out,
+            cache=request.cache,
+            resolution=request.resolution,
+            progress=request.progress,
+            settings=_settings(request, plan, model),
             encoder=encoder,
-            object_names=args.object_names,
-            task_states=args.task_states,
+            object_names=request.object_names,
+            task_states=request.task_states,
         )
     for line in result.errors:
         print(f"winclip: warning: {line}", file=sys.stderr)
@@ -197,42 +180,32 @@ def _evaluate(args: argparse.Namespace, plan, model, resolution: int | None) -> 
     return 0
 
 
-def parse_backbones(specs: list[str] | None) -> list[tuple[str, str | None]] | None:
-    """``NAME:TAG`` → (name, tag); tag 'none' = random weights."""
-    if not specs:
-        return None
-    out = []
-    for spec in specs:
-        name, _, tag = spec.rpartition(":")
-        if not name or not tag:
-            raise ValueError(f"--table-backbones: {spec!r} is not NAME:TAG (e.g. ViT-B-16:openai, config.json:none)")
-        out.append((name, None if tag.lower() == "none" else tag))
-    return out
-
-
-def _run_table(args: argparse.Namespace, resolution: int | None) -> int:
+def run_table(request: EvalRequest) -> int:
+    """Every runnable row of one of the paper's tables, and tableN.md."""
     from ..paper.protocol import plan_eval
-    from ..paper.reproduce import run_table
+    from ..paper.reproduce import run_table as run_rows
     from ..paper.tables import TABLES
 
-    table = TABLES[args.table]
-    if args.table_backbones and args.table != "9":
-        raise ValueError("--table-backbones goes with --table 9")
-    plan = plan_eval(args.dataset, args.root, args.classes, table.shots_needed(), args.seeds)
-    model = load_model(args, MethodOptions(**_view_options(args)))
-    print(f"eval: table {args.table} ({table.title}) on {args.dataset}: {len(plan.classes)} classes", file=sys.stderr)
-    done = run_table(
-        args.table,
+    assert request.table is not None
+    table = TABLES[request.table]
+    plan = plan_eval(request.dataset, request.root, request.classes, table.shots_needed(), request.seeds)
+    model = load_model(request.model, request.options)
+    print(
+        f"eval: table {request.table} ({table.title}) on {request.dataset}: {len(plan.classes)} classes",
+        file=sys.stderr,
+    )
+    done = run_rows(
+        request.table,
         plan,
         model,
-        model_spec(args),
-        args.out,
-        cache=args.cache,
-        resolution=resolution,
-        progress=not args.no_progress,
-        backbones=parse_backbones(args.table_backbones),
-        timing_images=args.timing_images,
-        object_names=args.object_names,
+        request.model.spec(),
+        request.out,
+        cache=request.cache,
+        resolution=request.resolution,
+        progress=request.progress,
+        backbones=request.table_backbones,
+        timing_images=request.timing_images,
+        object_names=request.object_names,
     )
-    print(f"eval: table {args.table}: {sum(o.row.runs for o in done.outcomes)} rows run; wrote {done.path}")
+    print(f"eval: table {request.table}: {sum(o.row.runs for o in done.outcomes)} rows run; wrote {done.path}")
     return 0

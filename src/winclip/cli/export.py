@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from ..options import EXPORT_FORMATS
-from . import add_command, add_model_options, load_model
+from .common import add_command, add_model_options, load_model
+from .requests import ExportRequest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,12 +30,13 @@ def run(args: argparse.Namespace) -> int:
     """Load the backbone (fp32), export, print what was written."""
     from ..backbones.export import export_backbone
 
-    model = load_model(args)
-    meta = export_backbone(model.backbone, args.out, args.format, tuple(args.scales))
+    request = ExportRequest.of(args)
+    model = load_model(request.model)
+    meta = export_backbone(model.backbone, request.out, request.format, request.scales)
     for name, rec in meta["files"].items():
         print(f"{rec['sha256']}  {rec['bytes']:>13,}  {name}")
     print(
-        f"exported {meta['backbone']} ({meta['weights_id']}) as {args.format} to {args.out}: input "
+        f"exported {meta['backbone']} ({meta['weights_id']}) as {request.format} to {request.out}: input "
         f"{meta['inputs'][0]['shape']}, outputs {', '.join(o['name'] for o in meta['outputs'])}",
         file=sys.stderr,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_command
+from .common import add_command
 
 GALLERY = 3  # report_data.GALLERY_SIZE, not imported from there: the command line parses without torch
 

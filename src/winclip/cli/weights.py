@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
-from . import PRETRAINED_HELP, HelpFormatter, add_command
+from .common import PRETRAINED_HELP, HelpFormatter, add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

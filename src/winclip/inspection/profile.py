@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..backbones.openclip import BackboneInfo
+from ..backbones import BackboneInfo
 from ..images import ImageInput, file_sha256
 from ..method.features import Features
 from ..method.prompts import PromptSet, object_phrase

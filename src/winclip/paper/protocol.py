@@ -73,19 +73,6 @@ def plan_eval(
     return EvalPlan(dataset, Path(root), tuple(data), shots, seeds, tuple(runs))
 
 
-def parse_resolution(text: str) -> int | None:
-    """``"240"`` → 240 (square evaluation size), ``"original"`` → None (each image's own size)."""
-    if text == "original":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"evaluation resolution must be a positive integer or 'original', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"evaluation resolution must be a positive integer or 'original', got {text!r}")
-    return value
-
-
 def scoring_settings(
     model: WinCLIP, resolution: int | None, object_names: str = "clean", task_states: bool = False
 ) -> dict:

@@ -1,0 +1,169 @@
+"""What the subcommands share: parser pieces, loading the model a request names, and the exit lines.
+
+Imports nothing heavy at module level (the command line parses without torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from typing import TYPE_CHECKING
+
+from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, PRECISION_CHOICES, RUNTIME_CHOICES
+
+if TYPE_CHECKING:
+    from ..inspection.folder_run import Discovery
+    from ..inspection.profile import Profile
+    from ..method.prompts import PromptSet
+    from ..model import WinCLIP
+    from ..options import MethodOptions
+    from .requests import ModelRequest, PredictRequest
+
+EXIT_UNWRITABLE = 3  # results could not be written (disk full, no permission); finished ones are kept
+EXIT_INTERRUPTED = 130
+
+PRETRAINED_HELP = (
+    "open_clip pretrained tag, hf-hub:ORG/REPO, local-dir:FOLDER, a local checkpoint file, or 'none' for random weights"
+)
+PRECISION_HELP = "auto = bf16 on CPUs with native bf16 where its measured fidelity holds, else fp32; fp16 on CUDA"
+RAY_HELP = (
+    "run on a Ray cluster (pip install 'winclip[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
+    "RAY_ADDRESS or started on this machine with `ray start`, else a local one for this run); "
+    "inputs are read by the workers at the same absolute paths"
+)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (argparse names the option when it is not)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, except when there is no default to tell."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A subcommand documented by its module's docstring: the first line (after "`winclip x`: ") is its
+    one-line help, the paragraphs after it its description."""
+    summary, _, rest = (doc or name).partition("\n\n")
+    short = summary.split(": ", 1)[-1].rstrip(".")
+    return subparsers.add_parser(
+        name, help=short, description=" ".join(rest.split()) or short, formatter_class=HelpFormatter
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, profile_defaults: bool = False) -> None:
+    """The options every model-building subcommand shares; with `profile_defaults`, backbone and weights
+    default to a profile's own (None here)."""
+    g = parser.add_argument_group("model")
+    backbone, pretrained = (None, None) if profile_defaults else (DEFAULT_BACKBONE, DEFAULT_PRETRAINED)
+    g.add_argument("--backbone", default=backbone, help="open_clip ViT name or model-config .json")
+    g.add_argument("--pretrained", default=pretrained, metavar="TAG|FILE|none", help=PRETRAINED_HELP)
+    g.add_argument("--cache-dir", help="open_clip / Hugging Face cache folder holding downloaded weights")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto = cuda when available)")
+    g.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--runtime and --export-dir: run an exported vision tower (`winclip export`) instead of PyTorch's."""
+    g = parser.add_argument_group("runtime (an exported model; text prototypes come from the profile)")
+    g.add_argument("--runtime", default="torch", choices=RUNTIME_CHOICES, help="what runs the vision tower")
+    g.add_argument("--export-dir", metavar="DIR", help="folder written by `winclip export` (with --runtime)")
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """`--ray ADDRESS` and the shape of the pool of Ray workers."""
+    g = parser.add_argument_group("Ray cluster")
+    g.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
+    g.add_argument(
+        "--ray-workers", type=int, metavar="N", help="Ray workers, each loading the model once (default: all that fit)"
+    )
+    g.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs (torch threads) each")
+    g.add_argument(
+        "--ray-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (0.5: two share one GPU)"
+    )
+
+
+def load_model(
+    request: ModelRequest,
+    options: MethodOptions | None = None,
+    *,
+    prompts: str | PromptSet = "winclip",
+    profile: object | None = None,
+) -> WinCLIP:
+    """Build the model a request names (winclip.build_model; backbone and weights defaulting to `profile`'s own)
+    and print the banner to stderr."""
+    from ..backbones.openclip import RandomWeightsWarning
+    from ..model import banner, build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
+        model = build_model(request.spec(profile), options, batch_size=request.batch_size, prompts=prompts)
+    print(banner(model), file=sys.stderr)
+    return model
+
+
+def image_paths(inputs: tuple[str, ...] | list[str], what: str) -> list[str]:
+    """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
+    from ..inspection.folder_run import discover
+
+    found = discover(list(inputs))
+    if found.unmatched:
+        raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
+    return [str(item.path) for item in found.images]
+
+
+def interrupted(out: str) -> int:
+    """One line for Ctrl-C: what is kept and how to go on; exit status 130."""
+    print(f"winclip: interrupted; finished results are in {out}; rerun with --resume to continue", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def unwritable(out: str, exc: OSError) -> int:
+    """One line for results that cannot be written (a full disk, a read-only folder); exit status 3."""
+    print(
+        f"winclip: error: cannot write the results in {out}: {exc.strerror or exc} "
+        f"({exc.filename or out}); finished results are kept: fix it and rerun with --resume",
+        file=sys.stderr,
+    )
+    return EXIT_UNWRITABLE
+
+
+def profile_label(profile, profile_path: str | None) -> str:
+    """How the banner names the decision rule."""
+    if profile_path is None:
+        return (
+            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+        )
+    cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
+    return (
+        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "
+        f"threshold {profile.threshold:.6g}"
+    )
+
+
+def print_banner(request: PredictRequest, profile: Profile, found: Discovery, where: str = "") -> None:
+    """The decision rule, a warning for an uncalibrated default threshold, the job and unmatched patterns."""
+    print(f"predict: {profile_label(profile, request.profile)}", file=sys.stderr)
+    if request.profile is None and request.threshold is None:
+        print(
+            "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
+            file=sys.stderr,
+        )
+    print(f"predict: {len(found.images)} images -> {request.out}{where}", file=sys.stderr)
+    for pattern in found.unmatched:
+        print(f"winclip: {pattern}: no file matches", file=sys.stderr)
