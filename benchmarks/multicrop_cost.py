@@ -4,7 +4,7 @@
     python benchmarks/multicrop_cost.py --backbone tests/tiny-vit.json --images 8 --repeats 5
 
 Encodes the same decoded images with `multi_crop` off and on (the paper's ten crops through the
-plain forward, SPEC §3), the two taking turns `--repeats` times so a change of load on a shared
+plain forward, docs/method.md §3), the two taking turns `--repeats` times so a change of load on a shared
 machine touches both alike, and prints a table: seconds per image (median over repeats) and the
 ratio to the run without multi-crop. Weights do not change the cost, so random ones (no download)
 are the default.

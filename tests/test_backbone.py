@@ -34,7 +34,7 @@ def test_patch_tokens_are_open_clips_output_tokens(model):
 
 
 def slow_window_embedding(visual, x: torch.Tensor, window: list[int]) -> torch.Tensor:
-    """One window of one image at a time, written from SPEC §2 with plain open_clip modules."""
+    """One window of one image at a time, written from docs/method.md §2 with plain open_clip modules."""
     patches = visual.conv1(x[None]).flatten(2).transpose(1, 2)[0]  # (L, C)
     pos = visual.positional_embedding
     seq = torch.cat([visual.class_embedding[None] + pos[:1], patches[window] + pos[1:][window]])

@@ -264,7 +264,7 @@ class WinCLIP:
         return [self.backbone.preprocess(p) for p in parts], tiles
 
     def encode_crops(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Multi-crop embeddings (SPEC §3) of every view of the images: `(V, 10, D)`.
+        """Multi-crop embeddings (docs/method.md §3) of every view of the images: `(V, 10, D)`.
 
         Each view is resized (bicubic) to S·256/224, cut into its ten S×S crops, and each crop
         goes through the plain forward, `batch_size` views' crops at a time.
@@ -325,7 +325,7 @@ class WinCLIP:
     # -- scoring -----------------------------------------------------------------------------
 
     def score(self, feats: Features) -> GridScores:
-        """Zero-shot (SPEC §3) or few-shot (SPEC §4) scores and patch-grid maps of encoded views."""
+        """Zero-shot (docs/method.md §3) or few-shot (docs/method.md §4) scores and patch-grid maps of encoded views."""
         if self.prototypes_ is None:
             raise RuntimeError("no text prototypes: call set_object(name) or set_prototypes(...) before predicting")
         return self.scorer.score(feats, self.prototypes_, self.memory_)

@@ -21,7 +21,7 @@ FEWSHOT_SCORES = ("both", "vision", "zero-shot")  # Eq. 6 and its Table 5 ablati
 FEWSHOT_AGGREGATIONS = ("same",) + AGGREGATIONS  # "same" = the zero-shot `aggregation`
 FEWSHOT_FUSIONS = ("mean", "harmonic")
 PATCH_FEATURES = ("tokens", "projected")
-# The evaluation protocol (SPEC §5): shots, reference draws per K, square size of the pixel metrics.
+# The evaluation protocol (docs/method.md §5): shots, reference draws per K, square size of the pixel metrics.
 DEFAULT_SHOTS = (0, 1, 2, 4)
 DEFAULT_SEEDS = 5
 DEFAULT_EVAL_RESOLUTION = 240
@@ -64,16 +64,16 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """The WinCLIP options that change scores and maps (SPEC §1-§4); a profile pins them.
+    """The WinCLIP options that change scores and maps (docs/method.md §1-§4); a profile pins them.
 
     temperature τ of Eq. 1; window `scales` in patches (Eq. 2); `image_scale`: the image
-    score in the zero-shot map (SPEC §3); `aggregation` of window scores onto patches (Eq. 3:
+    score in the zero-shot map (docs/method.md §3); `aggregation` of window scores onto patches (Eq. 3:
     harmonic, or the "without harmonic averaging" ablation); `resize` of non-square images
     (squash, or square tiles overlapping by `tile_overlap` with the image score reduced by
     `tile_reduce`); `smooth_sigma` of an optional Gaussian blur of the maps (0 = off).
 
-    `multi_crop`: the image-level ascore0 is the mean over ten crops (SPEC §3, Table 3 d); the
-    maps keep the full view. Few-shot (SPEC §4), the paper's ablations and the choices it
+    `multi_crop`: the image-level ascore0 is the mean over ten crops (docs/method.md §3, Table 3 d); the
+    maps keep the full view. Few-shot (docs/method.md §4), the paper's ablations and the choices it
     leaves open, each default being the behaviour before they became options:
     - `fewshot_score`: Eq. 6 from "both" terms, max M^W alone ("vision") or ascore0 alone
       ("zero-shot") (Table 5).
@@ -84,7 +84,7 @@ class MethodOptions:
     - `fewshot_fusion`: final map (M0 + M^W) / 2 ("mean", what public reproductions do; the
       paper only says "fused") or their harmonic mean, the rule of its zero-shot fusion.
     - `patch_features`: patch memories from ln_post tokens as open_clip returns them
-      ("tokens", SPEC §2: F^P is not language-aligned and the paper applies no projection)
+      ("tokens", docs/method.md §2: F^P is not language-aligned and the paper applies no projection)
       or from those tokens times the image projection ("projected", 640-d).
     """
 

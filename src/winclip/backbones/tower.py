@@ -1,4 +1,4 @@
-"""The vision forward of an open_clip ViT: image, patch and window features (SPEC §2, Eq. 2).
+"""The vision forward of an open_clip ViT: image, patch and window features (docs/method.md §2, Eq. 2).
 
 `VisionTower` runs either open_clip's own modules or a fused path that computes the same
 function with less work (see its docstring); both are tested equal (tests/test_speed_paths.py).
@@ -67,7 +67,7 @@ class _Plan:
 
 
 class VisionTower:
-    """Image, patch and window features of an open_clip VisionTransformer (SPEC §2, Eq. 2).
+    """Image, patch and window features of an open_clip VisionTransformer (docs/method.md §2, Eq. 2).
 
     `fused=True` (default) packs the full image and every window of every image into one
     token matrix per block: linear layers run once over all tokens, attention runs per pass

@@ -4,7 +4,7 @@ A profile folder may come from another machine, an older winclip, a hand edit or
 `check_profile` refuses anything that could score wrongly or fail later, with one line naming
 the first fault: missing or mistyped fields; a reference count or views that disagree with the
 tensors; window tensors that are not the shape the grid and the window scales give
-(`W_k = (h − k + 1)(w − k + 1)` windows of k×k patches on the h×w patch grid, SPEC §2);
+(`W_k = (h − k + 1)(w − k + 1)` windows of k×k patches on the h×w patch grid, docs/method.md §2);
 prototypes and reference features of different embedding sizes; non-finite values anywhere;
 thresholds outside (0, 1], a review threshold above the threshold, a confidence scale ≤ 0;
 an ROI of another size than recorded, or empty.

@@ -1,4 +1,4 @@
-"""Encoded features of images (SPEC §2) and their one mapping to and from safetensors tensors."""
+"""Encoded features of images (docs/method.md §2) and their one mapping to and from safetensors tensors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 
 @dataclass(frozen=True)
 class Features:
-    """Features of N preprocessed views (SPEC §2).
+    """Features of N preprocessed views (docs/method.md §2).
 
     image `(N, D)` = F^I; windows {k: `(N, W_k, D)`} = F^W_k; patches `(N, L, C)` = F^P;
-    crops `(N, 10, D)`: F^I of each view's ten crops (multi-crop, SPEC §3), or None.
+    crops `(N, 10, D)`: F^I of each view's ten crops (multi-crop, docs/method.md §3), or None.
     Embeddings are as the model outputs them (not normalised).
     """
 

@@ -1,4 +1,4 @@
-"""Few-shot reference memories and their association with a query (SPEC §4, Eq. 4-6)."""
+"""Few-shot reference memories and their association with a query (docs/method.md §4, Eq. 4-6)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def few_shot_score(zero_shot: torch.Tensor, vision: torch.Tensor, terms: str = "
 
 
 def few_shot_map(zero_shot_map: torch.Tensor, vision: torch.Tensor, fusion: str = "mean") -> torch.Tensor:
-    """SPEC §4 segmentation: (M0 + M^W) / 2 ("mean"), or their harmonic mean 2 / (1/M0 + 1/M^W) ("harmonic")."""
+    """docs/method.md §4 segmentation: (M0 + M^W) / 2 ("mean"), or their harmonic mean 2 / (1/M0 + 1/M^W) ("harmonic")."""
     if fusion == "mean":
         return 0.5 * (zero_shot_map + vision)
     if fusion == "harmonic":

@@ -1,4 +1,4 @@
-"""Compositional prompt ensemble (SPEC §1): state words × templates → the prompt sentences. Pure text."""
+"""Compositional prompt ensemble (docs/method.md §1): state words × templates → the prompt sentences. Pure text."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ OBJECT_NAME_MAPS: Mapping[str, Mapping[str, str]] = {"clean": OBJECT_NAMES, "raw
 
 # Task-specific anomalous states of the paper's Table 7 (VisA PCB2, PCB4, pipe fryum). The paper gives
 # examples, not its lists: "missing part" and "bad soldering" on a PCB, "burnt" pipe fryum (§4.1,
-# §5.4), and SPEC §1's "missing component"; these are those examples.
+# §5.4), and docs/method.md §1's "missing component"; these are those examples.
 PCB_STATES: tuple[str, ...] = ("{o} with missing part", "{o} with missing component", "{o} with bad soldering")
 TASK_STATES: Mapping[str, tuple[str, ...]] = {
     "pcb2": PCB_STATES,

@@ -1,4 +1,4 @@
-"""The method's equations over encoded features (SPEC §3-§4): no weights needed.
+"""The method's equations over encoded features (docs/method.md §3-§4): no weights needed.
 
 A `Scorer` holds the method options, the patch grid and the device; `score` turns encoded
 features, the two text prototypes and an optional reference memory into image scores and
@@ -42,7 +42,7 @@ class GridScores:
 
 
 class Scorer:
-    """Scores and maps of encoded views under one set of method options (SPEC §3-§4)."""
+    """Scores and maps of encoded views under one set of method options (docs/method.md §3-§4)."""
 
     def __init__(self, options: MethodOptions, grid: tuple[int, int], device: torch.device | str = "cpu") -> None:
         for k in options.scales:
@@ -55,7 +55,7 @@ class Scorer:
     def score(
         self, feats: Features, prototypes: tuple[torch.Tensor, torch.Tensor], memory: ReferenceMemory | None = None
     ) -> GridScores:
-        """Zero-shot (SPEC §3) or, with a reference memory, few-shot (SPEC §4) scores and maps.
+        """Zero-shot (docs/method.md §3) or, with a reference memory, few-shot (docs/method.md §4) scores and maps.
 
         Scored SCORE_CHUNK views at a time.
         """
@@ -72,7 +72,7 @@ class Scorer:
             aggregate_windows(ascore0(feats.windows[k], t_n, t_a, opt.temperature), self.coverage(k), opt.aggregation)
             for k in opt.scales
         ]
-        if opt.image_scale:  # the full view's score, also under multi-crop (SPEC §3)
+        if opt.image_scale:  # the full view's score, also under multi-crop (docs/method.md §3)
             maps.append(full_view[:, None].expand(n, h * w))
         m0 = harmonic_fusion(maps)
         if memory is None:

@@ -1,4 +1,4 @@
-"""Window index sets and coverage matrices on the patch grid (SPEC §2-§3). Pure functions."""
+"""Window index sets and coverage matrices on the patch grid (docs/method.md §2-§3). Pure functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text prototypes, zero-shot scores, window aggregation and multi-scale fusion (SPEC §1, §3). Pure tensor functions."""
+"""Text prototypes, zero-shot scores, window aggregation and multi-scale fusion (docs/method.md §1, §3). Pure tensor functions."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _reciprocal(x: torch.Tensor) -> torch.Tensor:
 
 
 def prototype(embeddings: torch.Tensor) -> torch.Tensor:
-    """SPEC §1: L2-normalise each prompt embedding, average, L2-normalise the mean: `(T, D)` → `(D,)`."""
+    """docs/method.md §1: L2-normalise each prompt embedding, average, L2-normalise the mean: `(T, D)` → `(D,)`."""
     return F.normalize(F.normalize(embeddings.float(), dim=-1).mean(0), dim=-1)
 
 
@@ -45,7 +45,7 @@ def aggregate_windows(scores: torch.Tensor, coverage: torch.Tensor, mode: str = 
 
 
 def harmonic_fusion(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Harmonic mean of same-shape score maps (SPEC §3 multi-scale: M0 = n / Σ 1/M_i)."""
+    """Harmonic mean of same-shape score maps (docs/method.md §3 multi-scale: M0 = n / Σ 1/M_i)."""
     if not maps:
         raise ValueError("harmonic_fusion needs at least one map")
     stacked = torch.stack([m.float() for m in maps])

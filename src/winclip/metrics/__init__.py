@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §5): pure functions over numpy arrays plus a bounded-memory pixel accumulator.
+"""Evaluation metrics (docs/method.md §5): pure functions over numpy arrays plus a bounded-memory pixel accumulator.
 
 Higher score = more anomalous; labels and masks are boolean or 0/1; results are fractions in [0, 1].
 """

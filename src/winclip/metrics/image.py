@@ -1,4 +1,4 @@
-"""Image-level metrics: AUROC, AUPR (average precision) and F1-max (SPEC §5).
+"""Image-level metrics: AUROC, AUPR (average precision) and F1-max (docs/method.md §5).
 
 All three are read off one descending sort of the scores. Tied scores form one
 threshold step, as in scikit-learn's ``roc_curve`` / ``precision_recall_curve``;

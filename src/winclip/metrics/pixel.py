@@ -1,4 +1,4 @@
-"""Pixel-level metrics: pixel AUROC, PRO and pixel F1-max (SPEC §5), exact and bounded in memory.
+"""Pixel-level metrics: pixel AUROC, PRO and pixel F1-max (docs/method.md §5), exact and bounded in memory.
 
 Every pixel is stored as one uint64 key: the upper 32 bits order the float32
 score descending, the lower 32 bits hold its global ground-truth region id
@@ -18,7 +18,7 @@ from scipy import ndimage
 from winclip.metrics.curves import PLOT_CELLS, Curve, CurveThinner
 from winclip.metrics.image import CurveSweep, check_counts
 
-PRO_MAX_FPR = 0.3  # PRO integrates the per-region overlap up to this false-positive rate (SPEC §5)
+PRO_MAX_FPR = 0.3  # PRO integrates the per-region overlap up to this false-positive rate (docs/method.md §5)
 _SHIFT = np.uint64(32)
 _LOW = np.uint64(0xFFFFFFFF)
 _SIGN = np.uint32(0x80000000)

@@ -1,4 +1,4 @@
-"""Evaluation runs (SPEC §5): every class × shots × seed over a content-keyed feature cache, resumable.
+"""Evaluation runs (docs/method.md §5): every class × shots × seed over a content-keyed feature cache, resumable.
 
 Each test and reference image is encoded once per run into the feature cache
 (winclip.paper.feature_cache). Scoring options (prompts, aggregation,

@@ -1,11 +1,11 @@
-"""The evaluation feature cache: one safetensors file per image content, per feature settings (SPEC §5).
+"""The evaluation feature cache: one safetensors file per image content, per feature settings (docs/method.md §5).
 
 Features are stored in ``<cache>/<settings>/<sha256 of the file>.safetensors`` (fp32, never
 pickle), where ``<settings>`` digests everything that changes features: backbone, weights
 identity, input size, window scales, precision, resize mode and tiling, preprocessing mean/std, and
 what the model adds itself (`WinCLIP.feature_key`: projected patches, a baseline's own features).
 
-Multi-crop embeddings (SPEC §3) add to the same views, so they live in the same entry as an extra
+Multi-crop embeddings (docs/method.md §3) add to the same views, so they live in the same entry as an extra
 ``crops`` tensor, written when a run first needs them: rows with and without multi-crop share one
 encoding, and an entry without crops is completed by encoding only the crops.
 """

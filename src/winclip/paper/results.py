@@ -1,4 +1,4 @@
-"""Evaluation reports: results.csv, scores.npz and summary.md with the paper's figures alongside (SPEC §5).
+"""Evaluation reports: results.csv, scores.npz and summary.md with the paper's figures alongside (docs/method.md §5).
 
 ``results.csv`` holds fractions in [0, 1] at full precision, one row per
 class × shots × seed × metric, each with the mean over the classes of its shots × seed × metric

@@ -1,4 +1,4 @@
-"""What a later `winclip report` needs to score an evaluation run again without any model (SPEC §5).
+"""What a later `winclip report` needs to score an evaluation run again without any model (docs/method.md §5).
 
 `winclip eval` writes two files beside results.csv and scores.npz:
 

@@ -1,4 +1,4 @@
-"""Dataset records, the checks common to all layouts, reference sampling and masks (SPEC §6).
+"""Dataset records, the checks common to all layouts, reference sampling and masks (docs/method.md §6).
 
 A layout's finder (one module per layout) describes a dataset as one ``ClassData``
 per class; ``load_dataset`` (``winclip.paper.data.layouts``) then runs ``check_class`` on

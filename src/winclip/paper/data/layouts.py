@@ -1,4 +1,4 @@
-"""The layouts ``winclip eval --dataset`` offers, and ``load_dataset`` (SPEC §6).
+"""The layouts ``winclip eval --dataset`` offers, and ``load_dataset`` (docs/method.md §6).
 
 Each layout is a finder in its own module, which documents the layout exactly:
 ``mvtec`` and ``mpdd`` (mvtec.py), ``visa`` (visa.py), ``folder`` (folder.py),

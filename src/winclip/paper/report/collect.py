@@ -1,4 +1,4 @@
-"""What report.html shows, from a finished run alone: rows, exact curves and the gallery (SPEC §5).
+"""What report.html shows, from a finished run alone: rows, exact curves and the gallery (docs/method.md §5).
 
 Image-level curves come from scores.npz. Pixel curves and the gallery need each image's map:
 they are scored again as `winclip eval` scored them (`protocol.image_map`, `protocol.sample_mask`,

@@ -1,4 +1,4 @@
-"""report.html: an evaluation run to look at, in one self-contained page (SPEC §5).
+"""report.html: an evaluation run to look at, in one self-contained page (docs/method.md §5).
 
 Per class: the metrics with the paper's figures, the image ROC and PR curves, the pixel ROC and
 PRO curves (from the metric code itself, `winclip.metrics`), the score histograms of good and
