@@ -1,4 +1,4 @@
-"""Ten-crop test-time views for multi-crop classification (docs/method.md §3; AlexNet's [13] prediction). Pure functions.
+"""Ten-crop views for multi-crop classification (docs/method.md §3; AlexNet's [13] prediction). Pure functions.
 
 A view of input size S is resized to R = round(S·256/224) (240 → 274); the crops are S×S at the
 four corners and the centre, then the horizontal mirror of each: ten in all, in torchvision's

@@ -70,7 +70,7 @@ def few_shot_score(zero_shot: torch.Tensor, vision: torch.Tensor, terms: str = "
 
 
 def few_shot_map(zero_shot_map: torch.Tensor, vision: torch.Tensor, fusion: str = "mean") -> torch.Tensor:
-    """docs/method.md §4 segmentation: (M0 + M^W) / 2 ("mean"), or their harmonic mean 2 / (1/M0 + 1/M^W) ("harmonic")."""
+    """Few-shot segmentation (docs/method.md §4): (M0 + M^W) / 2 ("mean") or 2 / (1/M0 + 1/M^W) ("harmonic")."""
     if fusion == "mean":
         return 0.5 * (zero_shot_map + vision)
     if fusion == "harmonic":

@@ -1,4 +1,4 @@
-"""Text prototypes, zero-shot scores, window aggregation and multi-scale fusion (docs/method.md §1, §3). Pure tensor functions."""
+"""Text prototypes, zero-shot scores, window aggregation, multi-scale fusion (docs/method.md §1, §3). Pure functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation datasets, validated up front (docs/method.md §6): ``LAYOUTS`` names them, ``layouts.py`` says where each is."""
+"""Evaluation datasets, validated up front (docs/method.md §6): ``LAYOUTS`` names them, ``layouts.py`` where each is."""
 
 from winclip.paper.data.core import (
     IMAGE_EXTENSIONS,
