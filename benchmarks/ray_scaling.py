@@ -32,7 +32,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from ray_cluster import LocalCluster  # noqa: E402
+from helpers.ray_cluster import LocalCluster  # noqa: E402
 
 TINY = str(ROOT / "tests" / "tiny-vit.json")
 SUMMARY = re.compile(r"\(([\d.]+) s, ([\d.]+) images/s\)")

@@ -60,7 +60,7 @@ def main() -> None:
         child(json.loads(args.child))
         return
     sys.path.insert(0, str(ROOT / "tests"))
-    from synthetic import make_visa
+    from helpers.synthetic import make_visa
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

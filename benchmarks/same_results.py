@@ -32,7 +32,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from synthetic import make_mvtec  # noqa: E402
+from helpers.synthetic import make_mvtec  # noqa: E402
 
 TINY = str(ROOT / "tests" / "tiny-vit.json")
 MODEL = ["--backbone", TINY, "--pretrained", "none", "--device", "cpu"]

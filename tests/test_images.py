@@ -1,11 +1,11 @@
+"""Image I/O (winclip.images): every input form to RGB, EXIF, bad files named with their reason."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import textured
-from winclip.backbones.openclip import Preprocess
+from helpers import textured
 from winclip.images import ImageError, load_image
-from winclip.method.tiling import square_tiles
 
 
 def test_modes_become_rgb(tmp_path, rng):
@@ -69,27 +69,3 @@ def test_bad_files_name_the_file_and_the_reason(tmp_path, rng):
             load_image(path, str(path), min_size=8)
         assert "\n" not in str(err.value)
         assert err.value.source == str(path)
-
-
-def test_preprocess_resizes_and_normalises():
-    img = Image.new("RGB", (50, 30), (255, 0, 128))
-    x = Preprocess((16, 24), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(img)
-    assert x.shape == (3, 16, 24)
-    assert x[0].mean().item() == pytest.approx(2.0)
-    assert x[1].mean().item() == pytest.approx(-2.0)
-
-
-def test_square_tiles_cover_everything_with_overlap():
-    assert [(t.top, t.left, t.side) for t in square_tiles(100, 100)] == [(0, 0, 100)]
-    tiles = square_tiles(1000, 1500, overlap=0.25)
-    assert all(t.side == 1000 and t.top == 0 for t in tiles)
-    assert tiles[0].left == 0 and tiles[-1].left + 1000 == 1500
-    assert len(tiles) == 2
-    tall = square_tiles(300, 100, overlap=0.5)
-    assert [t.top for t in tall] == [0, 50, 100, 150, 200]
-    covered = np.zeros(300, int)
-    for t in tall:
-        covered[t.top : t.top + t.side] += 1
-    assert covered.min() >= 1
-    with pytest.raises(ValueError):
-        square_tiles(10, 20, overlap=1.0)

@@ -216,9 +216,7 @@ def test_service_tests_skip_cleanly_without_the_serve_extra(tmp_path):
         "raise ModuleNotFoundError(\"No module named 'fastapi' (blocked)\", name='fastapi')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    service_tests = sorted(
-        str(p) for p in (ROOT / "tests").glob("test_service_*.py") if p.name != "test_service_support.py"
-    )
+    service_tests = sorted(str(p) for p in (ROOT / "tests" / "service").glob("test_*.py"))
     assert len(service_tests) >= 4
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *service_tests],

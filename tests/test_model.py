@@ -1,9 +1,11 @@
+from __future__ import annotations
+
 import pytest
 import torch
 from PIL import Image
 
 import winclip
-from conftest import make_model, textured
+from helpers import make_model, textured
 
 
 def test_query_in_its_own_references_has_a_zero_vision_map(model, rng):
@@ -175,3 +177,25 @@ def test_a_shared_backbone_fixes_the_loading_options(model):
     for clash, name in (({"precision": "bf16"}, "precision"), ({"runtime": "onnxruntime"}, "runtime")):
         with pytest.raises(ValueError, match=f"^{name}: fixed by the given backbone; leave them out"):
             winclip.WinCLIP(b, **clash)
+
+
+def test_prototypes_and_memories_are_computed_once(model, rng, monkeypatch):
+    refs = [textured(rng, 64, 64) for _ in range(2)]
+    model.fit(refs)
+    memory, protos = model.memory_, model.prototypes_
+    calls = []
+    monkeypatch.setattr("winclip.backbones.openclip.encode_text", lambda clip, tok, texts: calls.append(texts))
+    encode = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda x, scales: calls.append(len(x)) or encode(x, scales))
+    model.predict([Image.fromarray(textured(rng, 64, 64)) for _ in range(3)], batch_size=2)
+    assert calls == [2, 1]  # the queries only, batch by batch; no text encoding, no reference encoding
+    assert model.memory_ is memory and model.prototypes_ is protos
+
+
+def test_projected_patch_features_are_tokens_times_the_projection(rng):
+    images = [Image.fromarray(textured(rng, 64, 64)) for _ in range(2)]
+    tokens = make_model().encode_images(images).features.patches
+    model = make_model(patch_features="projected")
+    projected = model.encode_images(images).features.patches
+    torch.testing.assert_close(projected, tokens @ model.clip.visual.proj, rtol=1e-5, atol=1e-6)
+    assert model.feature_key() == {"patch_features": "projected"} and make_model().feature_key() == {}
