@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# winclip's cache (the kernel choice, winclip.backbones.kernels) goes to a folder of the test session, not ~/.cache
+os.environ["WINCLIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="winclip-test-cache-")
+atexit.register(shutil.rmtree, os.environ["WINCLIP_CACHE_DIR"], True)
 
 import winclip  # noqa: E402
 from helpers import shared_tiny  # noqa: E402

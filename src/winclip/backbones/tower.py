@@ -12,6 +12,7 @@ import torch
 
 from ..method.features import Features
 from ..method.windows import window_indices
+from .kernels import ONEDNN, KernelChoice, Product, run
 
 MLP_CHUNK_ROWS = {"cpu": 2048}  # token rows per MLP chunk: bounds the (rows, 4C) hidden activation; none on GPUs
 MAX_PLANS = 16  # packing plans kept per tower (one per batch size, scales and device)
@@ -254,43 +255,51 @@ def _fused_block(
     return x
 
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_DTYPES = (torch.float32,) + (
-    (torch.bfloat16,) if _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ()
-)
+_ONEDNN_BF16 = ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x `(M, K)` @ weight.T `(K, N)` + bias → `(M, N)`; oneDNN on the CPU, F.linear elsewhere.
-
-    On the CPU, fp32 (and bf16 where oneDNN has bf16 kernels) products go to oneDNN's
-    matmul, measured 1.1-1.3x faster than the default MKL sgemm on this project's AMD
-    machine at these shapes (same values up to summation order; tests/test_speed_paths.py).
-    """
-    if _onednn_fits(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
-    return torch.nn.functional.linear(x, weight, bias)
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: str = "aten") -> torch.Tensor:
+    """x `(M, K)` @ weight.T `(K, N)` + bias → `(M, N)` through `kernel` ("aten" = F.linear, or "onednn" on the
+    CPU where oneDNN takes these tensors; elsewhere F.linear). Same values up to summation order."""
+    return run(kernel if _onednn_fits(x, weight) else "aten", x, weight, bias, None)
 
 
 def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return _ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype in _ONEDNN_DTYPES and weight.is_contiguous()
+    dtypes = (torch.float32, torch.bfloat16) if _ONEDNN_BF16 else (torch.float32,)
+    return ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype in dtypes and weight.is_contiguous()
 
 
-def _hidden(x: torch.Tensor, act: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """act(x @ weight.T + bias) `(M, 4C)`; an nn.GELU is fused into oneDNN's matmul on the CPU (one pass less)."""
-    if type(act) is torch.nn.GELU and _onednn_fits(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "gelu", [], act.approximate)
-    return act(linear(x, weight, bias))
+def tower_products(visual: torch.nn.Module) -> list[Product]:
+    """The distinct matrix products of a ViT's blocks (QKV, attention output, MLP with its GELU, MLP output)."""
+    found: dict[str, Product] = {}
+    for block in visual.transformer.resblocks:
+        if fused_block_support(block) is not None:
+            continue
+        mlp = block.mlp
+        for weight, gelu in (
+            (block.attn.in_proj_weight, False),
+            (block.attn.out_proj.weight, False),
+            (mlp.c_fc.weight, type(mlp.gelu) is torch.nn.GELU),
+            (mlp.c_proj.weight, False),
+        ):
+            product = Product(k=weight.shape[1], n=weight.shape[0], gelu=gelu)
+            found[product.key] = product
+    return list(found.values())
 
 
 class Matmuls:
-    """The fused path's matrix products: in the weights' dtype (`low=None`), or in `low` precision
-    (bf16) over fp32 activations, results back in fp32 except the QKV projection and the MLP's
-    hidden layer, which feed bf16 attention and the next product. Weights are cast once, kept here.
+    """The fused path's matrix products.
+
+    fp32 (`low=None`): each product runs through the kernel `kernels` measured fastest on this CPU
+    (winclip.backbones.kernels; without a choice, ATen's F.linear, the baseline's own). `low`
+    (bf16): the products run in bf16 over fp32 activations through oneDNN, results back in fp32
+    except the QKV projection and the MLP's hidden layer, which feed bf16 attention and the next
+    product. Weights are cast once, kept here.
     """
 
-    def __init__(self, low: torch.dtype | None = None) -> None:
+    def __init__(self, low: torch.dtype | None = None, kernels: KernelChoice | None = None) -> None:
         self.low = low
+        self.kernels = kernels
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (original, cast copy)
 
     def _cast(self, t: torch.Tensor | None) -> torch.Tensor | None:
@@ -301,20 +310,39 @@ class Matmuls:
             entry = self._weights[id(t)] = (t, t.detach().to(self.low).contiguous())
         return entry[1]
 
-    def _operands(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+    def _operands(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(x, weight, bias) as given, or in `low` (weights cast once)."""
-        return (x, weight, bias) if self.low is None else (x.to(self.low), self._cast(weight), self._cast(bias))
+        if self.low is None:
+            return x, weight, bias
+        cast = self._cast(weight)
+        assert cast is not None
+        return x.to(self.low), cast, self._cast(bias)
+
+    def _kernel(self, x: torch.Tensor, weight: torch.Tensor, gelu: bool = False) -> str:
+        if not _onednn_fits(x, weight):
+            return "aten"
+        if self.low is not None:
+            return "onednn-gelu" if gelu else "onednn"  # bf16: oneDNN's kernels (README, Performance)
+        product = Product(k=weight.shape[1], n=weight.shape[0], gelu=gelu)
+        return "aten" if self.kernels is None else self.kernels.of(product)
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x `(M, K)` @ weight.T + bias: in the weights' dtype, or computed in `low` and returned in fp32."""
-        out = linear(*self._operands(x, weight, bias))
+        x, weight, bias = self._operands(x, weight, bias)
+        out = run(self._kernel(x, weight), x, weight, bias, None)
         return out if self.low is None else out.float()
 
     def qkv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The QKV projection; in `low` when set (attention then runs in it)."""
-        return linear(*self._operands(x, weight, bias))
+        x, weight, bias = self._operands(x, weight, bias)
+        return run(self._kernel(x, weight), x, weight, bias, None)
 
     def hidden(self, x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
-        """act(c_fc(x)) `(M, 4C)`; in `low` when set."""
+        """act(c_fc(x)) `(M, 4C)`; in `low` when set. An nn.GELU may be fused into oneDNN's kernel."""
         x, weight, bias = self._operands(x, mlp.c_fc.weight, mlp.c_fc.bias)
-        return _hidden(x, mlp.gelu, weight, bias)
+        act = mlp.gelu
+        if type(act) is torch.nn.GELU:
+            return run(self._kernel(x, weight, gelu=True), x, weight, bias, act.approximate)
+        return act(run(self._kernel(x, weight), x, weight, bias, None))
