@@ -30,7 +30,8 @@ from scipy.stats import spearmanr
 
 import winclip
 from winclip.backbones.export import export_backbone
-from winclip.backbones.precision import MAX_MAP_REL, MIN_SPEARMAN, cpu_summary
+from winclip.backbones.precision import cpu_summary
+from winclip.inspection.evidence import MAX_MAP_REL, MIN_SPEARMAN
 
 PATHS = {  # name → (runtime, precision); the reference is ("torch", "fp32")
     "bf16": ("torch", "bf16"),

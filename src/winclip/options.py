@@ -11,7 +11,8 @@ from dataclasses import dataclass
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e31"
 DEFAULT_BATCH_SIZE = 8
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # "auto" resolves per device (precision.resolve_precision)
+# "auto" resolves per device (precision.resolve_precision) or by a profile's evidence; int8 = an int8 OpenVINO export
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino")  # what runs the vision tower (runtime.py for the exported)
 EXPORT_FORMATS = ("onnx", "openvino")  # `winclip export --format`
 RESIZE_MODES = ("squash", "tile")
@@ -48,6 +49,7 @@ class ModelSpec:
     cache_dir: str | None = None
     runtime: str = "torch"
     export_dir: str | None = None
+    precision_reason: str | None = None  # why `precision` was chosen, when a caller resolved auto (e.g. evidence)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_CHOICES:

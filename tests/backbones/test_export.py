@@ -65,14 +65,18 @@ def test_export_json_describes_inputs_outputs_plan_and_weights(exports):
     assert meta["window_plan"] == [{"k": 2, "windows": 49, "patches": 4}, {"k": 3, "windows": 36, "patches": 9}]
     assert meta["grid"] == [8, 8] and meta["embed_dim"] == 32 and meta["opset"] == 18 and meta["precision"] == "fp32"
     assert meta["preprocess"]["mean"] == list(winclip.backbones.encoder.OPENAI_MEAN)
-    assert set(meta["files"]) == {"vision.onnx"}
+    assert set(meta["files"]) == {"vision.onnx", "image.onnx"} and meta["image_model_file"] == "image.onnx"
     assert meta["files"]["vision.onnx"]["sha256"] == file_sha256(exports["onnx"] / "vision.onnx")
     ov = json.loads((exports["openvino"] / "export.json").read_text())
-    assert set(ov["files"]) == {"vision.xml", "vision.bin"} and ov["model_file"] == "vision.xml"
+    assert (
+        set(ov["files"]) == {"vision.xml", "vision.bin", "image.xml", "image.bin"} and ov["model_file"] == "vision.xml"
+    )
     import onnx
 
     graph = onnx.load(str(exports["onnx"] / "vision.onnx")).graph
     assert [i.name for i in graph.input] == ["pixels"] and [o.name for o in graph.output] == list(shapes)
+    image = onnx.load(str(exports["onnx"] / "image.onnx")).graph
+    assert [i.name for i in image.input] == ["pixels"] and [o.name for o in image.output] == ["image"]
 
 
 @pytest.mark.parametrize("runtime, fmt", RUNS)
@@ -286,21 +290,14 @@ def openvino_runs_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def test_openvino_auto_precision_follows_the_cpu_and_its_own_evidence(exports, monkeypatch):
+def test_exported_auto_precision_is_fp32_without_evidence(exports, monkeypatch):
     """The decision only: detection is monkeypatched, so nothing here depends on this CPU."""
     from winclip.backbones import precision
 
-    assert exported(exports["openvino"], "openvino").backbone.precision == "fp32"  # tiny-vit: nothing measured
-    held = precision.Fidelity(spearman=0.9995, score_rel=0.01, map_rel=3e-3, images=64)
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
-    monkeypatch.setitem(precision.OPENVINO_BF16_FIDELITY, "tiny-vit", held)
-    model = exported(exports["openvino"], "openvino")
-    assert model.backbone.precision == "bf16" and "auto: native bf16 and measured fidelity" in winclip.model.banner(
-        model
-    )
-    assert exported(exports["onnx"], "onnxruntime").backbone.precision_reason == "auto: onnxruntime runs fp32"
-    monkeypatch.setattr(precision, "native_bf16", lambda: False)
-    assert exported(exports["openvino"], "openvino").backbone.precision == "fp32"
+    for fmt, runtime in (("openvino", "openvino"), ("onnx", "onnxruntime")):
+        model = exported(exports[fmt], runtime)
+        assert model.backbone.precision == "fp32" and "auto: no evidence" in winclip.model.banner(model)
 
 
 def test_openvino_bf16_runs_bf16_and_stays_close(exports, rng):
@@ -313,3 +310,64 @@ def test_openvino_bf16_runs_bf16_and_stays_close(exports, rng):
     c = exported(exports["openvino"], "openvino", precision="fp32").set_prototypes(*protos).predict(images)
     rel = [((a.scores - x.scores).abs() / a.scores.abs()).max().item() for x in (b, c)]
     assert 100 * rel[1] < rel[0] < 0.05, rel  # bf16 really ran (far from OpenVINO's fp32), and stayed close
+
+
+@pytest.mark.parametrize("runtime, fmt", RUNS)
+def test_crops_run_the_image_only_graph(exports, tmp_path, runtime, fmt, monkeypatch):
+    """embed (the multi-crop views) runs image.onnx/xml, never the window graph, and equals PyTorch's F^I."""
+    from winclip.backbones import runtime as rt
+
+    model = exported(exports[fmt], runtime)
+    runs: list[str] = []
+    real = rt._Session.run
+    monkeypatch.setattr(rt._Session, "run", lambda self, x: runs.append(self.path.name) or real(self, x))
+    x = torch.randn(3, 3, 64, 64)
+    got = model.backbone.embed(x)
+    want = make_model(precision="fp32").backbone.embed(x)
+    assert runs == [exports[fmt].joinpath(IMAGE[fmt]).name] and (got - want).abs().max() <= 1e-5
+    old = tmp_path / "old"  # an export made before the image-only graph: the window graph serves the crops
+    shutil.copytree(exports[fmt], old)
+    meta = json.loads((old / "export.json").read_text())
+    for name in [n for n in meta["files"] if n.startswith("image.")]:
+        del meta["files"][name]
+        (old / name).unlink()
+    del meta["image_model_file"]
+    (old / "export.json").write_text(json.dumps(meta))
+    runs.clear()
+    assert (exported(old, runtime).backbone.embed(x) - want).abs().max() <= 1e-5
+    assert runs == [MODEL[fmt]]
+
+
+IMAGE = {"onnx": "image.onnx", "openvino": "image.xml"}
+MODEL = {"onnx": "vision.onnx", "openvino": "vision.xml"}
+
+
+@pytest.mark.slow
+def test_int8_export_is_calibrated_recorded_and_runs_only_as_int8(exports, tmp_path, rng, capsys):
+    pytest.importorskip("nncf", reason="int8 needs NNCF")
+    photos = tmp_path / "good"
+    photos.mkdir()
+    for i in range(4):
+        Image.fromarray(textured(rng, 64, 64)).save(photos / f"{i}.png")
+    out = tmp_path / "int8"
+    tiny = ["--backbone", TINY, "--pretrained", "none"]
+    assert main(["export", "--format", "openvino", "--out", str(out), "--precision", "int8", "--calibration",
+                 str(photos), *tiny]) == 0  # fmt: skip
+    meta = json.loads((out / "export.json").read_text())
+    q = meta["quantization"]
+    assert meta["precision"] == "int8" and q["calibration_images"] == 4 and q["tool"].startswith("nncf ")
+    assert set(meta["files"]) == {"vision.xml", "vision.bin", "image.xml", "image.bin"}
+    assert 'element_type="i8"' in (out / "vision.xml").read_text()  # int8 weights (NNCF's quantized constants)
+    images = real_images(rng)
+    protos = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
+    a = make_model(precision="fp32").set_prototypes(*protos).predict(images)
+    b = exported(out, "openvino", precision="int8").set_prototypes(*protos).predict(images)
+    assert 0 < (a.scores - b.scores).abs().max() < 0.05  # int8 ran (not fp32), and stayed near
+    for precision, match in (("auto", "holds an int8 export: pass --precision int8"), ("fp32", "int8 export")):
+        with pytest.raises(ValueError, match=match):
+            exported(out, "openvino", precision=precision)
+    with pytest.raises(ValueError, match="int8 needs an int8 one"):
+        exported(exports["openvino"], "openvino", precision="int8")
+    capsys.readouterr()
+    assert main(["export", "--format", "onnx", "--out", str(tmp_path / "x"), "--precision", "int8", *tiny]) == 2
+    assert "--precision int8 needs --format openvino and --calibration" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import winclip
-from helpers import make_model, textured
+from helpers import TINY, make_model, textured
 from helpers.features import fidelity
 from winclip.backbones import precision
 from winclip.backbones.precision import resolve_precision
@@ -40,36 +40,55 @@ def test_auto_precision_is_resolved_per_device(monkeypatch):
     assert resolve_precision("bf16", cpu) == precision.PrecisionChoice("bf16", "asked for")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         resolve_precision("fp16", cpu)
-    with pytest.raises(ValueError, match="unknown precision 'fp8'; use one of auto, fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; use one of auto, fp32, bf16, fp16, int8"):
         resolve_precision("fp8", cpu)
-    monkeypatch.setattr(precision, "native_bf16", lambda: False)
-    no_bf16 = resolve_precision("auto", cpu, "ViT-B-16-plus-240")
-    assert no_bf16.value == "fp32" and "no native bf16" in no_bf16.reason
+    with pytest.raises(ValueError, match="^int8 runs an int8 OpenVINO export"):
+        resolve_precision("int8", cpu)
+    assert resolve_precision("int8", cpu, "openvino").value == "int8"
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_on_the_cpu_is_fp32_without_evidence_whatever_the_cpu(monkeypatch, native):
+    """No table measured on other (random) weights decides any more: auto on the CPU is fp32 until a profile's
+    evidence resolves it (winclip.inspection.evidence), on CPUs with native bf16 too."""
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    choice = resolve_precision("auto", torch.device("cpu"))
+    assert choice == precision.PrecisionChoice(
+        "fp32", "auto: no evidence for these weights on this CPU (winclip precision check)"
+    )
+    assert not hasattr(precision, "BF16_FIDELITY") and not hasattr(precision, "OPENVINO_BF16_FIDELITY")
     m = make_model()
     assert m.backbone.precision == "fp32" and m.backbone.dtype == torch.float32
-    assert "precision fp32 (auto: this CPU has no native bf16" in winclip.model.banner(m)
+    assert "precision fp32 (auto: no evidence for these weights on this CPU" in winclip.model.banner(m)
 
 
-def test_auto_picks_bf16_only_on_native_bf16_with_fidelity_that_holds(monkeypatch):
-    cpu = torch.device("cpu")
+def test_a_reason_given_with_a_concrete_precision_reaches_the_banner():
+    spec = winclip.ModelSpec(str(TINY), None, "cpu", "fp32", precision_reason="auto: evidence says so")
+    with pytest.warns(winclip.RandomWeightsWarning):
+        m = winclip.build_model(spec)
+    assert "precision fp32 (auto: evidence says so)" in winclip.model.banner(m)
+
+
+def test_offered_paths_follow_native_bf16_and_what_is_installed(monkeypatch):
+    installed = {"openvino", "nncf"}
+    monkeypatch.setattr(precision.importlib.util, "find_spec", lambda name: object() if name in installed else None)
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
-    held = precision.Fidelity(spearman=0.9995, score_rel=0.01, map_rel=3e-3, images=64)
-    missed = precision.Fidelity(spearman=0.99, score_rel=0.05, map_rel=3e-3, images=64)
-    monkeypatch.setattr(precision, "BF16_FIDELITY", {"tiny-vit": held, "ViT-B-32": missed})
-    choice = resolve_precision("auto", cpu, "tiny-vit")
-    assert choice.value == "bf16" and choice.reason.startswith("auto: native bf16 and measured fidelity")
-    assert resolve_precision("auto", cpu, "ViT-B-32").reason.startswith(
-        "auto: native bf16, but its measured fidelity misses"
-    )
-    assert "not measured for ViT-L-14" in resolve_precision("auto", cpu, "ViT-L-14").reason
-    m = make_model()
-    assert m.backbone.precision == "bf16" and m.backbone.tower.matmuls.low == torch.bfloat16
-    assert "precision bf16 (auto: native bf16 and measured fidelity (Spearman 0.9995" in winclip.model.banner(m)
-    assert resolve_precision("fp32", cpu, "tiny-vit").value == "fp32"  # an explicit choice stays
-    monkeypatch.setattr(precision, "OPENVINO_BF16_FIDELITY", {"ViT-B-32": held})
-    assert resolve_precision("auto", cpu, "ViT-B-32", "openvino").value == "bf16"  # each runtime its own evidence
-    assert resolve_precision("auto", cpu, "tiny-vit", "openvino").value == "fp32"
-    assert resolve_precision("auto", cpu, "ViT-B-32", "onnxruntime").reason == "auto: onnxruntime runs fp32"
+    assert [p.name for p in precision.offered_paths()] == ["torch-bf16", "openvino-bf16", "openvino-int8"]
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    assert [p.name for p in precision.offered_paths()] == ["openvino-int8"]
+    installed.discard("nncf")
+    assert precision.offered_paths() == []
+    assert precision.RunPath.parse("openvino-int8") == precision.RunPath("openvino", "int8")
+    with pytest.raises(ValueError, match="unknown path 'gpu-fp8'"):
+        precision.RunPath.parse("gpu-fp8")
+
+
+def test_cpu_kind_names_the_model_flags_capability_and_caps(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    kind = precision.cpu_kind()
+    assert kind["model"] == precision.cpu_model() and kind["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(kind["flags"]) <= set(precision.ISA_FLAGS) and kind["caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert "ISA caps: ONEDNN_MAX_CPU_ISA=AVX2" in precision.cpu_summary()
 
 
 def test_native_bf16_follows_the_cpu_flags(monkeypatch):

@@ -21,7 +21,12 @@ def load_backbone(spec: ModelSpec) -> Encoder:
     from .openclip import Backbone
 
     return Backbone(
-        spec.backbone, spec.pretrained, device=spec.device, precision=spec.precision, cache_dir=spec.cache_dir
+        spec.backbone,
+        spec.pretrained,
+        device=spec.device,
+        precision=spec.precision,
+        cache_dir=spec.cache_dir,
+        precision_reason=spec.precision_reason,
     )
 
 

@@ -2,7 +2,8 @@
 
 The exported graph takes a preprocessed batch `pixels (N, 3, H, W)` (float32, the backbone's
 input size; N free) and returns F^I `image (N, D)`, the window embeddings `window_<k>
-(N, W_k, D)` of every exported scale (Eq. 2) and the patch tokens `patches (N, L, C)`.
+(N, W_k, D)` of every exported scale (Eq. 2) and the patch tokens `patches (N, L, C)`. A
+second, image-only graph (`ImageGraph`: `image (N, D)` alone) serves the multi-crop views.
 It runs open_clip's own modules (`VisionGraph`), so exported fp32 features equal PyTorch's
 up to summation order; `runtime.ExportedBackbone` runs it and the usual `Scorer` scores.
 OpenVINO IR is converted from the ONNX file by OpenVINO itself (`Core.read_model`), with
@@ -28,7 +29,7 @@ from ..images import file_sha256
 from ..method.windows import window_indices
 from .encoder import Encoder
 from .openclip import Backbone
-from .runtime import EXPORT_JSON, EXPORT_VERSION, MODEL_FILES, output_names
+from .runtime import EXPORT_JSON, EXPORT_VERSION, IMAGE_MODEL_FILES, MODEL_FILES, output_names
 
 EXPORT_OPSET = 18  # the lowest opset torch's dynamo exporter writes; ONNX Runtime ≥ 1.14 and OpenVINO read it
 EXAMPLE_BATCH = 2  # the traced example; the batch axis stays free
@@ -69,23 +70,49 @@ class VisionGraph(torch.nn.Module):
         blocks = list(v.transformer.resblocks)
         for block in blocks[:-1]:
             x = block(x)
-        last = blocks[-1]
-        h = last.ln_1(x)
-        q = h[:, :1]
-        if not last.attn.batch_first:
-            q, h = q.transpose(0, 1), h.transpose(0, 1)
-        mixed = last.attn(q, h, h, need_weights=False)[0]
-        if not last.attn.batch_first:
-            mixed = mixed.transpose(0, 1)
-        y = x[:, :1] + last.ls_1(mixed)
-        y = y + last.ls_2(last.mlp(last.ln_2(y)))
-        return (v.ln_post(y[:, 0]) @ v.proj).view(n, w, -1)
+        # (N, W, C) @ proj: no reshape after the product, which OpenVINO's int8 transformations cannot move
+        return v.ln_post(class_token_block(blocks[-1], x)).view(n, w, -1) @ v.proj
 
 
-def _export_onnx(graph: VisionGraph, image_size: tuple[int, int], path: Path) -> None:
+class ImageGraph(torch.nn.Module):
+    """F^I alone of `pixels (N, 3, H, W)`: the plain forward, class token only in the last block.
+
+    What multi-crop needs of each crop (docs/method.md §3): no windows, no patch tokens, so ten
+    crops cost what ten plain forwards cost (the window graph would compute and drop them).
+    """
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(pixels).flatten(2).transpose(1, 2)
+        x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + v.positional_embedding
+        x = v.ln_pre(x)
+        blocks = list(v.transformer.resblocks)
+        for block in blocks[:-1]:
+            x = block(x)
+        return v.ln_post(class_token_block(blocks[-1], x)) @ v.proj
+
+
+def class_token_block(last: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output of open_clip's block `last` at the class token only, of batch-first tokens `(B, S, C)` → `(B, C)`."""
+    h = last.ln_1(x)
+    q = h[:, :1]
+    if not last.attn.batch_first:
+        q, h = q.transpose(0, 1), h.transpose(0, 1)
+    mixed = last.attn(q, h, h, need_weights=False)[0]
+    if not last.attn.batch_first:
+        mixed = mixed.transpose(0, 1)
+    y = x[:, :1] + last.ls_1(mixed)
+    y = y + last.ls_2(last.mlp(last.ln_2(y)))
+    return y[:, 0]
+
+
+def _export_onnx(graph: torch.nn.Module, names: list[str], image_size: tuple[int, int], path: Path) -> None:
     """torch.onnx (dynamo) export with a free batch axis, weights inside the file when they fit."""
     example = torch.randn(EXAMPLE_BATCH, 3, *image_size)
-    names = output_names(graph.scales)
     big = sum(p.numel() * p.element_size() for p in graph.parameters()) > 1.8 * 2**30  # protobuf's 2 GiB limit
     quiet = logging.getLogger("onnxscript")  # its constant-folding notes are not the user's concern
     level = quiet.level
@@ -98,7 +125,7 @@ def _export_onnx(graph: VisionGraph, image_size: tuple[int, int], path: Path) ->
         quiet.setLevel(level)
 
 
-def _torch_export(graph: VisionGraph, example: torch.Tensor, names: list[str], path: Path, big: bool) -> None:
+def _torch_export(graph: torch.nn.Module, example: torch.Tensor, names: list[str], path: Path, big: bool) -> None:
     torch.onnx.export(
         graph,
         (example,),
@@ -138,17 +165,21 @@ def export_backbone(backbone: Encoder, out: str | Path, fmt: str, scales: tuple[
     scales = tuple(sorted(set(int(k) for k in scales)))
     for k in scales:
         window_indices(backbone.grid, k)  # validates that every window size fits the grid
-    graph = VisionGraph(backbone.clip.visual, scales).eval()
-    size = backbone.info.image_size
+    visual, size = backbone.clip.visual, backbone.info.image_size
+    graphs = (
+        (VisionGraph(visual, scales).eval(), output_names(scales), MODEL_FILES),
+        (ImageGraph(visual).eval(), ["image"], IMAGE_MODEL_FILES),
+    )
     with tempfile.TemporaryDirectory(prefix="winclip-export-") as tmp:
-        onnx_path = Path(tmp) / MODEL_FILES["onnx"]
-        with torch.no_grad():
-            _export_onnx(graph, size, onnx_path)
-        if fmt == "openvino":
-            _to_openvino(onnx_path, Path(tmp) / MODEL_FILES["openvino"])
-            onnx_path.unlink()
-            for extra in Path(tmp).glob(MODEL_FILES["onnx"] + ".*"):
-                extra.unlink()
+        for graph, names, files in graphs:
+            onnx_path = Path(tmp) / files["onnx"]
+            with torch.no_grad():
+                _export_onnx(graph, names, size, onnx_path)
+            if fmt == "openvino":
+                _to_openvino(onnx_path, Path(tmp) / files["openvino"])
+                onnx_path.unlink()
+                for extra in Path(tmp).glob(files["onnx"] + ".*"):
+                    extra.unlink()
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(Path(tmp).iterdir()):
             shutil.move(str(f), out / f.name)
@@ -171,6 +202,7 @@ def manifest(backbone: Backbone, fmt: str, scales: tuple[int, ...], out: Path) -
         "format": EXPORT_VERSION,
         "model_format": fmt,
         "model_file": MODEL_FILES[fmt],
+        "image_model_file": IMAGE_MODEL_FILES[fmt],
         "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
         "backbone": info.name,
         "pretrained": info.pretrained,

@@ -24,8 +24,9 @@ from ..method.prompts import PromptSet
 from ..method.zero_shot import prototype
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .encoder import RANDOM_SEED, BackboneInfo, Preprocess, check_input
+from .kernels import choose as choose_kernels
 from .precision import resolve_precision
-from .tower import Matmuls, VisionTower, check_vit
+from .tower import Matmuls, VisionTower, check_vit, tower_products
 from .weights.checkpoints import (
     adapt_state,
     choose_setup,
@@ -196,11 +197,11 @@ class Backbone:
         precision: str = "auto",
         cache_dir: str | None = None,
         fused: bool = True,
+        precision_reason: str | None = None,
     ) -> None:
         self.device = pick_device(device)
-        resolve_precision(precision, self.device, str(name))  # a bad choice fails before the slow load
+        choice = resolve_precision(precision, self.device, "torch", precision_reason)  # fails before the slow load
         self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
-        choice = resolve_precision(precision, self.device, self.info.name)
         self.precision, self.precision_reason = choice.value, choice.reason
         self.tower = VisionTower(self.clip.visual, fused=fused)
         # bf16 on the CPU's fused path: bf16 products over an fp32 residual stream (tower.Matmuls)
@@ -209,6 +210,9 @@ class Backbone:
         self.clip.visual.to(self.dtype)
         if mixed:
             self.tower.matmuls = Matmuls(torch.bfloat16)
+        elif self.dtype == torch.float32 and self.device.type == "cpu" and self.tower.fused:
+            # fp32 on the CPU: each product through the kernel measured fastest here (cached per machine)
+            self.tower.matmuls = Matmuls(kernels=choose_kernels(tower_products(self.clip.visual)))
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
         self.text = TextTower(self.clip, open_clip.get_tokenizer(self.info.tokenizer or self.info.name))
 
@@ -222,9 +226,11 @@ class Backbone:
         """Where the weights came from and how they run (the banner's second line)."""
         info = self.info
         fmt = f", {info.weights_format}" if info.weights_format else ""
+        kernels = self.tower.matmuls.kernels
         return (
             f"weights: {info.source}{fmt}; activation {info.activation}, mean {_short(info.mean)}, "
             f"std {_short(info.std)} ({info.config}); precision {self.precision} ({self.precision_reason})"
+            + ("" if kernels is None else f"; {kernels.summary()}")
         )
 
     def unfused(self) -> Backbone:

@@ -1,55 +1,55 @@
-"""Which precision `precision="auto"` runs, chosen by the hardware and by measured fidelity.
+"""Which precision runs: `auto` without evidence, the faster paths this machine offers, and the CPU's kind.
 
-auto = fp16 on CUDA; on the CPU bf16 where the CPU does bf16 arithmetic in hardware
-(AVX512-BF16 or AMX, with oneDNN's bf16 kernels) *and* bf16's fidelity against fp32 was
-measured for the backbone on that runtime (PyTorch or OpenVINO) and holds (`BF16_FIDELITY`,
-`OPENVINO_BF16_FIDELITY`: Spearman ≥ 0.999 of image scores, maps within 1e-2 relative);
-fp32 everywhere else. On CPUs without native bf16 it is
-emulated and several times slower than fp32, so there fp32 is also the fast choice.
+auto = fp16 on CUDA; on the CPU, fp32, unless a caller that holds evidence for these weights on
+this kind of CPU resolved it already (winclip.inspection.evidence: a profile's `winclip precision
+check` chooses the fastest path whose evidence holds and passes the concrete precision with its
+reason). There is no table of fidelity measured on other weights: random weights cluster scores
+and lack a trained CLIP's activation outliers, so that evidence said little about real ones.
+
+The faster paths (`offered_paths`): PyTorch bf16 and OpenVINO bf16 where the CPU does bf16 in
+hardware (AVX512-BF16 or AMX, with oneDNN's bf16 kernels; emulated bf16 is several times slower
+than fp32), and OpenVINO int8 (an NNCF-quantized export, winclip.backbones.quantize) where
+OpenVINO and NNCF are installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..options import PRECISION_CHOICES
+from .kernels import ISA_CAPS, cpu_model
 
-MIN_SPEARMAN = 0.999  # image-score ranking kept (issue 12's bar)
-MAX_MAP_REL = 1e-2  # max |map - fp32 map| / max |fp32 map|
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+# The instruction-set flags that change which kernels run (and so the numbers): part of the CPU's kind.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
-class Fidelity:
-    """bf16 against fp32 on `images` textured images, 1-shot (benchmarks/precision.py)."""
+class RunPath:
+    """A way to run the vision tower: a runtime and a precision (the name is what tables and records show)."""
 
-    spearman: float  # of the image scores
-    score_rel: float  # max |score difference| / spread of the fp32 scores
-    map_rel: float  # max |map difference| / max |fp32 map|
-    images: int
+    runtime: str  # torch, onnxruntime or openvino
+    precision: str  # fp32, bf16, fp16 or int8
 
     @property
-    def holds(self) -> bool:
-        """Within the bars auto needs."""
-        return self.spearman >= MIN_SPEARMAN and self.map_rel <= MAX_MAP_REL
+    def name(self) -> str:
+        return f"{self.runtime}-{self.precision}"
+
+    @classmethod
+    def parse(cls, name: str) -> RunPath:
+        runtime, _, prec = name.rpartition("-")
+        if runtime not in ("torch", "onnxruntime", "openvino") or prec not in ("fp32", "bf16", "fp16", "int8"):
+            raise ValueError(f"unknown path {name!r}; paths are RUNTIME-PRECISION, e.g. torch-bf16 or openvino-int8")
+        return cls(runtime, prec)
 
 
-# Measured with random weights by `python benchmarks/precision.py --paths bf16` (README, Performance): the
-# fused bf16 path (bf16 products over an fp32 residual stream, vision.Matmuls) against the fused fp32 path,
-# 64 textured images, 1-shot, on an Intel Xeon with AMX. (The earlier all-bf16 tower missed the ranking
-# bar: Spearman 0.9944, scores moved by 4.3% of their 0.047 spread.)
-BF16_FIDELITY: dict[str, Fidelity] = {
-    "ViT-B-16-plus-240": Fidelity(spearman=0.9993, score_rel=0.0111, map_rel=1.35e-3, images=64),
-}
-# The same run, OpenVINO's bf16 (its inference precision hint) on the exported graph, against PyTorch fp32:
-# it keeps the ranking too, so auto = bf16 with OpenVINO there.
-OPENVINO_BF16_FIDELITY: dict[str, Fidelity] = {
-    "ViT-B-16-plus-240": Fidelity(spearman=0.9995, score_rel=0.0112, map_rel=3.19e-3, images=64),
-}
-BF16_RUNTIMES = ("torch", "openvino")  # the runtimes that run bf16, each with its own evidence
+REFERENCE = RunPath("torch", "fp32")  # what every faster path is measured against
+FASTER_PATHS = (RunPath("torch", "bf16"), RunPath("openvino", "bf16"), RunPath("openvino", "int8"))
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class PrecisionChoice:
     reason: str
 
 
-def cpu_flags() -> set[str]:
-    """The native-bf16 flags of this CPU: torch's cpuinfo probes, else /proc/cpuinfo (Linux)."""
+def isa_flags() -> set[str]:
+    """The instruction-set flags of ISA_FLAGS this CPU has: torch's cpuinfo probes, else /proc/cpuinfo (Linux)."""
     probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     found = {flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()}
     try:
@@ -70,52 +70,65 @@ def cpu_flags() -> set[str]:
         return found
     for line in text.splitlines():
         if line.startswith("flags"):
-            return found | (set(line.split(":", 1)[1].split()) & set(BF16_CPU_FLAGS))
+            return found | (set(line.split(":", 1)[1].split()) & set(ISA_FLAGS))
     return found
 
 
+def cpu_flags() -> set[str]:
+    """The native-bf16 flags of this CPU (BF16_CPU_FLAGS it has)."""
+    return isa_flags() & set(BF16_CPU_FLAGS)
+
+
+def cpu_kind() -> dict[str, object]:
+    """What makes two CPUs the same kind for evidence: model name, ISA flags, torch's capability, ISA caps."""
+    return {
+        "model": cpu_model(),
+        "flags": sorted(isa_flags()),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)},
+    }
+
+
 def cpu_summary() -> str:
-    """The CPU's name, torch's capability, threads and native bf16 (printed beside every measured figure)."""
-    name = "unknown CPU"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    flags = ", ".join(sorted(cpu_flags())) or "none"
+    """The CPU's name, torch's capability, ISA caps, threads and native bf16 (printed beside every measured figure)."""
+    caps = ", ".join(f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)) or "none"
+    flags = ", ".join(sorted(isa_flags())) or "none"
     return (
-        f"CPU: {name}; torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"{torch.get_num_threads()} threads; native bf16: {native_bf16()} (flags: {flags})"
+        f"CPU: {cpu_model()}; torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} threads; ISA caps: {caps}; native bf16: {native_bf16()}; flags: {flags}"
     )
 
 
 def native_bf16() -> bool:
     """The CPU does bf16 arithmetic in hardware and oneDNN has bf16 kernels for it."""
     onednn = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return bool(onednn and cpu_flags() & set(BF16_CPU_FLAGS))
+    return bool(onednn and cpu_flags())
+
+
+def offered_paths() -> list[RunPath]:
+    """The faster paths this machine offers (module docstring): what `winclip precision check` measures."""
+    native = native_bf16()
+    openvino = importlib.util.find_spec("openvino") is not None
+    nncf = importlib.util.find_spec("nncf") is not None
+    wanted = {"torch-bf16": native, "openvino-bf16": native and openvino, "openvino-int8": openvino and nncf}
+    return [p for p in FASTER_PATHS if wanted[p.name]]
 
 
 def resolve_precision(
-    precision: str, device: torch.device, backbone: str = "", runtime: str = "torch"
+    precision: str, device: torch.device, runtime: str = "torch", reason: str | None = None
 ) -> PrecisionChoice:
-    """The concrete precision for `precision` on `device` (and `backbone` on `runtime`, whose measured bf16 fidelity
-    counts; a runtime without bf16 runs fp32)."""
+    """The concrete precision for `precision` on `device` and `runtime`; `reason` says why a caller chose it."""
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_CHOICES)}")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 needs a GPU; use bf16 on the CPU")
+    if precision == "int8" and runtime != "openvino":
+        raise ValueError(
+            "int8 runs an int8 OpenVINO export (winclip export --format openvino --precision int8) with "
+            "--runtime openvino"
+        )
     if precision != "auto":
-        return PrecisionChoice(precision, "asked for")
+        return PrecisionChoice(precision, reason or "asked for")
     if device.type == "cuda":
         return PrecisionChoice("fp16", "auto: fp16 on CUDA")
-    if runtime not in BF16_RUNTIMES:
-        return PrecisionChoice("fp32", f"auto: {runtime} runs fp32")
-    if not native_bf16():
-        return PrecisionChoice("fp32", "auto: this CPU has no native bf16 (AVX512-BF16/AMX), emulated bf16 is slower")
-    evidence = (BF16_FIDELITY if runtime == "torch" else OPENVINO_BF16_FIDELITY).get(backbone)
-    if evidence is None:
-        return PrecisionChoice("fp32", f"auto: native bf16, but its fidelity was not measured for {backbone}")
-    figures = f"Spearman {evidence.spearman:.4f}, maps {evidence.map_rel:.1e} on {evidence.images} images"
-    if not evidence.holds:
-        return PrecisionChoice("fp32", f"auto: native bf16, but its measured fidelity misses the bar ({figures})")
-    return PrecisionChoice("bf16", f"auto: native bf16 and measured fidelity ({figures})")
+    return PrecisionChoice("fp32", "auto: no evidence for these weights on this CPU (winclip precision check)")

@@ -27,9 +27,11 @@ from .weights.locate import read_record
 EXPORT_JSON = "export.json"
 EXPORT_VERSION = "winclip-export/1"
 MODEL_FILES = {"onnx": "vision.onnx", "openvino": "vision.xml"}
+IMAGE_MODEL_FILES = {"onnx": "image.onnx", "openvino": "image.xml"}  # the image-only graph (multi-crop views)
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx")}  # what each runtime reads
-RUNTIME_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
-OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT (OpenVINO picks bf16 on AMX if unset)
+RUNTIME_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
+# INFERENCE_PRECISION_HINT (OpenVINO picks bf16 on AMX if unset); int8 exports run their float parts in f32
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def output_names(scales: tuple[int, ...]) -> list[str]:
@@ -47,6 +49,12 @@ class Export:
     @property
     def model_path(self) -> Path:
         return self.folder / self.meta["model_file"]
+
+    @property
+    def image_model_path(self) -> Path | None:
+        """The image-only graph; None in exports made before it existed (the window graph then serves crops)."""
+        name = self.meta.get("image_model_file")
+        return None if name is None else self.folder / name
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -75,8 +83,9 @@ def read_export(folder: str | Path) -> Export:
             raise FileNotFoundError(f"{file}: missing from the export")
         if file.stat().st_size != recorded["bytes"] or file_sha256(file) != recorded["sha256"]:
             raise ValueError(f"{file}: corrupt or changed since the export (its sha256 differs from {EXPORT_JSON})")
-    if meta["model_file"] not in meta["files"]:
-        raise ValueError(f"{path}: model file {meta['model_file']} is not among its files")
+    for key in ("model_file", "image_model_file"):
+        if key in meta and meta[key] not in meta["files"]:
+            raise ValueError(f"{path}: model file {meta[key]} is not among its files")
     return Export(folder, meta)
 
 
@@ -114,12 +123,26 @@ def check_export(export: Export, spec: ModelSpec) -> None:
         )
 
 
+def check_export_precision(export: Export, precision: str) -> None:
+    """One line unless `precision` fits the export: an int8 export runs int8 only, and int8 needs an int8 export."""
+    stored = export.meta.get("precision", "fp32")
+    if stored == "int8" and precision != "int8":
+        raise ValueError(
+            f"{export.folder} holds an int8 export: pass --precision int8 (or let a profile's evidence choose it)"
+        )
+    if precision == "int8" and stored != "int8":
+        raise ValueError(
+            f"{export.folder} holds an {stored} export; int8 needs an int8 one "
+            "(winclip export --format openvino --precision int8 --calibration GOOD_PHOTOS)"
+        )
+
+
 class _Session:
     """One compiled model of an export: numpy `(N, 3, H, W)` float32 in, the outputs in order out."""
 
-    def __init__(self, export: Export, runtime: str, precision: str, threads: int) -> None:
+    def __init__(self, export: Export, runtime: str, precision: str, threads: int, path: Path | None = None) -> None:
         self.runtime = runtime
-        path = export.model_path
+        path = self.path = path or export.model_path
         try:
             if runtime == "onnxruntime":
                 self._open_ort(path, threads)
@@ -172,11 +195,12 @@ class ExportedBackbone:
     `precision.resolve_precision` does for the runtime.
     """
 
-    def __init__(self, export: Export, runtime: str, *, precision: str = "auto") -> None:
+    def __init__(self, export: Export, runtime: str, *, precision: str = "auto", reason: str | None = None) -> None:
         if precision not in ("auto", *RUNTIME_PRECISIONS[runtime]):
             raise ValueError(f"{runtime} runs exports in {' or '.join(RUNTIME_PRECISIONS[runtime])}, not {precision}")
         meta = export.meta
-        choice = resolve_precision(precision, torch.device("cpu"), meta["backbone"], runtime)
+        check_export_precision(export, precision)
+        choice = resolve_precision(precision, torch.device("cpu"), runtime, reason)
         precision, self.precision_reason = choice.value, choice.reason
         self.export, self.runtime = export, runtime
         self.device = torch.device("cpu")
@@ -197,7 +221,9 @@ class ExportedBackbone:
             _digest={"sha": meta["weights_id"].split(":", 1)[1]} if meta["weights_id"].startswith("sha256:") else {},
         )
         self.preprocess = Preprocess(self.info.image_size, self.info.mean, self.info.std)
-        self.session = _Session(export, runtime, precision, torch.get_num_threads())
+        self.threads = torch.get_num_threads()
+        self.session = _Session(export, runtime, precision, self.threads)
+        self._image_session: _Session | None = None
 
     @classmethod
     def load(cls, spec: ModelSpec) -> ExportedBackbone:
@@ -206,7 +232,7 @@ class ExportedBackbone:
             raise ValueError(f"--runtime {spec.runtime} runs on the CPU, not {spec.device}")
         export = read_export(spec.export_dir)
         check_export(export, spec)
-        return cls(export, spec.runtime, precision=spec.precision)
+        return cls(export, spec.runtime, precision=spec.precision, reason=spec.precision_reason)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -250,9 +276,19 @@ class ExportedBackbone:
         return Features(torch.from_numpy(out["image"]), windows, torch.from_numpy(out["patches"]))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """F^I alone `(N, D)` (the export's image output; its windows are computed and dropped)."""
+        """F^I alone `(N, D)`: the image-only graph (opened on first use); exports older than it run the window
+        graph and drop its windows."""
         check_input(x, self.info.image_size)
-        return torch.from_numpy(self._run(x)["image"])
+        path = self.export.image_model_path
+        if path is None:
+            return torch.from_numpy(self._run(x)["image"])
+        if self._image_session is None:
+            self._image_session = _Session(self.export, self.runtime, self.precision, self.threads, path)
+        return torch.from_numpy(self._image_session.run(_numpy(x))["image"])
 
     def _run(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return self.session.run(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
+        return self.session.run(_numpy(x))
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
