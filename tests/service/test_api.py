@@ -157,6 +157,9 @@ def test_get_profiles(client, profiles):
     zero = client.get("/v1/profiles/zero").json()
     assert zero["roi"]["width"] == 64 and zero["roi"]["inside"] == pytest.approx(32 * 32 / 64**2)
     assert client.get("/v1/profiles/tiled").json()["options"]["resize"] == "tile"
+    # which path scores each profile, and on what evidence (none here: the fp32 reference)
+    assert {p["precision"] for p in listed["profiles"]} == {"torch-fp32"}
+    assert bottle["precision_evidence"].startswith("auto: fp32, the profile has no precision evidence")
 
 
 def test_profile_lookup_errors(client):

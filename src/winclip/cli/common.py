@@ -27,7 +27,10 @@ EXIT_INTERRUPTED = 130
 PRETRAINED_HELP = (
     "open_clip pretrained tag, hf-hub:ORG/REPO, local-dir:FOLDER, a local checkpoint file, or 'none' for random weights"
 )
-PRECISION_HELP = "auto = bf16 on CPUs with native bf16 where its measured fidelity holds, else fp32; fp16 on CUDA"
+PRECISION_HELP = (
+    "auto = fp16 on CUDA; on the CPU fp32, or with a profile the fastest path its evidence holds for (winclip "
+    "precision check); int8 = an int8 OpenVINO export (--runtime openvino)"
+)
 RAY_HELP = (
     "run on a Ray cluster (pip install 'winclip[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
     "RAY_ADDRESS or started on this machine with `ray start`, else a local one for this run); "
@@ -103,16 +106,23 @@ def load_model(
     options: MethodOptions | None = None,
     *,
     prompts: str | PromptSet = "winclip",
-    profile: object | None = None,
+    profile: Profile | None = None,
+    by_evidence: bool = False,
 ) -> WinCLIP:
     """Build the model a request names (winclip.build_model; backbone and weights defaulting to `profile`'s own)
-    and print the banner to stderr."""
+    and print the banner to stderr. `by_evidence`: auto runs the path the profile's evidence chooses
+    (winclip.inspection.precision_check.resolve); otherwise auto on the CPU is the fp32 reference."""
     from ..backbones.openclip import RandomWeightsWarning
     from ..model import banner, build_model
 
+    spec = request.spec(profile)
+    if by_evidence and profile is not None:
+        from ..inspection.precision_check import resolve
+
+        spec = resolve(profile, spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
-        model = build_model(request.spec(profile), options, batch_size=request.batch_size, prompts=prompts)
+        model = build_model(spec, options, batch_size=request.batch_size, prompts=prompts)
     print(banner(model), file=sys.stderr)
     return model
 

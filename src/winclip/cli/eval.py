@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--baseline", choices=BASELINE_CHOICES, help="a baseline instead of WinCLIP (Table 8, supplement)")
     add_model_options(p)
     add_ray_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, precision="fp32")  # the reproduction: other precisions by --precision
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,14 +84,13 @@ def predict(request: PredictRequest) -> int:
         from .cluster import predict_on_ray
 
         return predict_on_ray(request, request.ray, found)
-    if request.profile:
-        profile = Profile.load(request.profile)
-        model = load_model(request.model, profile.options, profile=profile)
+    if request.profile:  # thresholds first: evidence measured at other thresholds does not choose the path
+        profile = request.thresholds_on(Profile.load(request.profile))
+        model = load_model(request.model, profile.options, profile=profile, by_evidence=True)
     else:
         good = image_paths(request.good, "--good")
         model = load_model(request.model, MethodOptions(resize=request.resize))
-        profile = Profile.create(model, request.object, good, roi=request.roi)
-    profile = request.thresholds_on(profile)
+        profile = request.thresholds_on(Profile.create(model, request.object, good, roi=request.roi))
     inspector = Inspector(profile, model, min_area=request.min_area)
     print_banner(request, profile, found)
     try:

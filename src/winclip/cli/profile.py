@@ -10,11 +10,16 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..method.prompts import PROMPT_SETS
 from ..options import RESIZE_MODES, MethodOptions
 from .common import HelpFormatter, add_command, add_model_options, image_paths, load_model
 from .requests import AddGoodRequest, CalibrateRequest, CreateRequest
+
+if TYPE_CHECKING:
+    from ..inspection.profile import Profile
+    from ..model import WinCLIP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     k.add_argument("--bad", nargs="*", default=[], metavar="IMAGE", help="held-out defective photos (recall and F1)")
     k.add_argument("--target-fpr", type=float, default=0.01, help="false-alarm rate on good parts")
     k.add_argument("--review-fpr", type=float, help="a second, lower threshold for a 'review' band at this rate")
+    k.add_argument(
+        "--precision-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then score the same photos with each faster path this machine offers and store the evidence",
+    )
     add_model_options(k, profile_defaults=True)
     k.set_defaults(func=lambda args: calibrate(CalibrateRequest.of(args)))
 
@@ -95,7 +106,33 @@ def calibrate(request: CalibrateRequest) -> int:
     profile.save(request.profile, overwrite=True)
     assert profile.calibration is not None
     print(profile.calibration.report())
+    if request.precision_check:
+        profile = precision_evidence(request, profile, model)
     return 0
+
+
+def precision_evidence(request: CalibrateRequest, profile: Profile, model: WinCLIP) -> Profile:
+    """After calibrating in fp32: the evidence of each faster path on the same held-out photos, stored."""
+    import dataclasses
+
+    from ..backbones.precision import offered_paths
+    from ..inspection.precision_check import check_precision, decide
+
+    paths = offered_paths()
+    if model.backbone.precision != "fp32" or model.backbone.runtime != "torch" or not paths:
+        why = "calibrated outside PyTorch fp32" if paths else "this machine offers no faster path"
+        print(f"precision check skipped: {why}; auto runs fp32 with this profile", file=sys.stderr)
+        return profile
+    from ..backbones.openclip import RandomWeightsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner said it
+        evidence = check_precision(profile, request.model.spec(profile), paths=paths, log=sys.stderr)
+    profile = dataclasses.replace(profile, evidence=evidence)
+    profile.save(request.profile, overwrite=True)
+    print(evidence.table())
+    print(f"precision auto: {decide(profile).reason}")
+    return profile
 
 
 def add_good(request: AddGoodRequest) -> int:

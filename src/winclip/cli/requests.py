@@ -244,12 +244,28 @@ class CalibrateRequest:
     target_fpr: float
     review_fpr: float | None
     model: ModelRequest
+    precision_check: bool = True  # then measure the faster paths on the same photos (winclip precision check)
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> CalibrateRequest:
         return cls(
-            args.profile, tuple(args.good), tuple(args.bad), args.target_fpr, args.review_fpr, ModelRequest.of(args)
-        )
+            args.profile, tuple(args.good), tuple(args.bad), args.target_fpr, args.review_fpr, ModelRequest.of(args),
+            args.precision_check,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PrecisionCheckRequest:
+    """`winclip precision check`: the profile, the photos to measure on (none = its own) and the paths."""
+
+    profile: str
+    images: tuple[str, ...]
+    paths: tuple[str, ...]
+    model: ModelRequest
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> PrecisionCheckRequest:
+        return cls(args.profile, tuple(args.images), tuple(args.paths or ()), ModelRequest.of(args))
 
 
 @dataclass(frozen=True)
@@ -273,10 +289,11 @@ class ExportRequest:
     out: str
     scales: tuple[int, ...]
     model: ModelRequest
+    calibration: tuple[str, ...] = ()  # good photos for --precision int8
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ExportRequest:
-        return cls(args.format, args.out, tuple(args.scales), ModelRequest.of(args))
+        return cls(args.format, args.out, tuple(args.scales), ModelRequest.of(args), tuple(args.calibration))
 
 
 KEY_ENV = "WINCLIP_API_KEY"

@@ -55,9 +55,10 @@ OUTPUT_TREES = ("overlays", "masks", "maps")
 MANIFEST = ".winclip-written"  # every file the writer made, one relative path a line
 CSV_COLUMNS = (
     "path", "score", "threshold", "label", "confidence", "n_regions", "regions",
-    "model_score", "zero_shot", "width", "height", "overlay", "mask", "map",
+    "model_score", "zero_shot", "width", "height", "overlay", "mask", "map", "precision",
 )  # fmt: skip
-RESUME_KEYS = ("profile_digest", "min_area", "save_maps")  # header fields a resumed run must share
+# header fields a resumed run must share (one absent from an older run's header is not compared)
+RESUME_KEYS = ("profile_digest", "min_area", "save_maps", "precision")
 
 
 class OutputExistsError(FileExistsError, ValueError):
@@ -158,7 +159,7 @@ def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
+def render(item: InputImage, r: Inspection, save_maps: bool, precision: str = "") -> Outcome:
     """The record of one inspected image and its overlay, mask (and float map) as file bytes."""
     paths = {
         "overlay": f"overlays/{item.rel}.png",
@@ -184,6 +185,7 @@ def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
         "width": int(r.map.shape[1]),
         "height": int(r.map.shape[0]),
         **paths,
+        "precision": precision,  # the path that scored it (runtime-precision)
     }
     return Outcome(item, record, files)
 
@@ -220,7 +222,10 @@ def inspect_items(
                 yield Outcome(item, error=problem)
                 continue
             r = next(results)
-            yield Outcome(item, error=r.error.reason) if r.error is not None else render(item, r, save_maps)
+            if r.error is not None:
+                yield Outcome(item, error=r.error.reason)
+            else:
+                yield render(item, r, save_maps, inspector.path)
 
 
 # -- the writer ---------------------------------------------------------------------------
@@ -247,6 +252,8 @@ def header_record(inspector: Inspector, profile_path: str | None, save_maps: boo
         "confidence_scale": p.confidence_scale,
         "min_area": inspector.min_area,
         "save_maps": save_maps,
+        "precision": inspector.path,
+        "precision_reason": inspector.model.backbone.precision_reason,
     }
 
 
@@ -351,7 +358,7 @@ class ResultWriter:
         self._base = header["cwd"]
         if resume and jsonl.exists():
             old, self.done = read_records(jsonl)
-            changed = [k for k in RESUME_KEYS if old and old[k] != header[k]]
+            changed = [k for k in RESUME_KEYS if old and old.get(k, header[k]) != header[k]]
             if changed:
                 raise ValueError(
                     f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"

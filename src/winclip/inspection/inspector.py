@@ -85,6 +85,11 @@ class Inspector:
         self.model = profile.bind(model)
         self.min_area = int(min_area)
 
+    @property
+    def path(self) -> str:
+        """The path that scores: runtime and precision, e.g. torch-fp32 or openvino-int8 (results say it)."""
+        return f"{self.model.backbone.runtime}-{self.model.backbone.precision}"
+
     def iter_inspect(
         self, images: Sequence[ImageInput], *, batch_size: int | None = None, progress: bool = False
     ) -> Iterator[Inspection]:

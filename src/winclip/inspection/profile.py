@@ -15,7 +15,9 @@ one encodes nothing:
   reference image), `reference_names`, `reference_hashes` (sha256 of the file, or of the
   decoded RGB pixels for in-memory images);
 - decision: `roi` (bool `(H, W)` or None), `threshold`, `review_threshold` (None = no review
-  band), `confidence_scale`, `calibration` (a `Calibration` or None); `version` of winclip.
+  band), `confidence_scale`, `calibration` (a `Calibration` or None); `version` of winclip;
+- `evidence`: what `winclip precision check` measured of the faster paths on these weights and
+  photos (winclip.inspection.evidence; None = none, auto runs fp32).
 
 API (every method that changes a profile returns a new one):
 
@@ -60,6 +62,7 @@ from ..options import MethodOptions
 from .calibration import Calibration, CalibrationImage, calibrate, check_rates, robust_scale
 from .checks import ProfileFormatError, check_decision, check_profile
 from .decisions import DEFAULT_CONFIDENCE_SCALE, DEFAULT_THRESHOLD, apply_roi
+from .evidence import Evidence
 from .references import References, image_digest, roi_array
 from .store import FORMAT, FORMAT_VERSION, ROI_FILE, read_folder, write_folder
 
@@ -98,6 +101,7 @@ class Profile:
     review_threshold: float | None = None
     confidence_scale: float = DEFAULT_CONFIDENCE_SCALE
     calibration: Calibration | None = None
+    evidence: Evidence | None = None
     version: str = __version__
     created: str = ""
 
@@ -317,6 +321,7 @@ class Profile:
             "review_threshold": self.review_threshold,
             "confidence_scale": self.confidence_scale,
             "calibration": None if self.calibration is None else dataclasses.asdict(self.calibration),
+            "evidence": None if self.evidence is None else self.evidence.to_json(),
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -364,6 +369,7 @@ class Profile:
             review_threshold=meta["review_threshold"],
             confidence_scale=float(meta["confidence_scale"]),
             calibration=cal,
+            evidence=None if meta.get("evidence") is None else Evidence.from_json(meta["evidence"]),
             version=meta["version"],
             created=meta["created"],
         )
@@ -413,5 +419,6 @@ class Profile:
             f"threshold: {self.threshold:.6f}{review}; confidence scale {self.confidence_scale:.6g}",
             f"made with winclip {self.version} on {self.created or 'unknown date'}; digest {self.digest()}",
             self.calibration.report() if self.calibration else "calibration: none (run `winclip profile calibrate`)",
+            self.evidence.table() if self.evidence else "precision evidence: none (auto runs fp32)",
         ]
         return "\n".join(lines)

@@ -82,6 +82,8 @@ class ProfileOut(BaseModel):
     revision: int  # increases with every change through any replica; the PATCH's If-Match / the ETag
     created: str
     version: str
+    precision: str  # the path the station scores it through (runtime-precision), e.g. torch-fp32
+    precision_evidence: str  # what the profile's evidence says of that path, in words
 
     @classmethod
     def of(cls, served: Served) -> ProfileOut:
@@ -132,6 +134,8 @@ class ProfileOut(BaseModel):
             revision=served.revision,
             created=p.created,
             version=p.version,
+            precision=served.inspector.path,
+            precision_evidence=served.evidence,
         )
 
 

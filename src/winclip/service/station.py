@@ -45,6 +45,7 @@ from PIL import Image
 from ..backbones.openclip import RandomWeightsWarning
 from ..images import IMAGE_FORMATS
 from ..inspection.inspector import Inspection, Inspector
+from ..inspection.precision_check import evidence_note, shared_spec
 from ..inspection.profile import Profile
 from ..inspection.references import References
 from ..inspection.store import PROFILE_JSON
@@ -160,12 +161,14 @@ class Served:
     inspector: Inspector
     digest: str
     revision: int
+    evidence: str = ""  # what the profile's precision evidence says of the path the station scores it through
 
     @classmethod
     def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int, revision: int) -> Served:
         """Bind `profile` to its own configuration of `model`'s backbone."""
         inspector = Inspector(profile, model, min_area=min_area)
-        return cls(name, profile, folder, inspector, profile.digest(), revision)
+        note = evidence_note(profile, inspector.path)
+        return cls(name, profile, folder, inspector, profile.digest(), revision, note)
 
     def reference_file(self, index: int) -> Path | None:
         """Reference image `index` when the service saved it inside the profile folder with an image
@@ -208,14 +211,16 @@ class Station:
 
     def load(self) -> dict[str, int]:
         """Build the model (banner and random-weights warning to the log), load and warm every profile."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        folders = [p for p in sorted(self.folder.iterdir()) if (p / PROFILE_JSON).is_file()]
+        folders = [p for p in folders if not p.name.startswith(".")]  # hidden: a save in progress or killed
+        self.spec = shared_spec(folders, self.spec)  # auto: the path their evidence agrees on
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
             self.base = build_model(self.spec, batch_size=self.batch_size)
         print(banner(self.base), file=self.log)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for folder in sorted(p for p in self.folder.iterdir() if (p / PROFILE_JSON).is_file()):
-            if not folder.name.startswith("."):  # hidden: a save in progress or killed (profile_store)
-                self._load_one(folder)
+        for folder in folders:
+            self._load_one(folder)
         return {"profiles": len(self.profiles), "refused": len(self.refused)}
 
     def _load_one(self, folder: Path) -> None:
