@@ -1,25 +1,34 @@
-"""Speed, memory and fidelity of WinCLIP+ (few-shot) and WinCLIP (zero-shot): prints tables.
+"""Speed, memory and fidelity of WinCLIP+ (few-shot) and WinCLIP (zero-shot) on every path: prints tables.
 
-    python benchmarks/speed.py                                  # CPU: auto vs the fp32 baseline, + ORT / OpenVINO
-    python benchmarks/speed.py --precision fp32 auto --batch 1  # fp32 and auto rows (+ OpenVINO bf16 where auto = bf16)
-    python benchmarks/speed.py --device cuda --precision auto bf16 fp16 --batch 1 64
+    python benchmarks/speed.py                                  # CPU: every path this machine offers, batch 1 and 8
+    python benchmarks/speed.py --precision fp32 --runtimes --batch 8   # the baseline and the fused fp32 path only
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/speed.py                              # the same, capped to AVX2 (see the CPU line)
+    python benchmarks/speed.py --device cuda --precision fp32 bf16 fp16 --batch 1 64
     python benchmarks/speed.py --batch 1 --fidelity-images 0 --profile-batch 1   # + top operators
 
 Random weights (speed does not depend on them); preprocessed input at the backbone's size;
 scoring and upsampling included. The baseline is the fp32 forward through open_clip's own
-modules (`Backbone.unfused()`), timed interleaved with the fast path and the exported
-runtimes (ONNX Runtime, OpenVINO: the same weights exported by `winclip export` into a
-temporary folder) in this same process, so the ratio holds on a noisy shared machine.
-Fidelity: each path against the fp32 baseline on textured synthetic images, 1-shot: Spearman
-of image scores and the largest map difference relative to the map's maximum
-(benchmarks/precision.py measures it on 64 images).
+modules (`Backbone.unfused()`). Every other path is timed interleaved with it in this same
+process, several rounds, medians, so the ratios hold on a noisy shared machine: the fused fp32
+path (its products through the kernels measured fastest on this CPU, winclip.backbones.kernels),
+the fused path with every product on oneDNN (the choice before that measurement), the fused
+path at each other --precision, and the exported runtimes (the same weights exported by
+`winclip export` into a temporary folder): ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16
+(native bf16 only) and OpenVINO int8 (NNCF, calibrated on textured "good" images, or
+--int8-export). Fidelity: each path against the baseline on textured images, 1-shot: Spearman
+of image scores and the largest map difference relative to the map's maximum (the evidence
+proper is per profile, `winclip precision check`; benchmarks/precision.py measures 64 images).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
+import os
 import resource
+import statistics
 import tempfile
 import time
 import warnings
@@ -34,9 +43,10 @@ from scipy.stats import spearmanr
 
 import winclip
 from winclip.backbones.export import export_backbone
-from winclip.backbones.openclip import PRECISIONS
-from winclip.backbones.precision import cpu_summary, resolve_precision
-from winclip.backbones.tower import linear
+from winclip.backbones.kernels import MEASURE_ROWS, KernelChoice, fastest, time_candidates
+from winclip.backbones.precision import cpu_summary, native_bf16, resolve_precision
+from winclip.backbones.quantize import quantize_export
+from winclip.backbones.tower import Matmuls, VisionTower, tower_products
 from winclip.options import PRECISION_CHOICES
 
 TINY = str(Path(__file__).resolve().parent.parent / "tests" / "tiny-vit.json")
@@ -145,36 +155,70 @@ class Contender:
     model: winclip.WinCLIP
 
 
+def all_onednn(model: winclip.WinCLIP) -> winclip.WinCLIP:
+    """The same weights through the fused path with every fp32 product on oneDNN (the choice before issue 23)."""
+    backbone = copy.copy(model.backbone)
+    backbone.tower = VisionTower(backbone.clip.visual)
+    products = tower_products(backbone.clip.visual)
+    backbone.tower.matmuls = Matmuls(
+        kernels=KernelChoice({p.key: "onednn-gelu" if p.gelu else "onednn" for p in products}, "forced")
+    )
+    return winclip.WinCLIP(backbone).set_prototypes(*model.prototypes_)
+
+
+def int8_export(args: argparse.Namespace, fast32: winclip.WinCLIP, folder: Path) -> Path:
+    """--int8-export, or the fp32 OpenVINO export quantized by NNCF on textured "good" images."""
+    if args.int8_export:
+        return Path(args.int8_export)
+    export_backbone(fast32.backbone, folder / "openvino", "openvino")
+    rng = np.random.default_rng(1)
+    size = fast32.info.image_size
+    good = [fast32.backbone.preprocess(textured(rng, *size)) for _ in range(args.calibration_images)]
+    start = time.perf_counter()
+    quantize_export(folder / "openvino", folder / "int8", good)
+    print(f"int8: NNCF on {len(good)} textured images, {time.perf_counter() - start:.0f} s", flush=True)
+    return folder / "int8"
+
+
 def contenders(args: argparse.Namespace, fast32: winclip.WinCLIP, export_dir: Path) -> list[Contender]:
-    """The baseline, the fused path at each --precision, and each --runtimes export (fp32; OpenVINO also bf16)."""
+    """The baseline, the fused paths, and each --runtimes export at each precision it runs here."""
     base = winclip.WinCLIP(fast32.backbone.unfused())  # the same weights through open_clip's own modules
     rows = [Contender("baseline", "fp32", base.set_prototypes(*fast32.prototypes_))]
-    resolved = {p: resolve_precision(p, base.device, base.info.name).value for p in args.precision}
-    for precision in dict.fromkeys(resolved.values()):  # each distinct precision timed once
-        model = fast32 if precision == "fp32" else build(args.backbone, args.device, precision)
-        auto = resolved.get("auto") == precision
-        rows.append(Contender("fused", f"auto={precision}" if auto else precision, model))
+    rows.append(Contender("fused", "fp32", fast32))
+    cpu = fast32.device.type == "cpu"
+    if cpu and args.onednn_row:
+        rows.append(Contender("fused-onednn", "fp32", all_onednn(fast32)))
+    resolved = {resolve_precision(p, base.device).value for p in args.precision} - {"fp32"}
+    for precision in sorted(resolved):
+        rows.append(Contender("fused", precision, build(args.backbone, args.device, precision)))
     if args.runtimes:
-        export_backbone(fast32.backbone, export_dir, "onnx")
+        export_backbone(fast32.backbone, export_dir / "onnx", "onnx")
     for runtime in args.runtimes:
-        precisions = ["fp32"] + (["bf16"] if runtime == "openvino" and "bf16" in resolved.values() else [])
+        precisions = ["fp32"] + (["bf16"] if runtime == "openvino" and (native_bf16() or "bf16" in resolved) else [])
         for precision in precisions:
-            model = build(args.backbone, "cpu", precision, runtime=runtime, export_dir=str(export_dir))
+            model = build(args.backbone, "cpu", precision, runtime=runtime, export_dir=str(export_dir / "onnx"))
             rows.append(Contender(runtime, precision, model))
+        if runtime == "openvino" and args.int8 and importlib.util.find_spec("nncf"):
+            folder = str(int8_export(args, fast32, export_dir))
+            model = build(args.backbone, "cpu", "int8", runtime=runtime, export_dir=folder)
+            rows.append(Contender(runtime, "int8", model))
     return rows
 
 
 def speed_table(args: argparse.Namespace, export_dir: Path) -> winclip.WinCLIP:
-    """Time the baseline and each precision's fast path and runtime, interleaved; returns the first fast model."""
+    """Time the baseline and every path, interleaved; returns the fused fp32 model."""
     rng = np.random.default_rng(0)
     fast32 = build(args.backbone, args.device, "fp32")
     size = fast32.info.image_size
     print(cpu_summary())
+    print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start")
     print(f"backbone {args.backbone}, device {fast32.device}" + (
         f" ({torch.cuda.get_device_name(fast32.device)})" if fast32.device.type == "cuda" else ""
     ))  # fmt: skip
     tower = fast32.backbone.tower
-    print(f"fast path: {'fused' if tower.fused else 'fallback: ' + str(tower.fallback_reason)}")
+    kernels = tower.matmuls.kernels
+    print(f"fast path: {'fused' if tower.fused else 'fallback: ' + str(tower.fallback_reason)}; "
+          f"{kernels.summary() if kernels else 'products: ATen'}")  # fmt: skip
     rows = contenders(args, fast32, export_dir)
     base = rows[0].model
     images = [textured(rng, *size) for _ in range(args.fidelity_images)]
@@ -188,36 +232,40 @@ def speed_table(args: argparse.Namespace, export_dir: Path) -> winclip.WinCLIP:
     shot_sets = {k: torch.randn(k, 3, *size) for k in args.shots if k}
     inputs = {b: torch.randn(b, 3, *size) for b in args.batch}
     print(
-        f"\n{'device':>6} {'path':>11} {'prec':>9} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
-        f"{'+peak MB':>8} {'ratio':>6} {'spearman':>9} {'max rel map':>11}",
+        f"\n{'device':>6} {'path':>12} {'prec':>5} {'batch':>5} {'shots':>5} {'img/s':>8} {'ms/img':>9} "
+        f"{'+peak MB':>8} {'ratio':>6} {'x fused':>7} {'spearman':>9} {'max rel map':>11}",
         flush=True,
     )
     for shots in args.shots:
         for row in rows:
             row.model.fit(shot_sets.get(shots))
         for batch in args.batch:
-            best = time_interleaved([row.model for row in rows], inputs[batch], args.repeats)
+            timed = time_interleaved([row.model for row in rows], inputs[batch], args.repeats)
             for i, row in enumerate(rows):
-                sec, mb = best[i]
+                sec, mb = timed[i]
                 rho, rel = fid.get(i, (1.0, 0.0))
                 print(
-                    f"{row.model.device.type:>6} {row.path:>11} {row.prec:>9} {batch:>5} {shots:>5} {1 / sec:8.3f} "
-                    f"{1000 * sec:9.1f} {mb:8.0f} {best[0][0] / sec:6.2f} {rho:9.4f} {rel:11.2e}",
+                    f"{row.model.device.type:>6} {row.path:>12} {row.prec:>5} {batch:>5} {shots:>5} {1 / sec:8.3f} "
+                    f"{1000 * sec:9.1f} {mb:8.0f} {timed[0][0] / sec:6.2f} {timed[1][0] / sec:7.2f} {rho:9.4f} "
+                    f"{rel:11.2e}",
                     flush=True,
                 )
-    return rows[1].model
+    print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    return fast32
 
 
 def time_interleaved(models: list[winclip.WinCLIP], x: torch.Tensor, repeats: int) -> list[tuple[float, float]]:
-    """Best (seconds per image, +peak MB) of each model over `repeats` rounds, the models taking turns."""
+    """Median seconds per image and largest +peak MB of each model over `repeats` rounds, the models taking turns."""
     for model in models:
         time_predict(model, x[:1])  # warm-up (plans, kernels, compiled runtimes)
-    best = [(float("inf"), 0.0)] * len(models)
+    seconds: list[list[float]] = [[] for _ in models]
+    peaks = [0.0] * len(models)
     for _ in range(repeats):  # interleaved, so every path sees the same machine load
         for i, model in enumerate(models):
             sec, mb = time_predict(model, x)
-            best[i] = min(best[i], (sec, mb))
-    return best
+            seconds[i].append(sec)
+            peaks[i] = max(peaks[i], mb)
+    return [(statistics.median(s), mb) for s, mb in zip(seconds, peaks, strict=True)]
 
 
 def nn_table(model: winclip.WinCLIP, shots: list[int], repeats: int) -> None:
@@ -268,26 +316,18 @@ def op_profile(model: winclip.WinCLIP, batch: int, rows: int = 12) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
 
 
-def gemm_table(device: torch.device, dtypes: list[str]) -> None:
-    """GFLOP/s of one MLP-sized matrix product (2896 tokens = one image, 896 → 3584) per dtype."""
-    m, k, n = 2896, 896, 3584
-    print(f"\nmatrix product {m}x{k} @ {k}x{n} (one image's tokens through c_fc), GFLOP/s:")
-    print(f"{'dtype':>5} {'F.linear':>9} {'winclip linear':>15}")
-    for name in dtypes:
-        dtype = PRECISIONS[name]
-        x, w, b = (torch.randn(*shape, device=device).to(dtype) for shape in ((m, k), (n, k), (n,)))
-        rates = []
-        for fn in (torch.nn.functional.linear, linear):
-            fn(x, w, b)
-            best = float("inf")
-            for _ in range(3):
-                synchronize(device)
-                start = time.perf_counter()
-                fn(x, w, b)
-                synchronize(device)
-                best = min(best, time.perf_counter() - start)
-            rates.append(2 * m * k * n / best / 1e9)
-        print(f"{name:>5} {rates[0]:9.1f} {rates[1]:15.1f}", flush=True)
+def gemm_table(device: torch.device, backbone: winclip.WinCLIP) -> None:
+    """GFLOP/s of each candidate kernel at each of the tower's fp32 products (2048 rows), and the one chosen."""
+    if device.type != "cpu":
+        return
+    print(f"\nfp32 products of the tower, {MEASURE_ROWS} rows, GFLOP/s per kernel (medians, interleaved):")
+    print(f"{'product':>14} {'aten':>8} {'onednn':>8} {'onednn-gelu':>12}  chosen")
+    for product in tower_products(backbone.clip.visual):
+        seconds = time_candidates(product)
+        rate = {k: 2 * MEASURE_ROWS * product.k * product.n / statistics.median(v) / 1e9 for k, v in seconds.items()}
+        cells = [f"{rate[k]:8.1f}" if k in rate else f"{'-':>8}" for k in ("aten", "onednn")]
+        gelu = f"{rate['onednn-gelu']:12.1f}" if "onednn-gelu" in rate else f"{'-':>12}"
+        print(f"{product.key:>14} {' '.join(cells)} {gelu}  {fastest(seconds)}", flush=True)
 
 
 def memory_check(backbone: str, device: str, counts: list[int], batch: int, size: int) -> None:
@@ -315,7 +355,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=winclip.DEFAULT_BACKBONE)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISION_CHOICES)
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=[c for c in PRECISION_CHOICES if c != "int8"],
+        help="fused PyTorch precisions (bf16 on the CPU only where native unless named alone)",
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--shots", type=int, nargs="+", default=[1])
     parser.add_argument(
@@ -325,22 +371,28 @@ def main() -> None:
         choices=RUNTIMES,
         help="exported runtimes to time beside PyTorch (default: those installed)",
     )
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are printed")
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip OpenVINO int8")
+    parser.add_argument("--int8-export", metavar="DIR", help="an int8 export to time (default: quantized here)")
+    parser.add_argument("--calibration-images", type=int, default=16, help="textured images NNCF calibrates on")
+    parser.add_argument("--no-onednn-row", dest="onednn_row", action="store_false", help="skip the all-oneDNN row")
     parser.add_argument("--fidelity-images", type=int, default=8, help="textured images for fidelity (0: skip)")
     parser.add_argument("--nn-shots", type=int, nargs="*", default=[1, 8, 64], help="K for the search timing")
     parser.add_argument("--memory-images", type=int, nargs="*", default=[16, 64], help="image counts, streaming")
     parser.add_argument("--memory-backbone", default=TINY, help="(default: the tiny test ViT)")
     parser.add_argument("--memory-size", type=int, default=512, help="side of the streamed images")
-    parser.add_argument("--no-gemm", dest="gemm", action="store_false", help="skip the matrix-product rates")
+    parser.add_argument("--no-gemm", dest="gemm", action="store_false", help="skip the per-kernel product rates")
     parser.add_argument("--profile-batch", type=int, default=0, help="print the profiler's top operators (0: skip)")
     args = parser.parse_args()
 
-    if args.gemm:
-        gemm_table(torch.device(args.device), ["fp32", "bf16"] + (["fp16"] if args.device != "cpu" else []))
     if args.device != "cpu":
         args.runtimes = []  # the exported runtimes run on the CPU
+    elif not native_bf16() and args.precision != ["bf16"]:
+        args.precision = [p for p in args.precision if p != "bf16"]  # emulated bf16: many times slower, not a path
     with tempfile.TemporaryDirectory(prefix="winclip-speed-") as tmp:
-        fast = speed_table(args, Path(tmp) / "export")
+        fast = speed_table(args, Path(tmp))
+    if args.gemm:
+        gemm_table(torch.device(args.device), fast)
     if args.profile_batch:
         op_profile(fast, args.profile_batch)
     if args.nn_shots:

@@ -105,9 +105,11 @@ class Evidence:
         _need(_number(data.get("threshold")) and _count(data.get("images")), "evidence threshold/images malformed")
         _need(isinstance(data.get("cpu"), Mapping) and isinstance(data.get("libraries"), Mapping), "evidence.cpu")
         ref = data.get("reference")
-        _need(isinstance(ref, Mapping) and _number(ref.get("ms_per_image")), "evidence.reference lacks ms_per_image")
+        if not isinstance(ref, Mapping) or not _number(ref.get("ms_per_image")):
+            raise ValueError("evidence.reference lacks ms_per_image")
         rows = data.get("paths")
-        _need(isinstance(rows, list), "evidence.paths must be a list")
+        if not isinstance(rows, list):
+            raise ValueError("evidence.paths must be a list")
         return cls(
             weights_id=data["weights_id"],
             profile_key=data["profile_key"],

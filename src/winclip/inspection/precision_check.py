@@ -21,10 +21,11 @@ import importlib.util
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -146,6 +147,7 @@ def score(model: WinCLIP, profile: Profile, photos: Photos) -> Scored:
     for r in results:
         if r.error is not None:
             raise ValueError(f"{r.source}: {r.error.reason}")
+        assert r.score is not None and r.map is not None
         s, m = apply_roi(float(r.score), r.map.numpy(), profile.roi)
         scores.append(s)
         maps.append(m)
@@ -179,7 +181,7 @@ def _weights_tag(profile: Profile) -> str:
     return f"{kind}-{value.replace('=', '')[:16]}-scales{''.join(map(str, sorted(profile.options.scales)))}"
 
 
-def _export_folder(name: str, make) -> Path:
+def _export_folder(name: str, make: Callable[[Path], object]) -> Path:
     """A cached export folder, made by `make(tmp)` into a temporary sibling and renamed into place."""
     from ..backbones.runtime import read_export
 
@@ -232,7 +234,7 @@ def check_precision(
     *,
     images: Sequence[str] | None = None,
     paths: Sequence[RunPath] | None = None,
-    log=None,
+    log: TextIO | None = None,
 ) -> Evidence:
     """Score photos of the part in fp32 and in each path (default: those this machine offers); the evidence."""
     photos = photos_for(profile, images)
@@ -250,9 +252,13 @@ def check_precision(
         if folder is not None:
             meta = json.loads((folder / "export.json").read_text())
             export = {"folder": str(folder), "sha256": meta["files"][meta["model_file"]]["sha256"]}
-        figures = compare(base, got, profile.threshold, profile.review_threshold)
+        f = compare(base, got, profile.threshold, profile.review_threshold)
         ms = 1000 * got.seconds / len(photos.paths)
-        rows.append(PathEvidence(path.name, ms_per_image=ms, export=export, **figures))
+        rows.append(
+            PathEvidence(
+                path.name, f["spearman"], int(f["flips"]), f["score_margin"], f["score_diff"], f["map_rel"], ms, export
+            )
+        )
         del model
     return Evidence(
         weights_id=profile.weights_id,
@@ -317,8 +323,8 @@ def resolve(profile: Profile, spec: ModelSpec) -> ModelSpec:
         if explicit:  # the export asked for, in fp32
             return dataclasses.replace(spec, precision="fp32", precision_reason=decision.reason)
         return path_spec(spec, REFERENCE, None, decision.reason)
-    folder = spec.export_dir or decision.export_dir
-    return path_spec(spec, decision.path, None if folder is None else Path(folder), decision.reason)
+    chosen = spec.export_dir or decision.export_dir
+    return path_spec(spec, decision.path, None if chosen is None else Path(chosen), decision.reason)
 
 
 def evidence_note(profile: Profile, path: str) -> str:
@@ -347,9 +353,9 @@ def shared_spec(folders: Sequence[Path], spec: ModelSpec) -> ModelSpec:
     decisions = [decide(p, explicit, spec.export_dir) for p in profiles]
     chosen = {(d.path, spec.export_dir or d.export_dir) for d in decisions}
     if len(chosen) == 1 and decisions[0].path != REFERENCE:
-        (path, folder), first = chosen.pop(), decisions[0]
+        (path, where), first = chosen.pop(), decisions[0]
         reason = f"auto: {path.name} for all {len(decisions)} profile(s); {first.reason.removeprefix('auto: ')}"
-        return path_spec(spec, path, None if folder is None else Path(folder), reason)
+        return path_spec(spec, path, None if where is None else Path(where), reason)
     why = "no profiles" if not decisions else "the profiles' evidence does not agree on a faster path"
     reason = f"auto: fp32, {why}"
     return dataclasses.replace(spec, precision="fp32", precision_reason=reason)
