@@ -13,9 +13,12 @@ precision int8); it is offered only by evidence (winclip.inspection.evidence), n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -42,12 +45,22 @@ def _quantize_graph(xml: Path, out: Path, data: list, keep_float: Sequence[str])
     """Quantize one OpenVINO graph; returns how many operations NNCF kept in floating point by `keep_float`."""
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
 
     model = ov.Core().read_model(str(xml))
     ignored = nncf.IgnoredScope(patterns=list(keep_float), validate=False) if keep_float else None
     smooth = AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)
-    quantized = nncf.quantize(
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: beside the other progress, not in results
+        quantized = _run_nncf(model, data, ignored, smooth)
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return sum(1 for op in model.get_ops() if any(re.search(p, op.get_friendly_name()) for p in keep_float))
+
+
+def _run_nncf(model: object, data: list, ignored: object, smooth: object) -> object:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    return nncf.quantize(
         model,
         nncf.Dataset(data),
         model_type=nncf.ModelType.TRANSFORMER,
@@ -57,8 +70,6 @@ def _quantize_graph(xml: Path, out: Path, data: list, keep_float: Sequence[str])
         ignored_scope=ignored,
         advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=smooth),
     )
-    ov.save_model(quantized, str(out), compress_to_fp16=False)
-    return sum(1 for op in model.get_ops() if any(p in op.get_friendly_name() for p in keep_float))
 
 
 def quantize_export(
