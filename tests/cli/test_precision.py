@@ -51,7 +51,7 @@ def test_precision_check_stores_the_evidence_and_predict_says_which_path(made, t
     evidence = Profile.load(made).evidence
     assert evidence is not None and [p.path for p in evidence.paths] == ["torch-bf16"]
     assert evidence.source == "leave-one-out" and evidence.images == 3
-    assert "torch-bf16" in out and "precision auto: auto:" in out and "3 photo(s) (leave-one-out)" in out
+    assert "torch-bf16" in out and "precision auto: " in out and "3 photo(s) (leave-one-out)" in out
     assert main(["precision", "check", "--profile", str(made), "--paths", "torch-bf16", "--images",
                  str(tmp_path / "photos")]) == 0  # fmt: skip
     assert Profile.load(made).evidence.source == "images" and Profile.load(made).evidence.images == 4

@@ -85,6 +85,7 @@ def test_paths_that_miss_or_are_slower_than_fp32_leave_fp32():
     d = decide(evidence(row("torch-bf16", 400, flips=2), row("openvino-int8", 1500)))
     assert d.path.name == "torch-fp32"
     assert d.reason.startswith("auto: fp32, no faster path's evidence holds (torch-bf16: Spearman 0.9995, 2 label")
+    assert d.reason.endswith("; openvino-int8 holds but ran at 0.67x fp32's speed)")
 
 
 def test_json_round_trip_and_one_line_errors():

@@ -67,5 +67,5 @@ def check(request: PrecisionCheckRequest) -> int:
     profile = dataclasses.replace(profile, evidence=evidence)
     profile.save(request.profile, overwrite=True)
     print(evidence.table())
-    print(f"precision auto: {decide(profile).reason}")
+    print(f"precision {decide(profile).reason}")
     return 0

@@ -131,7 +131,7 @@ def precision_evidence(request: CalibrateRequest, profile: Profile, model: WinCL
     profile = dataclasses.replace(profile, evidence=evidence)
     profile.save(request.profile, overwrite=True)
     print(evidence.table())
-    print(f"precision auto: {decide(profile).reason}")
+    print(f"precision {decide(profile).reason}")
     return profile
 
 

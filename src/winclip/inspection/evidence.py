@@ -229,5 +229,7 @@ def choose(
         blocked.append(f"{row.path}: {why}")
     if blocked:
         return fallback("no path that holds can run here (" + "; ".join(blocked) + ")")
-    missed = [f"{p.path}: {p.figures()}" for p in evidence.paths if not p.holds]
-    return fallback("no faster path's evidence holds" + (f" ({'; '.join(missed)})" if missed else ""))
+    why = [f"{p.path}: {p.figures()}" for p in evidence.paths if not p.holds]
+    ref = evidence.reference_ms_per_image
+    why += [f"{p.path} holds but ran at {ref / p.ms_per_image:.2f}x fp32's speed" for p in held[len(faster) :]]
+    return fallback("no faster path's evidence holds" + (f" ({'; '.join(why)})" if why else ""))
