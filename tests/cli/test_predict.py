@@ -43,8 +43,10 @@ def test_profile_create_calibrate_add_good_show_then_predict(tmp_path, photos, c
     assert "references: 2 image(s)" in capsys.readouterr().out
     assert main(["profile", "create", "--object", "widget", "--out", str(prof), *TINY_MODEL]) == 2
     assert "already exists" in capsys.readouterr().err
+    # (the precision check calibrate runs by default is tested in tests/cli/test_precision.py)
     assert main(["profile", "calibrate", str(prof), "--good", str(photos["holdout"]), "--bad", str(photos["bad"]),
-                 "--target-fpr", "0.2", "--review-fpr", "0.6", "--backbone", TINY]) == 0  # fmt: skip
+                 "--target-fpr", "0.2", "--review-fpr", "0.6", "--backbone", TINY,
+                 "--no-precision-check"]) == 0  # fmt: skip
     report = capsys.readouterr().out
     calibrated = Profile.load(prof)
     assert f"threshold {calibrated.threshold:.6f} = quantile(good, 1 - 0.2)" in report and "<-- threshold" in report
