@@ -1,7 +1,7 @@
 """The vision forward of an open_clip ViT: image, patch and window features (docs/method.md §2, Eq. 2).
 
 `VisionTower` runs either open_clip's own modules or a fused path that computes the same
-function with less work (see its docstring); both are tested equal (tests/test_speed_paths.py).
+function with less work (see its docstring); both are tested equal (tests/backbones/test_tower.py).
 """
 
 from __future__ import annotations
@@ -75,13 +75,13 @@ class VisionTower:
     with F.scaled_dot_product_attention, the first block's LayerNorm and QKV projection run
     once per unique token (they do not depend on the window), and the last block computes only
     the class-token output of the windows (the only one Eq. 2 uses). It computes the same
-    function as open_clip's modules (tests/test_speed_paths.py). Unsupported block types fall
+    function as open_clip's modules (tests/backbones/test_tower.py). Unsupported block types fall
     back to open_clip's own forward; `fallback_reason` says why.
 
     `matmuls = Matmuls(torch.bfloat16)` (fused path, fp32 weights): every matrix product and the
     attention run in bf16 while the residual stream, LayerNorm and the projection stay fp32
     (`Matmuls`): about the speed of an all-bf16 tower on CPUs with native bf16, and much closer
-    to fp32 (README, Performance).
+    to fp32 (docs/performance.md).
     """
 
     def __init__(self, visual: torch.nn.Module, fused: bool = True) -> None:
@@ -324,7 +324,7 @@ class Matmuls:
         if not _onednn_fits(x, weight):
             return "aten"
         if self.low is not None:
-            return "onednn-gelu" if gelu else "onednn"  # bf16: oneDNN's kernels (README, Performance)
+            return "onednn-gelu" if gelu else "onednn"  # bf16: oneDNN's kernels (docs/performance.md)
         product = Product(k=weight.shape[1], n=weight.shape[0], gelu=gelu)
         return "aten" if self.kernels is None else self.kernels.of(product)
 
