@@ -333,6 +333,10 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("got 'full'")
     assert _eval(root, tmp_path / "out", "mvtec", "--classes", "nope") == 2
     assert f"{root}: unknown class(es) nope; available: widget" in capsys.readouterr().err
+    assert _eval(root, tmp_path / "out", "mvtec", "--table", "3", "--temperature", "0.1", "--no-multi-crop") == 2
+    assert "winclip: error: --table 3 sets --temperature, --multi-crop per row itself; leave them out" in (
+        capsys.readouterr().err
+    )
 
 
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]

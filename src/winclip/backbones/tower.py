@@ -1,7 +1,7 @@
 """The vision forward of an open_clip ViT: image, patch and window features (docs/method.md §2, Eq. 2).
 
 `VisionTower` runs either open_clip's own modules or a fused path that computes the same
-function with less work (see its docstring); both are tested equal (tests/test_speed_paths.py).
+function with less work (see its docstring); both are tested equal (tests/backbones/test_tower.py).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class VisionTower:
     with F.scaled_dot_product_attention, the first block's LayerNorm and QKV projection run
     once per unique token (they do not depend on the window), and the last block computes only
     the class-token output of the windows (the only one Eq. 2 uses). It computes the same
-    function as open_clip's modules (tests/test_speed_paths.py). Unsupported block types fall
+    function as open_clip's modules (tests/backbones/test_tower.py). Unsupported block types fall
     back to open_clip's own forward; `fallback_reason` says why.
 
     `matmuls = Matmuls(torch.bfloat16)` (fused path, fp32 weights): every matrix product and the
@@ -265,7 +265,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
     On the CPU, fp32 (and bf16 where oneDNN has bf16 kernels) products go to oneDNN's
     matmul, measured 1.1-1.3x faster than the default MKL sgemm on this project's AMD
-    machine at these shapes (same values up to summation order; tests/test_speed_paths.py).
+    machine at these shapes (same values up to summation order; tests/backbones/test_tower.py).
     """
     if _onednn_fits(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")

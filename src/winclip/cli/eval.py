@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
 TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.paper.tables.TABLES, without torch
+TABLE_KEEPS = ("resize", "tile_overlap", "tile_reduce", "object_names")  # the method options a table run honours
 BASELINE_CHOICES = ("patch-token", "image-tiling", "patchcore-hidden", "patchcore-last")  # winclip.paper.baselines
 
 
@@ -93,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--fewshot-fusion", default="mean", choices=FEWSHOT_FUSIONS, help="final few-shot map")
     m.add_argument("--patch-features", default="tokens", choices=PATCH_FEATURES, help="patch memories (M^P)")
     m.add_argument("--baseline", choices=BASELINE_CHOICES, help="a baseline instead of WinCLIP (Table 8, supplement)")
+    # what --table N sets per row itself: given with --table, these options are refused, not ignored
+    own = [a for a in m._group_actions if a.dest not in TABLE_KEEPS]
+    p.set_defaults(table_sets=tuple((a.option_strings[0], a.dest, a.default) for a in own))
     add_model_options(p)
     add_ray_options(p)
     p.set_defaults(func=run)

@@ -158,6 +158,9 @@ class EvalRequest:
             raise ValueError(f"--baseline {args.baseline} needs references: leave 0 out of --shots")
         if args.table_backbones and args.table != "9":
             raise ValueError("--table-backbones goes with --table 9")
+        given = [option for option, dest, default in args.table_sets if getattr(args, dest) != default]
+        if args.table and given:
+            raise ValueError(f"--table {args.table} sets {', '.join(given)} per row itself; leave them out")
         views = {
             "resize": args.resize or ("tile" if args.dataset in TILED_DATASETS else "squash"),
             "tile_overlap": args.tile_overlap,

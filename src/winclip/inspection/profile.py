@@ -5,9 +5,8 @@ one encodes nothing:
 
 - backbone: `backbone` (= `model.info.name`), `pretrained` (tag or file asked for), `weights_id`
   (the identity of the checkpoint actually loaded);
-- preprocessing: `image_size`, `mean`, `std`, and the method options in `options`
-  (`MethodOptions`: temperature, scales, image_scale, aggregation, resize, tile_overlap,
-  tile_reduce, smooth_sigma);
+- preprocessing: `image_size`, `mean`, `std`, and every method option in `options`
+  (`MethodOptions`, all of its fields);
 - prompts: `object_name`, `object_phrase`, `normal_states`, `anomalous_states`, `templates`
   (the full lists used) and the two text `prototypes` `(D,)`;
 - references: `references` = the raw `Features` of every reference view (K views for
