@@ -219,7 +219,7 @@ def test_service_tests_skip_cleanly_without_the_serve_extra(tmp_path):
     service_tests = sorted(str(p) for p in (ROOT / "tests" / "service").glob("test_*.py"))
     assert len(service_tests) >= 4
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *service_tests],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rs", *service_tests],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     summary = result.stdout.strip().splitlines()[-1]

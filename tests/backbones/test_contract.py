@@ -20,6 +20,7 @@ from winclip.backbones import Encoder, NoTextEncoderError, TextEncoder, load_bac
 from winclip.method.windows import window_indices
 from winclip.options import RUNTIME_CHOICES, ModelSpec
 
+pytestmark = pytest.mark.xdist_group("exports")  # one worker makes the exports for both modules
 PARITY = 1e-4  # exported fp32 features equal PyTorch's within this (summation order)
 SCALES = (2, 3)
 

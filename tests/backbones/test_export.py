@@ -24,6 +24,7 @@ from winclip.cli import main  # noqa: E402
 from winclip.images import file_sha256  # noqa: E402
 from winclip.paper.baselines import make_baseline  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("exports")  # one worker makes the exports for both modules
 PARITY = 1e-4  # issue 12: exported fp32 scores and maps equal PyTorch's within this
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

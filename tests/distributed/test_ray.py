@@ -29,7 +29,7 @@ from winclip.inspection.folder_run import read_records
 ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra")
 from helpers.ray_cluster import LocalCluster  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one cluster, on one worker
 TINY_MODEL = ["--backbone", TINY, "--pretrained", "none", "--device", "cpu"]
 RUN_SECONDS = 300
 

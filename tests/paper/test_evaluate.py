@@ -23,6 +23,8 @@ from winclip.images import file_sha256, load_image
 from winclip.method.zero_shot import upsample
 from winclip.paper.data import load_dataset, sample_references
 
+pytestmark = pytest.mark.xdist_group("evaluate")  # its module fixtures are made once, on one worker
+
 MAKERS = {"mvtec": make_mvtec, "visa": make_visa, "folder": make_folder}
 
 

@@ -23,6 +23,8 @@ from winclip.paper.baselines import BASELINES, ImageTilingBaseline, make_baselin
 from winclip.paper.reproduce import slug
 from winclip.paper.tables import TABLES, paper_figure, paper_figures
 
+pytestmark = pytest.mark.xdist_group("tables")  # its module fixtures are made once, on one worker
+
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
 
 
