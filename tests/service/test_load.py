@@ -32,6 +32,12 @@ KEY = "load-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+def in_flight(url: str) -> float:
+    """The station's `winclip_pixels_in_flight`: decoded pixels of the requests it is serving now."""
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("winclip_pixels_in_flight "))
+
+
 def noise_png(seed: int, side: int) -> bytes:
     return png_bytes(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
 
@@ -153,7 +159,11 @@ def test_load_mixed_traffic(tmp_path):
     try:
         with ThreadPoolExecutor(CLIENTS) as pool_:
             futures = [pool_.submit(late, i) for i in range(CLIENTS)]
-            time.sleep(0.5)  # all arrived, all waiting in the 1.5 s batch window
+            held = 2 * CLIENTS * 64 * 64  # decoded pixels of every late request, admitted and waiting
+            deadline = time.monotonic() + 60
+            while in_flight(url) < held:  # all arrived, all waiting in the 1.5 s batch window
+                assert time.monotonic() < deadline and not any(f.done() for f in futures), "not all in flight"
+                time.sleep(0.02)
             sigterm = time.perf_counter()
             stop_server(proc)
             answered = [f.result() for f in futures]
