@@ -205,7 +205,7 @@ class ExportedBackbone:
         if spec.device is not None and str(spec.device) != "cpu":
             raise ValueError(f"--runtime {spec.runtime} runs on the CPU, not {spec.device}")
         if spec.export_dir is None:
-            raise ValueError(f"--runtime {spec.runtime} needs an export folder (export_dir, --export-dir)")
+            raise ValueError(f"runtime {spec.runtime!r} has no export folder (export_dir, --export-dir) to load")
         export = read_export(spec.export_dir)
         check_export(export, spec)
         return cls(export, spec.runtime, precision=spec.precision)
