@@ -72,7 +72,9 @@ class EncodedImages:
         return (self.owner == image).nonzero()[:, 0]
 
 
-def _check_shared(backbone: Encoder, pretrained: str | None, device, precision: str, loading: dict) -> None:
+def _check_shared(
+    backbone: Encoder, pretrained: str | None, device: str | torch.device | None, precision: str, loading: dict
+) -> None:
     """A given backbone fixes the weights: loading options may only be left at their defaults or agree."""
     clashes = [
         name
@@ -141,7 +143,11 @@ class WinCLIP:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
         loading = {"cache_dir": cache_dir, "runtime": runtime, "export_dir": export_dir}
         if isinstance(backbone, (str, os.PathLike)):
-            backbone = load_backbone(ModelSpec(str(backbone), pretrained, device, precision, **loading))
+            where = None if device is None else str(device)
+            spec = ModelSpec(
+                str(backbone), pretrained, where, precision, cache_dir=cache_dir, runtime=runtime, export_dir=export_dir
+            )
+            backbone = load_backbone(spec)
         elif isinstance(backbone, Encoder):
             _check_shared(backbone, pretrained, device, precision, loading)
         else:
@@ -244,6 +250,7 @@ class WinCLIP:
         feats = self.backbone.encode(x, self.options.scales)
         if self.options.patch_features == "tokens":
             return feats
+        assert self.backbone.projection is not None  # checked in __init__ for patch_features="projected"
         proj = self.backbone.projection.to(feats.patches.device, torch.float32)
         return Features(feats.image, feats.windows, feats.patches @ proj, feats.crops)
 
@@ -372,8 +379,8 @@ class WinCLIP:
                 full = self.full_map(grid.maps[sel.to(grid.maps.device)], [enc.tiles[s] for s in sel], enc.sizes[j])
                 score, zero = self.reduce_views(grid.scores[sel]), self.reduce_views(grid.zero_shot[sel])
                 done[i] = ImageResult(i, name, score, zero, full, img)
-        for i, name, img in chunk:
-            yield done[i] if i in done else ImageResult(i, name, error=img)
+        for i, name, item in chunk:
+            yield ImageResult(i, name, error=item) if isinstance(item, ImageError) else done[i]
 
     def predict(
         self,
@@ -392,7 +399,7 @@ class WinCLIP:
                 raise ValueError("multi-crop resizes decoded images: pass paths, PIL images or arrays, not a tensor")
             bs = batch_size or self.batch_size
             grid = GridScores.cat([self.score(self.encode(b)) for b in images.split(bs)])
-            maps = upsample(grid.maps, tuple(images.shape[2:]))
+            maps = upsample(grid.maps, (images.shape[2], images.shape[3]))
             if self.options.smooth_sigma > 0:
                 maps = gaussian_smooth(maps, self.options.smooth_sigma)
             return Prediction(grid.scores.cpu(), grid.zero_shot.cpu(), list(maps.cpu()))
@@ -400,11 +407,10 @@ class WinCLIP:
             images = [images]
         loaded = [self.load(x, i) for i, x in enumerate(images)]
         results = list(self.iter_predict(loaded, batch_size=batch_size, progress=progress))
-        return Prediction(
-            torch.tensor([r.score for r in results]),
-            torch.tensor([r.zero_shot for r in results]),
-            [r.map for r in results],
-        )
+        full_maps = [r.map for r in results if r.map is not None]
+        assert len(full_maps) == len(results)  # every input was decoded above, so each has its map
+        scores, zero_shot = torch.tensor([r.score for r in results]), torch.tensor([r.zero_shot for r in results])
+        return Prediction(scores, zero_shot, full_maps)
 
 
 def build_model(

@@ -20,8 +20,10 @@ from helpers import TINY, make_model, textured  # noqa: E402
 from helpers.runtimes import RUNS, exported  # noqa: E402
 from winclip.backbones import NoTextEncoderError  # noqa: E402
 from winclip.backbones.export import export_backbone  # noqa: E402
+from winclip.backbones.runtime import ExportedBackbone  # noqa: E402
 from winclip.cli import main  # noqa: E402
 from winclip.images import file_sha256  # noqa: E402
+from winclip.options import ModelSpec  # noqa: E402
 from winclip.paper.baselines import make_baseline  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("exports")  # one worker makes the exports for both modules
@@ -181,6 +183,12 @@ def test_bad_exports_fail_in_one_line(exports, tmp_path):
     model = exported(exports["onnx"], "onnxruntime", scales=(4,)).set_prototypes(torch.ones(32), -torch.ones(32))
     with pytest.raises(ValueError, match=r"has window scales \[2, 3\], not \[4\]; export again with --scales 2 3 4"):
         model.predict(torch.randn(1, 3, 64, 64))
+
+
+def test_an_exported_backbone_without_an_export_folder_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"runtime 'torch' has no export folder \(export_dir, --export-dir\)") as err:
+        ExportedBackbone.load(ModelSpec(TINY, None))
+    assert "\n" not in str(err.value)
 
 
 def test_export_refuses_a_used_folder_and_a_non_fp32_backbone(tmp_path):

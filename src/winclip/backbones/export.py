@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class VisionGraph(torch.nn.Module):
     one Eq. 2 uses), as in the fused PyTorch path.
     """
 
-    def __init__(self, visual: torch.nn.Module, scales: tuple[int, ...]) -> None:
+    def __init__(self, visual: Any, scales: tuple[int, ...]) -> None:  # open_clip's VisionTransformer, by attribute
         super().__init__()
         self.visual = visual
         self.scales = tuple(scales)

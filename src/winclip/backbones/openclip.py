@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -71,6 +73,7 @@ def _create(name: str, source_cfg: dict, found: Located | None, quick_gelu: bool
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
             if source_cfg:
+                assert found is not None and found.config is not None  # source_config read it
                 src = f"local-dir:{found.config.parent}"
                 return open_clip.create_model(src, load_weights=False, force_quick_gelu=quick_gelu)
             return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
@@ -113,7 +116,7 @@ def load_clip(
             RandomWeightsWarning,
             stacklevel=2,
         )
-        info = {"source": "random", "config": f"{name}'s own"}
+        info: dict[str, Any] = {"source": "random", "config": f"{name}'s own"}
     else:
         try:
             ckpt = read_checkpoint(found.path)
@@ -121,15 +124,17 @@ def load_clip(
             raise ValueError(f"{found.path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
         plain_file = found.origin == "file" or found.origin.startswith("local-dir")
         sha = file_sha256(found.path) if plain_file and not source_cfg else ""
+        assert pretrained is not None  # a checkpoint was found for it
         setup = choose_setup(name, pretrained, found, source_cfg or {}, ckpt.format, sha)
         model = _create(name, source_cfg or {}, found, setup.quick_gelu)
         _load_weights(model, name, found.path, ckpt.state)
         info = {"source": found.origin, "config": setup.reason, "weights_format": ckpt.format}
         info.update(mean=setup.mean, std=setup.std, _digest={"sha": sha} if sha else {})
         if source_cfg and name not in open_clip.list_models():
+            assert found.config is not None  # source_config read it
             info["tokenizer"] = f"local-dir:{found.config.parent}"
     model = model.to(device).eval().requires_grad_(False)
-    visual = model.visual
+    visual: Any = model.visual  # open_clip's VisionTransformer, used by attribute
     check_vit(visual)
     act = type(visual.transformer.resblocks[0].mlp.gelu).__name__ if visual.transformer.resblocks else "GELU"
     return model, BackboneInfo(
@@ -157,7 +162,7 @@ class TextTower:
     backbone reuses them.
     """
 
-    def __init__(self, clip: torch.nn.Module, tokenizer) -> None:
+    def __init__(self, clip: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
         self.clip = clip
         self.tokenizer = tokenizer
         self._prototypes: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -186,6 +191,7 @@ class Backbone:
     """
 
     runtime = "torch"
+    clip: Any  # open_clip's CLIP model: untyped, its towers are reached by attribute
 
     def __init__(
         self,
@@ -271,7 +277,9 @@ def _short(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
-def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int = TEXT_BATCH) -> torch.Tensor:
+def encode_text(
+    model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], texts: list[str], batch: int = TEXT_BATCH
+) -> torch.Tensor:
     """Text embeddings `(T, D)` in fp32, `batch` prompts at a time."""
     device = next(model.parameters()).device
     parts = [
@@ -280,7 +288,7 @@ def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int 
     return torch.cat(parts)
 
 
-def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:  # model: open_clip's CLIP, used by attribute
     """open_clip's `encode_text` with the context cut after the last end-of-text token.
 
     The CLIP text tower is causal and pools the end-of-text position, so the padding after

@@ -53,8 +53,8 @@ class Export:
         return tuple(int(k) for k in self.meta["scales"])
 
 
-REQUIRED_KEYS = ("model_format", "model_file", "files", "backbone", "weights_id", "image_size", "patch_size")
-REQUIRED_KEYS += ("grid", "embed_dim", "preprocess", "scales")
+REQUIRED_KEYS: tuple[str, ...] = ("model_format", "model_file", "files", "backbone", "weights_id", "image_size")
+REQUIRED_KEYS += ("patch_size", "grid", "embed_dim", "preprocess", "scales")
 
 
 def read_export(folder: str | Path) -> Export:
@@ -204,6 +204,8 @@ class ExportedBackbone:
         """The export in `spec.export_dir`, checked against the backbone and weights `spec` names."""
         if spec.device is not None and str(spec.device) != "cpu":
             raise ValueError(f"--runtime {spec.runtime} runs on the CPU, not {spec.device}")
+        if spec.export_dir is None:
+            raise ValueError(f"runtime {spec.runtime!r} has no export folder (export_dir, --export-dir) to load")
         export = read_export(spec.export_dir)
         check_export(export, spec)
         return cls(export, spec.runtime, precision=spec.precision)

@@ -7,6 +7,7 @@ function with less work (see its docstring); both are tested equal (tests/backbo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -83,7 +84,7 @@ class VisionTower:
     to fp32 (README, Performance).
     """
 
-    def __init__(self, visual: torch.nn.Module, fused: bool = True) -> None:
+    def __init__(self, visual: Any, fused: bool = True) -> None:  # open_clip's VisionTransformer, used by attribute
         check_vit(visual)
         self.visual = visual
         self.grid: tuple[int, int] = tuple(visual.grid_size)
@@ -209,7 +210,7 @@ class VisionTower:
 
 
 def _fused_block(
-    block: torch.nn.Module,
+    block: Any,  # open_clip's ResidualAttentionBlock, used by attribute
     x: torch.Tensor,
     groups: tuple[tuple[int, int], ...],
     keep: tuple[bool, ...] | None,
@@ -314,7 +315,7 @@ class Matmuls:
         """The QKV projection; in `low` when set (attention then runs in it)."""
         return linear(*self._operands(x, weight, bias))
 
-    def hidden(self, x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, mlp: Any) -> torch.Tensor:  # open_clip's MLP (c_fc, gelu, c_proj)
         """act(c_fc(x)) `(M, 4C)`; in `low` when set."""
         x, weight, bias = self._operands(x, mlp.c_fc.weight, mlp.c_fc.bias)
         return _hidden(x, mlp.gelu, weight, bias)

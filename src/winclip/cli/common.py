@@ -103,7 +103,7 @@ def load_model(
     options: MethodOptions | None = None,
     *,
     prompts: str | PromptSet = "winclip",
-    profile: object | None = None,
+    profile: Profile | None = None,
 ) -> WinCLIP:
     """Build the model a request names (winclip.build_model; backbone and weights defaulting to `profile`'s own)
     and print the banner to stderr."""
@@ -143,7 +143,7 @@ def unwritable(out: str, exc: OSError) -> int:
     return EXIT_UNWRITABLE
 
 
-def profile_label(profile, profile_path: str | None) -> str:
+def profile_label(profile: Profile, profile_path: str | None) -> str:
     """How the banner names the decision rule."""
     if profile_path is None:
         return (

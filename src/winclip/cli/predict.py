@@ -90,6 +90,7 @@ def predict(request: PredictRequest) -> int:
     else:
         good = image_paths(request.good, "--good")
         model = load_model(request.model, MethodOptions(resize=request.resize))
+        assert request.object is not None  # the parser asks for --profile or --object
         profile = Profile.create(model, request.object, good, roi=request.roi)
     profile = request.thresholds_on(profile)
     inspector = Inspector(profile, model, min_area=request.min_area)

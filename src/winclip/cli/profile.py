@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "profile", __doc__)
     verbs = p.add_subparsers(title="verbs", metavar="VERB", required=True)
 
-    def verb(name: str, help: str):
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
         return verbs.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
     c = verb("create", "make a profile from an object name and a few good photos")

@@ -16,6 +16,7 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, TILED_DATASETS, Meth
 
 if TYPE_CHECKING:
     from ..distributed.pool import ClusterSpec
+    from ..inspection.profile import Profile
     from ..service.config import ServiceConfig
 
 MEGA = 1_000_000  # options in megapixels
@@ -25,8 +26,10 @@ GIGA = 1_000_000_000  # options in GB
 class _Made(Protocol):
     """What a profile tells about the weights it was made with."""
 
-    backbone: str
-    pretrained: str | None
+    @property
+    def backbone(self) -> str: ...
+    @property
+    def pretrained(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class PredictRequest:
             args.overwrite, args.resume, not args.no_progress, ModelRequest.of(args), RayRequest.of(args),
         )  # fmt: skip
 
-    def thresholds_on(self, profile):  # -> Profile (duck-typed: no torch here)
+    def thresholds_on(self, profile: Profile) -> Profile:
         """The profile with --threshold/--review-threshold over its own; its review band stays while below."""
         if self.threshold is None and self.review_threshold is None:
             return profile

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -120,14 +120,14 @@ class Done(NamedTuple):
     """A chunk an actor finished: its inputs, what the actor returned, and which worker it was."""
 
     items: tuple
-    result: object
+    result: Any  # what worker.<method>(chunk) returned, through Ray: the caller of `run` knows its type
     worker: int
 
 
 class GaveUp(NamedTuple):
     """An input no worker could finish after MAX_ATTEMPTS tries."""
 
-    item: object
+    item: Any  # one of the items given to `run`
     reason: str
 
 
@@ -135,7 +135,7 @@ class GaveUp(NamedTuple):
 class Worker:
     """One actor as the driver sees it."""
 
-    handle: object
+    handle: Any  # a Ray actor handle: its methods are reached by name (`handle.ready.remote()`)
     state: str = "starting"  # starting, ready, lost (restarting), dead
     info: dict = field(default_factory=dict)
     probes: int = 0

@@ -66,6 +66,7 @@ class ProfilePayload:
     def unpack(self) -> Profile:
         roi = None
         if self.roi is not None:
+            assert self.roi_shape is not None  # pack sets both
             h, w = self.roi_shape
             roi = np.unpackbits(np.frombuffer(self.roi, dtype=np.uint8), count=h * w).reshape(h, w).astype(bool)
         return Profile.from_json(self.meta, load_tensors(self.tensors), roi)
@@ -149,7 +150,10 @@ class EncodedFile:
 
     def encoded(self) -> Encoded:
         """The features as `FeatureCache.save` takes them."""
-        return Encoded(Features.from_tensors(load_tensors(self.data)), self.size)
+        assert self.data is not None and self.size is not None  # not a decode error
+        features = Features.from_tensors(load_tensors(self.data))
+        assert features is not None  # the worker wrote them with _tensor_bytes
+        return Encoded(features, self.size)
 
 
 def _tensor_bytes(features: Features) -> bytes:

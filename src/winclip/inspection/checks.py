@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -33,27 +34,32 @@ def _need(ok: bool, message: str) -> None:
         raise ProfileFormatError(message)
 
 
-def _finite(x: object) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _field(meta: dict, path: str, check: Callable[[object], bool], what: str, prefix: str = "") -> object:
-    """`meta[a][b]` for path "a.b" (named `prefix` + path in messages), refused unless `check(value)`."""
+def _field(meta: dict, path: str, check: Callable[[object], bool], what: str, prefix: str = "") -> Any:
+    """`meta[a][b]` for path "a.b" (named `prefix` + path in messages), refused unless `check(value)`.
+
+    Returns the JSON value as parsed (Any, like json.loads): `check` is what vouches for its type.
+    """
     value: object = meta
     for key in path.split("."):
-        _need(isinstance(value, dict) and key in value, f"{prefix}{path} is missing")
+        if not (isinstance(value, dict) and key in value):
+            raise ProfileFormatError(f"{prefix}{path} is missing")
         value = value[key]
     _need(check(value), f"{prefix}{path} must be {what}, got {str(value)[:80]!r}")
     return value
 
 
-def _strings(value: object) -> bool:
+def _strings(value: object) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(s, str) for s in value)
 
 
 def check_decision(threshold: object, review: object, scale: object) -> None:
     """Thresholds in (0, 1], review in [0, threshold] (or None), confidence scale finite and > 0."""
-    _need(_finite(threshold) and 0.0 < threshold <= 1.0, f"threshold must be in (0, 1], got {threshold}")
+    if not (_finite(threshold) and 0.0 < threshold <= 1.0):
+        raise ProfileFormatError(f"threshold must be in (0, 1], got {threshold}")
     _need(
         review is None or (_finite(review) and 0.0 <= review <= threshold),
         f"review threshold must be in [0, threshold {threshold}] or null, got {review}",
@@ -149,4 +155,5 @@ def check_profile(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray 
         height = _field(spec, "height", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
         width = _field(spec, "width", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
         _need(roi is not None and roi.shape == (height, width), f"roi.png is not {width}x{height} as recorded")
+        assert roi is not None  # refused just above
         _need(bool(roi.any()), "roi.png is empty (no pixel inside)")

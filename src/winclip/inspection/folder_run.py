@@ -160,17 +160,15 @@ def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
     """The record of one inspected image and its overlay, mask (and float map) as file bytes."""
-    paths = {
-        "overlay": f"overlays/{item.rel}.png",
-        "mask": f"masks/{item.rel}.png",
-        "map": f"maps/{item.rel}.tiff" if save_maps else None,
-    }
+    assert r.image is not None and r.map is not None and r.threshold is not None  # only decided images come here
+    paths = {"overlay": f"overlays/{item.rel}.png", "mask": f"masks/{item.rel}.png"}
+    map_path = f"maps/{item.rel}.tiff" if save_maps else None
     files = {
         paths["overlay"]: _png(overlay(r.image, r.map, r.threshold, r.regions)),
         paths["mask"]: _png(mask_image(r.map, r.threshold)),
     }
-    if save_maps:
-        files[paths["map"]] = _png(Image.fromarray(r.map.astype(np.float32)), "TIFF")
+    if map_path is not None:
+        files[map_path] = _png(Image.fromarray(r.map.astype(np.float32)), "TIFF")
     record = {
         "type": "result",
         "path": str(item.path),
@@ -184,6 +182,7 @@ def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
         "width": int(r.map.shape[1]),
         "height": int(r.map.shape[0]),
         **paths,
+        "map": map_path,
     }
     return Outcome(item, record, files)
 
@@ -321,7 +320,7 @@ def written_files(out: Path) -> list[str]:
 def remove_written(out: Path) -> None:
     """Delete the files an earlier run wrote (and folders left empty by that), nothing else."""
     root = out.resolve()
-    folders = set()
+    folders: set[Path] = set()
     for name in written_files(out):
         target = out / name
         if root not in target.resolve().parents or not (target.is_file() or target.is_symlink()):
@@ -399,6 +398,7 @@ class ResultWriter:
             self._err_file.flush()
             self.summary.failed += 1
             return
+        assert outcome.record is not None  # no error: rendered
         self._note(*outcome.files)
         for rel, data in outcome.files.items():
             target = self.out / rel

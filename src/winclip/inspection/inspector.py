@@ -94,6 +94,7 @@ class Inspector:
             if r.error is not None:
                 yield Inspection(r.index, r.source, error=r.error)
             else:
+                assert r.score is not None and r.zero_shot is not None and r.map is not None  # no error: scored
                 yield decide(
                     profile,
                     r.index,

@@ -118,6 +118,7 @@ class Profile:
         prompt_set = model.prompts.extended(normal_states, anomalous_states)
         model.set_object(object_name, normal_states=normal_states, anomalous_states=anomalous_states)
         refs = References.encode(model, good) if len(good) else None
+        assert model.prototypes_ is not None  # set_object above
         return cls.assemble(model, object_name, prompt_set, model.prototypes_, refs, roi=roi, threshold=threshold)
 
     @classmethod
@@ -138,9 +139,9 @@ class Profile:
             backbone=info.name,
             pretrained=info.pretrained,
             weights_id=info.weights_id,
-            image_size=tuple(info.image_size),
-            mean=tuple(info.mean),
-            std=tuple(info.std),
+            image_size=info.image_size,
+            mean=info.mean,
+            std=info.std,
             options=model.options,
             object_name=object_name,
             object_phrase=object_phrase(object_name),
@@ -268,6 +269,7 @@ class Profile:
                 if r.error is not None:
                     skipped.append((kind, r.source, r.error.reason))
                     continue
+                assert r.score is not None and r.map is not None  # no error: scored
                 score, _ = apply_roi(r.score, r.map.numpy(), self.roi)
                 scored[kind].append(CalibrationImage(r.source, image_digest(images[r.index], r.image), score))
         calibration = calibrate(scored["good"], scored["bad"], skipped, target_fpr, review_fpr)

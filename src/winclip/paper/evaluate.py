@@ -269,7 +269,7 @@ def evaluate(
             errors += [str(e) for e in bad.values()]
             samples = [s for s in st.data.test if st.hashes[s.path] not in bad]
             test = ViewSet.load(features, [st.hashes[s.path] for s in samples])
-            masks = {} if resolution is not None else None
+            masks: dict[Path, np.ndarray] | None = {} if resolution is not None else None
             for i in pending:
                 run = st.runs[i]
                 if any(st.hashes[p] in bad for p in run.references):
@@ -284,20 +284,30 @@ def evaluate(
                     model, run, test, samples, refs, resolution, masks, plan.root, object_names, task_states
                 )
                 score_seconds += time.perf_counter() - start
-                atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
+                atomic_write(st.row_paths[i], functools.partial(Path.write_text, data=json.dumps(row.to_json())))
                 rows.append(row)
                 row_bar.update(1)
     finally:
         encode_bar.close()
         row_bar.close()
-    rows = _write_outputs(out, plan, model, rows, errors, settings)
+    ordered = _write_outputs(out, plan, model, rows, errors, settings)
     if model.rescorable:  # what `winclip report` needs to score the rows again (run_record, report_html)
         set_object = functools.partial(_set_object, model, object_names=object_names, task_states=task_states)
-        _record_run(out, plan, model, rows, features.folder, resolution, settings, _notes(model, errors), set_object)
-    return EvalResult(rows, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+        _record_run(out, plan, model, ordered, features.folder, resolution, settings, _notes(model, errors), set_object)
+    return EvalResult(ordered, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
 
 
-def _record_run(out, plan, model, rows, folder, resolution, settings, notes, set_object) -> None:
+def _record_run(
+    out: Path,
+    plan: EvalPlan,
+    model: WinCLIP,
+    rows: Sequence[RowResult],
+    folder: Path,
+    resolution: int | None,
+    settings: Sequence[tuple[str, str]],
+    notes: Sequence[str],
+    set_object: Callable[[str], object],
+) -> None:
     """run.json, prototypes.safetensors and report.html (winclip.paper.run_record, winclip.paper.report.page)."""
     save_run(
         out, plan, model, resolution=resolution, cache=folder, rows=rows, settings=settings, notes=notes,

@@ -113,7 +113,10 @@ class FeatureCache:
         path = self.path(sha)
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata()
-        return Encoded(Features.from_tensors(load_file(str(path))), (int(meta["height"]), int(meta["width"])))
+        features = Features.from_tensors(load_file(str(path)))
+        if features is None:
+            raise ValueError(f"{path}: not a feature cache entry (no image features)")
+        return Encoded(features, (int(meta["height"]), int(meta["width"])))
 
 
 def encode_files(

@@ -117,7 +117,7 @@ class _Models:
     def backbone(self, table: Table, row: TableRow) -> Encoder:
         if row.backbone is None:
             return self.base.backbone
-        wanted = row.backbone
+        wanted: tuple[str, str | None] = row.backbone
         if self.overrides:
             runnable = [r for r in table.rows if r.runs and r.backbone is not None]
             wanted = self.overrides[runnable.index(row)]
@@ -131,10 +131,11 @@ class _Models:
     def model(self, table: Table, row: TableRow) -> tuple[WinCLIP, WinCLIP]:
         """The row's model and the one encoding its features (itself, or with all scales for a scale ablation)."""
         opt = self.base.options
-        view = {"resize": opt.resize, "tile_overlap": opt.tile_overlap, "tile_reduce": opt.tile_reduce}
         model = WinCLIP(
             self.backbone(table, row),
-            **view,
+            resize=opt.resize,
+            tile_overlap=opt.tile_overlap,
+            tile_reduce=opt.tile_reduce,
             **dict(row.options),
             batch_size=self.base.batch_size,
             prompts=PROMPT_SETS[row.prompts],

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
@@ -80,7 +81,7 @@ def create_app(
     state = AppState(config, keeper=keeper)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config.profiles.mkdir(parents=True, exist_ok=True)
         state.recorder = recorder or Recorder.of(config)
         if config.keep and state.keeper is None:
@@ -121,9 +122,10 @@ def create_app(
     app.add_middleware(RequestLimit, limit=config.request_limit)
     app.add_middleware(BrowserGuard, loopback_only=config.loopback_only)  # every response, 500s included
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: times and counts every refusal too
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(UploadError, _upload_error)
-    app.add_exception_handler(BudgetError, _budget_error)
+    # starlette types a handler as taking any Exception; each is called with its own (Kludex/starlette#2417)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(UploadError, _upload_error)  # type: ignore[arg-type]
+    app.add_exception_handler(BudgetError, _budget_error)  # type: ignore[arg-type]
     app.include_router(health.router)
     for module in (profiles, predict, inspections, metrics):
         app.include_router(module.router, dependencies=[Depends(authorized)], responses={401: {"model": Detail}})
@@ -134,9 +136,10 @@ def create_app(
 
 def _watch(state: AppState) -> None:
     """The metrics read when scraped: queue, memory budget, profiles, kept photos."""
-    station, keeper = state.station, state.keeper
+    station, keeper, batcher = state.station, state.keeper, state.batcher
+    assert station is not None and batcher is not None  # the lifespan built them just before
     state.metrics.watch(
-        queue=lambda: state.batcher.depth,
+        queue=lambda: batcher.depth,
         pixels=lambda: state.budget.in_flight,
         served=lambda: (len(station.profiles), len(station.refused)),
     )
@@ -145,9 +148,10 @@ def _watch(state: AppState) -> None:
         state.metrics.kept_files.set_function(lambda: keeper.count)
 
 
-def _loaded(state: AppState, future, on_fatal: Callable[[str], None] | None) -> None:
+def _loaded(state: AppState, future: Future, on_fatal: Callable[[str], None] | None) -> None:
     """The end of loading, on the worker thread: ready, or the fatal error."""
     station = state.station
+    assert station is not None  # the lifespan built it before loading
     if future.exception() is None:
         state.ready = True
         print(

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -189,7 +190,7 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
-        log=sys.stderr,
+        log: TextIO = sys.stderr,
     ) -> None:
         self.folder = Path(folder)
         self.spec = spec
@@ -228,6 +229,7 @@ class Station:
                 profile = Profile.load(folder)
                 digest = profile.digest()
                 stored = row.stored if row.stored and row.stored.digest == digest else row.write(digest)
+            assert self.base is not None  # load() built it first
             served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
         except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
@@ -270,7 +272,7 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
-        records = []
+        records: list[Record] = []
         now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
@@ -287,8 +289,8 @@ class Station:
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
             self.metrics.not_recorded.inc(len(records))
             return [failure if isinstance(r, Inspection) else r for r in results]
-        for r in records:
-            self.metrics.images.labels(r.profile, r.label).inc()
+        for record in records:
+            self.metrics.images.labels(record.profile, record.label).inc()
         return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
 
     # -- changing profiles (worker thread) -------------------------------------------------
@@ -371,6 +373,7 @@ class Station:
             profile = change.apply(base)
             profile.save(served.folder, overwrite=True)
             revision = row.write(profile.digest()).revision
+        assert self.base is not None  # load() built it first
         updated = Served.of(name, profile, served.folder, self.base, self.min_area, revision)
         self._serve(updated)
         return updated
@@ -386,6 +389,7 @@ class Station:
                 profile = Profile.load(self.folder / check_name(name))
                 if profile.digest() != stored.digest:
                     continue  # between two saves, or changed outside the service: the next poll reads it again
+                assert self.base is not None  # load() built it first
                 fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
                 if served is None:
                     self._warm(fresh)
@@ -424,6 +428,7 @@ class Station:
 
 def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:
     """The database row of one inspection."""
+    assert r.score is not None and r.threshold is not None and r.label is not None and r.confidence is not None
     return Record(
         time=now,
         profile=name,

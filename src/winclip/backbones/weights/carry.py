@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import open_clip
 
@@ -125,7 +126,9 @@ def _write_entry(name: str, pretrained: str, c: Candidate, path: Path, out: str 
         "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     manifest_path = root / MANIFEST
-    manifest = read_manifest(root) if manifest_path.is_file() else {"format": MANIFEST_VERSION, "entries": []}
+    manifest: dict[str, Any] = (
+        read_manifest(root) if manifest_path.is_file() else {"format": MANIFEST_VERSION, "entries": []}
+    )
     keep = [e for e in manifest["entries"] if (e["backbone"], e["pretrained"]) != (name, pretrained)]
     manifest["entries"] = [*keep, entry]
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -20,6 +20,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -65,7 +66,15 @@ class _ScriptObject:
         self.attributes = dict(state)
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> torch.Tensor:
+def _rebuild_tensor(
+    storage: torch.Tensor,
+    offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool = False,
+    hooks: object = None,
+    metadata: object = None,
+) -> torch.Tensor:
     return storage.as_strided(size, stride, offset).clone()
 
 
@@ -76,7 +85,7 @@ class _ScriptUnpickler(pickle.Unpickler):
         super().__init__(archive.open(f"{prefix}data.pkl"))
         self.archive, self.prefix = archive, prefix
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> object:
         if module.startswith("__torch__.") or module == "__torch__":
             return _ScriptObject
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -89,7 +98,7 @@ class _ScriptUnpickler(pickle.Unpickler):
             return list
         raise UnsafeCheckpointError(f"refused to unpickle {module}.{name}")
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: tuple[Any, ...]) -> torch.Tensor:  # pid: as the archive wrote it
         kind, dtype, key, _location, numel = pid
         if kind != "storage" or not isinstance(dtype, torch.dtype):
             raise UnsafeCheckpointError(f"unknown persistent id {kind!r}")
@@ -129,6 +138,7 @@ def read_torchscript(path: Path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """The state dict of a checkpoint file (unwrapped from {"state_dict": ...} and "module." prefixes)."""
+    state: object  # whatever the file holds: checked below
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

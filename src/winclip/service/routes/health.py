@@ -73,8 +73,10 @@ async def ready(state: State) -> Ready | JSONResponse:
         await run_in_threadpool(state.database().check)
     except DatabaseUnavailableError as exc:
         return JSONResponse({"detail": f"not ready: the record is unavailable: {exc}"}, status_code=503)
+    assert state.batcher is not None  # ready: the lifespan built it
     station, stats = state.station, state.batcher.stats
     base = station.base
+    assert base is not None  # ready: loaded
     return Ready(
         status="ready",
         version=__version__,

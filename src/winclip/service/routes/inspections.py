@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspection.decisions import LABELS
 from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line
-from ..schemas import Detail, InspectionPage
+from ..schemas import Detail, InspectionPage, InspectionRow
 from ..state import AppState, app_state, unavailable
 from ..station import check_name
 
@@ -49,7 +49,10 @@ async def list_inspections(
     def query() -> InspectionPage:
         try:
             return InspectionPage(
-                total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset)
+                total=rec.count(f),
+                limit=limit,
+                offset=offset,
+                items=[InspectionRow.model_validate(row) for row in rec.page(f, limit=limit, offset=offset)],
             )
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseUnavailableError(f"the record cannot be read: {one_line(exc)}") from None

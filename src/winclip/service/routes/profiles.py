@@ -111,6 +111,7 @@ async def create_profile(
     station = state.live_station()
     if name in station.profiles or name in station.refused or (station.folder / name).exists():
         raise HTTPException(409, f"profile {name!r} exists already")
+    assert station.base is not None  # live: loaded
     async with AsyncExitStack() as stack:
         uploads = await stack.enter_async_context(
             read_uploads(good or [], "good", state.config, state.budget, station.base.min_size, at_least=0)
