@@ -6,7 +6,7 @@ is lost without a goodbye.
 `--mqtt mqtt://HOST[:PORT]/PREFIX` (1883), `mqtts://HOST[:PORT]/PREFIX` for TLS (8883; the system's CAs, or
 `--mqtt-ca FILE`, and a client certificate with `--mqtt-cert`/`--mqtt-key`). The user name and password come
 from a file (`--mqtt-credentials FILE`: one line `USER:PASSWORD`), never from the command line. paho reconnects
-by itself with a back-off from 1 s to 30 s.
+by itself with a back-off from 1 s to 8 s.
 
 `send` publishes a message once and waits for both PUBACKs; when they do not come (the broker is down), the
 outbox calls `send` again later with the same message, and this sink keeps waiting for the publications it made
@@ -31,7 +31,7 @@ from .outbox import DeliveryError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 KEEPALIVE_S = 30
-RECONNECT_S = (1, 30)  # paho's reconnect back-off, min and max seconds
+RECONNECT_S = (1, 8)  # paho's reconnect back-off, min and max seconds
 
 
 @dataclass(frozen=True)

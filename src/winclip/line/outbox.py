@@ -129,7 +129,7 @@ class Delivery(threading.Thread):
         sink: Sink,
         *,
         min_backoff_s: float = 0.2,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 5.0,
         on_sent: Callable[[str, str], None] | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
