@@ -48,7 +48,12 @@ class Broker:
         if MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
         self.port = free_port()
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr"]
+        store = folder / "mosquitto-store"
+        store.mkdir(exist_ok=True)  # persistence: a subscriber's session and its queued messages survive a restart
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {store}/",
+                 "log_dest stderr"]  # fmt: skip
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to the `mosquitto` user, who cannot read the test's folder
         if password_file is None:
             lines.append("allow_anonymous true")
         else:

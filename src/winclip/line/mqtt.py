@@ -69,7 +69,8 @@ class MqttTarget:
         except ValueError as exc:
             raise ValueError(f"--mqtt {url}: {exc}") from None
         prefix = unquote(parts.path).strip("/")
-        if not parts.hostname or not prefix or any(c in prefix for c in "+#\0"):
+        wild = any(c in prefix for c in "+#\0") or "#" in url or "?" in url  # '#' and '?' end a URL's path
+        if not parts.hostname or not prefix or wild:
             raise ValueError(f"--mqtt {url}: needs a host and a topic without wildcards, e.g. mqtt://host:1883/line1")
         tls = parts.scheme == "mqtts"
         if not tls and (ca_file or cert_file or key_file):
