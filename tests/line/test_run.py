@@ -154,15 +154,13 @@ def test_delete_removes_finished_photos_and_keep_leaves_them_and_a_restart_score
     out2 = out.parent / "out2"
     for i in range(2):
         drop(inbox, f"k{i}.png", photo_bytes(10 + i))
-    for attempt in range(2):  # the second start finds the same photos, already finished
-        sink = Capture()
-        with running(LineConfig(inbox, out2, profile, after="keep", settle_s=0.1), model, [sink]) as line:
-            if attempt == 0:
-                assert wait_until(lambda: len(sink.messages) == 2, 30)
-            else:
-                assert wait_until(lambda: not line.watcher._seen and not line.watcher.ready, 10)
-                time.sleep(0.5)
-                assert sink.messages == []
+    first, second = Capture(), Capture()
+    with running(LineConfig(inbox, out2, profile, after="keep", settle_s=0.1), model, [first]):
+        assert wait_until(lambda: len(first.messages) == 2, 30)
+    with running(LineConfig(inbox, out2, profile, after="keep", settle_s=0.1), model, [second]) as line:
+        # the second start finds the same photos, already finished: handled without a score or a message
+        assert wait_until(lambda: len(line.watcher._finished) == 2, 10)
+    assert second.messages == []
     assert sorted(p.name for p in inbox.iterdir()) == ["k0.png", "k1.png"]
     assert len(rows(out2 / "results.csv")) == 2 and len(record_rows(out2)) == 2
 

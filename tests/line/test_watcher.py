@@ -157,11 +157,11 @@ def test_the_queue_is_bounded_and_the_rest_waits_on_disk_in_order(tmp_path):
         assert names(first) == ["p0.png"]
         assert len(w.ready) == 2 and w.waiting == 4  # 3 held in memory (one handed out), 4 wait on disk
         order = names(first)
-        for path, stat in first:
+        for path, _ in first:
             path.unlink()
             w.finish(path, None)
         while len(order) < 7:
-            for path, stat in w.take(1, timeout=2):
+            for path, _ in w.take(1, timeout=2):
                 order.append(path.name)
                 path.unlink()
                 w.finish(path, None)

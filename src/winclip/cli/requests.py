@@ -294,6 +294,8 @@ class ServeRequest:
     threads: int | None
     access_log: bool
     forwarded_allow_ips: str | None
+    sinks: SinkOptions | None = None  # --mqtt / --webhook: each recorded result to the line
+    outbox: Path | None = None  # their messages' outbox (one per replica)
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ServeRequest:
@@ -333,7 +335,14 @@ class ServeRequest:
             keep_max_bytes=round((args.keep_max_gb or 0) * GIGA),
             keep_dir=Path(args.keep_dir) if args.keep_dir else None,
         )
-        return cls(config, args.host, args.port, args.threads, args.access_log, args.forwarded_allow_ips)
+        sinks = sink_options(args)
+        outbox = Path(args.outbox) if args.outbox else profiles / f"outbox-{args.port}.sqlite"
+        if args.outbox and not sinks.any:
+            raise ValueError("--outbox goes with --mqtt or --webhook")
+        return cls(
+            config, args.host, args.port, args.threads, args.access_log, args.forwarded_allow_ips,
+            sinks if sinks.any else None, outbox if sinks.any else None,
+        )  # fmt: skip
 
 
 def api_key(key_file: str | None) -> str | None:

@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -189,9 +189,11 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
+        on_recorded: Callable[[Served, Record, int], None] | None = None,
         log=sys.stderr,
     ) -> None:
         self.folder = Path(folder)
+        self.on_recorded = on_recorded  # called with each recorded result (winclip.line.publish), on the worker
         self.spec = spec
         self.batch_size = batch_size
         self.recorder = recorder
@@ -270,7 +272,7 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
-        records = []
+        records, served_by = [], []
         now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
@@ -280,8 +282,9 @@ class Station:
                 results[i] = r if r.error is None else r.error
                 if r.error is None:
                     records.append(_record(now, name, items[i], r))
+                    served_by.append(served)
         try:
-            ids = iter(self.recorder.record(records))
+            ids = self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
@@ -289,7 +292,11 @@ class Station:
             return [failure if isinstance(r, Inspection) else r for r in results]
         for r in records:
             self.metrics.images.labels(r.profile, r.label).inc()
-        return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
+        if self.on_recorded is not None:
+            for served, record, record_id in zip(served_by, records, ids, strict=True):
+                self.on_recorded(served, record, record_id)
+        row_ids = iter(ids)
+        return [Scored(r, next(row_ids), now) if isinstance(r, Inspection) else r for r in results]
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
