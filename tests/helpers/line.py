@@ -12,13 +12,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from . import TINY, textured
+
+if TYPE_CHECKING:
+    from winclip.inspection.profile import Profile
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 MODEL_ARGS = ("--backbone", TINY, "--pretrained", "none", "--device", "cpu", "--precision", "fp32")
@@ -100,6 +105,7 @@ class Subscriber:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, object, bool]] = []
+        self.arrived: list[float] = []  # time.time() when each message arrived
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{port}-{time.monotonic_ns()}",
                                   clean_session=False)  # fmt: skip
@@ -120,6 +126,7 @@ class Subscriber:
             payload = text
         with self._lock:
             self.messages.append((msg.topic, payload, bool(msg.retain)))
+            self.arrived.append(time.time())
 
     def on(self, leaf: str) -> list:
         """Payloads received on topics ending with `/<leaf>`, in order."""
@@ -166,14 +173,20 @@ class Receiver:
         self.thread.join()
 
 
-def make_profile(folder: Path, threshold: float = 0.5) -> Path:
-    """A tiny zero-shot profile folder named `bottle` under `folder`."""
+@cache
+def bottle_profile() -> Profile:
+    """A tiny zero-shot profile of a bottle (made once: its prompts take a second to encode)."""
     from winclip.inspection.profile import Profile
 
     from . import make_model
 
+    return Profile.create(make_model(), "bottle", [])
+
+
+def make_profile(folder: Path) -> Path:
+    """The tiny zero-shot profile saved as the folder `bottle` under `folder`."""
     path = folder / "bottle"
-    Profile.create(make_model(), "bottle", [], threshold=threshold).save(path)
+    bottle_profile().save(path)
     return path
 
 

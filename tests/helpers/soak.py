@@ -110,7 +110,7 @@ def finished(out: Path) -> int:
 
 def soak(
     folder: Path, *, photos: int = 200, writers: int = 4, kills: int = 5, outage_s: float = 30.0,
-    kill_window_s: float = 3.0, seed: int = 0, timeout_s: float = 900.0,
+    kill_window_s: float = 3.0, write_span_s: float = 60.0, seed: int = 0, timeout_s: float = 900.0,
 ) -> SoakResult:  # fmt: skip
     """Run the scenario in `folder` (module docstring) and collect what it produced."""
     rnd = random.Random(seed)
@@ -128,10 +128,12 @@ def soak(
     names = sorted(data)
     start = time.monotonic()
 
+    gap = write_span_s * writers / photos  # each writer's photos spread over about `write_span_s`
+
     def writer(k: int) -> None:
         for rel in names[k::writers]:
             write_slowly(inbox / rel, data[rel], chunks=4, pause=rnd.uniform(0.005, 0.03))
-            time.sleep(rnd.uniform(0.0, 0.05))
+            time.sleep(rnd.uniform(0.0, 2 * gap))
 
     for k in range(writers):
         (inbox / f"w{k}").mkdir()
@@ -150,7 +152,10 @@ def soak(
                 broker.start()
             if k == kills:
                 break
-            time.sleep(rnd.uniform(0.2, kill_window_s))  # a random moment: reading, scoring, writing, committing
+            time.sleep(rnd.uniform(0.05, kill_window_s))
+            before = finished(out)  # then, once a photo has just been finished (the next is under way), a
+            wait_until(lambda: finished(out) > before, 10, step=0.002)  # random moment: reading, scoring, committing
+            time.sleep(rnd.uniform(0.0, 0.04))
             watch.kill()
             watch = Watch(args, log)
             result.starts += 1

@@ -41,7 +41,7 @@ def test_photo_names_exclude_temporary_hidden_and_other_files(tmp_path):
 
 @pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "settle"])
 def test_a_temporary_name_is_ignored_and_the_renamed_photo_is_taken_once(tmp_path, inotify):
-    w = Watcher(tmp_path, settle_s=0.3, inotify=inotify)
+    w = Watcher(tmp_path, settle_s=0.2, inotify=inotify)
     try:
         assert w.mode == ("inotify" if inotify else "settle")
         data = photo_bytes(0)
@@ -49,12 +49,12 @@ def test_a_temporary_name_is_ignored_and_the_renamed_photo_is_taken_once(tmp_pat
         with part.open("wb") as f:
             f.write(data[:100])
             f.flush()
-            assert drain(w, 0.5) == []  # a partial file under a temporary name
+            assert drain(w, 0.3) == []  # a partial file under a temporary name
             f.write(data[100:])
-        assert drain(w, 0.5) == []  # complete, but still a temporary name
+        assert drain(w, 0.3) == []  # complete, but still a temporary name
         os.rename(part, tmp_path / "a.png")
-        assert drain(w, 0.8) == ["a.png"]
-        assert drain(w, 0.5) == []  # finished: not handed out again while unchanged
+        assert drain(w, 0.6) == ["a.png"]
+        assert drain(w, 0.3) == []  # finished: not handed out again while unchanged
     finally:
         w.close()
 

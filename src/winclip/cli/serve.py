@@ -164,7 +164,7 @@ def serve(request: ServeRequest) -> int:
     if request.threads is not None:
         torch.set_num_threads(request.threads)
     publisher = None
-    if request.sinks is not None:
+    if request.sinks is not None and request.outbox is not None:
         from ..line.publish import Publisher
 
         publisher = Publisher(request.outbox, request.sinks.sinks())

@@ -26,7 +26,7 @@ from ..service.station import Served, check_name
 
 def folder_signature(folder: Path) -> tuple:
     """What changes when a profile folder is saved again: the folder's and its files' inodes, sizes and times."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for path in (folder, *(folder / name for name in OWN_FILES)):
         try:
             st = os.stat(path)

@@ -15,6 +15,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..model import WinCLIP
 
 SCHEMA_ID = "winclip.line.result/1"
 SCHEMA_FILE = "message.schema.json"
@@ -31,8 +35,8 @@ class ModelInfo:
     runtime: str
 
     @classmethod
-    def of(cls, model: object) -> ModelInfo:
-        """From a WinCLIP model (duck-typed: `info`, `backbone.precision`, `backbone.runtime` when exported)."""
+    def of(cls, model: WinCLIP) -> ModelInfo:
+        """From a WinCLIP model (`backbone.runtime` only on an exported one)."""
         info = model.info
         backbone = model.backbone
         return cls(

@@ -24,7 +24,7 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from .outbox import DeliveryError
@@ -139,7 +139,7 @@ class MqttSink:
         client.connect_async(target.host, target.port, keepalive=KEEPALIVE_S)
         client.loop_start()
 
-    def _connected(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001 - paho's callback
+    def _connected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             print(f"winclip: mqtt: {self.where}: connection refused ({reason_code})", file=self.log)
             return
@@ -147,7 +147,7 @@ class MqttSink:
         with self._cond:
             self._status.add(info.mid)  # runs on paho's thread: its PUBACK cannot have been handled yet
 
-    def _published(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001 - paho's callback
+    def _published(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._cond:
             if mid in self._status:
                 self._status.discard(mid)

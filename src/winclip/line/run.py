@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
@@ -185,7 +186,7 @@ class Line:
             self._deliver(stack)
             self.metrics.watch(
                 queue=lambda: len(self.watcher.ready) + self.watcher.waiting,
-                outbox={name: (lambda n=name: self.outbox.size(n)) for name in self.sink_names},
+                outbox={name: partial(self.outbox.size, name) for name in self.sink_names},
             )
             self.ready.set()
             self._loop(stop)
@@ -296,6 +297,7 @@ class Line:
         mid = version.message_id(self.journal.folder)
         now = datetime.now(timezone.utc)
         r = outcome.record
+        assert r is not None  # a scored photo (errors go to _fail)
         record = {**r, "rel": version.rel, "message_id": mid, "time": now.isoformat(), "profile": served.name,
                   "profile_revision": served.revision}  # fmt: skip
         msg = message(
@@ -339,16 +341,17 @@ class Line:
         mid = version.message_id(self.journal.folder)
         now = datetime.now(timezone.utc)
         served = self.follower.served
+        reason = outcome.error or "unknown error"
         msg = message(
             message_id=mid, time=now, profile=served.name, revision=served.revision, path=str(path), rel=version.rel,
-            model=self.model_info, error=outcome.error,
+            model=self.model_info, error=reason,
         )  # fmt: skip
         self.writer.write(outcome)
-        entry = Entry(mid, version, FAILED, now.isoformat(), None, outcome.error, {"path": str(path)}, msg)
-        self.journal.fail(entry, outcome.error, self.sink_names)
+        entry = Entry(mid, version, FAILED, now.isoformat(), None, reason, {"path": str(path)}, msg)
+        self.journal.fail(entry, reason, self.sink_names)
         self.outbox.notify()
         self.metrics.photos.labels("failed").inc()
-        self._after(path, version, mid, FAILED, outcome.error)
+        self._after(path, version, mid, FAILED, reason)
 
     def _after(self, path: Path, version: Version, mid: str, state: str, reason: str | None) -> None:
         """`--after`: move to done/ (failed/ with the reason), delete, or keep a finished photo."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..images import IMAGE_EXTENSIONS
 
@@ -109,7 +110,7 @@ class Watcher:
         """How completion is detected: 'inotify' (with the settle time for what is there at start) or 'settle'."""
         return "settle" if self._observer is None else "inotify"
 
-    def _observe(self) -> object | None:
+    def _observe(self) -> Any:
         """A started watchdog inotify observer feeding `_events`, or None where inotify is not available."""
         try:
             from watchdog.events import FileSystemEventHandler
@@ -119,7 +120,7 @@ class Watcher:
         events = self._events
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # noqa: ANN001 - watchdog's event classes
+            def on_any_event(self, event: Any) -> None:
                 if not event.is_directory:
                     events.put((event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path or "")))
 
