@@ -13,6 +13,7 @@ decide; no files, no record, no MQTT).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -28,13 +29,18 @@ from helpers.soak import Watch  # noqa: E402
 
 
 def cpu_name() -> str:
+    """The CPU's model name, its core count and whether it has AVX-512 (from /proc/cpuinfo where there is one)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    extras = [x for x, flag in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16")) if flag in flags]
+    return f"{name}, {os.cpu_count()} cores{', ' + ', '.join(extras) if extras else ''}"
 
 
 def baseline(photos: list[bytes], threads: int) -> list[float]:
