@@ -111,6 +111,7 @@ def test_photos_get_predicts_outputs_the_record_and_a_valid_message_and_go_to_do
     inbox, out, profile = folders
     sink = Capture()
     config = LineConfig(inbox, out, profile, settle_s=0.2)
+    (inbox / "cam").mkdir()  # (a folder made while watching: its first photos may come by the settle time, later)
     with running(config, model, [sink]):
         for i in range(3):
             drop(inbox, f"cam/p{i}.png", photo_bytes(i))
@@ -207,20 +208,23 @@ def test_threshold_changes_in_the_folder_or_through_a_station_are_used_from_the_
     assert [m["label"] for m in sink.messages][1] == ("anomalous" if sink.messages[1]["score"] >= 0.25 else "normal")
 
 
-def test_the_tables_are_rebuilt_from_the_journal_so_a_row_of_an_unfinished_photo_disappears(folders, model):
+def test_the_tables_are_rebuilt_from_the_journal_so_a_stray_row_goes_and_failures_stay(folders, model):
     inbox, out, profile = folders
     sink = Capture()
     with running(LineConfig(inbox, out, profile, settle_s=0.1), model, [sink]):
         drop(inbox, "a.png", photo_bytes(1))
-        assert wait_until(lambda: len(sink.messages) == 1, 30)
+        drop(inbox, "bad.png", b"broken")
+        assert wait_until(lambda: len(sink.messages) == 2, 30)
     with (out / "results.jsonl").open("a") as f:  # what a kill between steps 2 and 3 leaves
         f.write(json.dumps({"type": "result", "path": "ghost.png", "label": "normal", "regions": []}) + "\n")
     with running(LineConfig(inbox, out, profile, settle_s=0.1), model, [Capture()]):
         pass
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert [r["type"] for r in lines] == ["header", "result"] and lines[1]["rel"] == "a.png"
+    assert [r["path"] for r in rows(out / "errors.csv")] == [str(inbox.resolve() / "bad.png")]  # kept
+    assert [Path(r["path"]).name for r in rows(out / "results.csv")] == ["a.png"]
     journal = Journal(out / JOURNAL_FILE, inbox)
-    assert journal.counts() == {"done": 1}
+    assert journal.counts() == {"done": 1, "failed": 1}
     journal.close()
 
 
