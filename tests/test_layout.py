@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("paper", "paper.*"),
     ("distributed", "distributed.*"),
     ("service", "service.*"),
+    ("line", "line.*"),  # the production line: a watched folder, the station's record, MQTT and webhooks
     ("cli", "cli.*", "__main__"),
 )
 # What the method's equations may import besides the package: no open_clip, no image files, no disk.

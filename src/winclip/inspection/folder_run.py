@@ -336,10 +336,14 @@ def remove_written(out: Path) -> None:
 class ResultWriter:
     """Writes outcomes under `out` as they come: pictures, a results.jsonl line, a results.csv row, errors.csv.
 
-    Use as a context manager; `done` holds the records kept from an earlier run (resume).
+    Use as a context manager; `done` holds the records kept from an earlier run (resume), which must share the
+    header's `resume_keys`; `errors`: (path, reason) rows kept in errors.csv (a watched folder's, never retried).
     """
 
-    def __init__(self, out: str | Path, header: dict, *, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(
+        self, out: str | Path, header: dict, *, overwrite: bool = False, resume: bool = False,
+        resume_keys: Sequence[str] = RESUME_KEYS, errors: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
         self.out = Path(out)
         check_output(self.out, overwrite=overwrite, resume=resume)
         if overwrite:
@@ -350,12 +354,13 @@ class ResultWriter:
         self._base = header["cwd"]
         if resume and jsonl.exists():
             old, self.done = read_records(jsonl)
-            changed = [k for k in RESUME_KEYS if old and old[k] != header[k]]
+            changed = [k for k in resume_keys if old and old[k] != header[k]]
             if changed:
                 raise ValueError(
                     f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"
                 )
             self._base = (old or {}).get("cwd", self._base)
+        self._kept_errors = list(errors)
         self._manifest = (self.out / MANIFEST).open("a")
         self._note(*OUTPUT_TABLES)
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in [header, *self.done]))  # drops a cut-off line
@@ -379,6 +384,7 @@ class ResultWriter:
         self._table.writerow(CSV_COLUMNS)
         self._table.writerows(csv_row(r) for r in self.done)
         self._errors.writerow(("path", "reason"))
+        self._errors.writerows((safe_cell(path), reason) for path, reason in self._kept_errors)
         self._started = time.perf_counter()
         return self
 

@@ -46,14 +46,14 @@ from .. import __version__
 from .batcher import Batcher
 from .budget import BudgetError
 from .config import ServiceConfig
-from .db import Recorder
+from .db import Record, Recorder
 from .metrics import MetricsMiddleware
 from .retention import Keeper
 from .routes import health, inspections, metrics, predict, profiles
 from .schemas import Detail
 from .security import BrowserGuard
 from .state import AppState, authorized
-from .station import Station
+from .station import Served, Station
 from .sync import follow
 from .uploads import RequestLimit, UploadError
 
@@ -72,11 +72,13 @@ def create_app(
     *,
     keeper: Keeper | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    on_recorded: Callable[[Served, Record, int], None] | None = None,
 ) -> FastAPI:
     """The FastAPI app; the lifespan loads the model on the worker thread and drains it on shutdown.
 
     The record and the keep folder are opened by the lifespan unless given (the command line opens them first, to
-    fail before serving). `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded.
+    fail before serving). `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded;
+    `on_recorded(served, record, id)` after each recorded result (the line's publisher, `serve --mqtt/--webhook`).
     """
     state = AppState(config, keeper=keeper)
 
@@ -93,6 +95,7 @@ def create_app(
             metrics=state.metrics,
             batch_size=config.batch_size,
             min_area=config.min_area,
+            on_recorded=on_recorded,
         )
         state.batcher = Batcher(
             state.station.predict_batch, window_s=config.window_ms / 1000.0, max_batch=config.max_batch

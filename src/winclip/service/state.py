@@ -19,6 +19,7 @@ from .budget import RETRY_AFTER_S, PixelBudget
 from .config import ServiceConfig
 from .db import DatabaseUnavailableError, Recorder
 from .metrics import Metrics
+from .names import check_name
 from .retention import Keeper
 from .security import key_matches
 from .station import (
@@ -28,7 +29,6 @@ from .station import (
     Served,
     Station,
     UnknownProfileError,
-    check_name,
 )
 
 T = TypeVar("T")

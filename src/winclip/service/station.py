@@ -26,12 +26,11 @@ changed (winclip.service.sync polls for them).
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,7 +43,6 @@ import torch
 from PIL import Image
 
 from ..backbones.openclip import RandomWeightsWarning
-from ..images import IMAGE_FORMATS
 from ..inspection.inspector import Inspection, Inspector
 from ..inspection.profile import Profile
 from ..inspection.references import References
@@ -55,13 +53,11 @@ from ..model import WinCLIP, banner, build_model
 from ..options import ModelSpec
 from .db import DatabaseUnavailableError, Record, Recorder, one_line
 from .metrics import Metrics
+from .names import MEDIA_TYPES, NAME_PATTERN, check_name, reference_filename
 from .revisions import Revision, Revisions
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
-FILENAME_LIMIT = 80  # characters kept of an uploaded file name on disk
 TEXT_STEP = 64  # prompts encoded per step of the worker when a profile is created
-MEDIA_TYPES = dict(IMAGE_FORMATS.values())  # file extension → media type of the stored references
 
 
 class UnknownProfileError(KeyError):
@@ -90,29 +86,6 @@ def revision_errors() -> Iterator[None]:
         yield
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
-
-
-def check_name(name: str) -> str:
-    """The profile name if valid, else ValueError: letters, digits, `_ . -`, at most 64, no `..`."""
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"invalid profile name {name[:80]!r}: use 1-64 letters, digits, '_', '.', '-', starting with a letter "
-            "or digit, without '..'"
-        )
-    return name
-
-
-def safe_filename(filename: str) -> str:
-    """A file name reduced to `[A-Za-z0-9_.-]`, at most FILENAME_LIMIT characters, never hidden or empty."""
-    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-FILENAME_LIMIT:].lstrip(".")
-    return base or "image"
-
-
-def reference_filename(index: int, filename: str, extension: str) -> str:
-    """`<index>_<stem of the upload's name><extension of the decoded format>`: the upload never picks the type."""
-    if extension not in MEDIA_TYPES:
-        raise ValueError(f"{extension!r} is not the extension of an accepted image format")
-    return f"{index:03d}_{Path(safe_filename(filename)).stem or 'image'}{extension}"
 
 
 @dataclass(frozen=True)
@@ -190,9 +163,11 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
+        on_recorded: Callable[[Served, Record, int], None] | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
         self.folder = Path(folder)
+        self.on_recorded = on_recorded  # called with each recorded result (winclip.line.publish), on the worker
         self.spec = spec
         self.batch_size = batch_size
         self.recorder = recorder
@@ -273,6 +248,7 @@ class Station:
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
         records: list[Record] = []
+        served_by: list[Served] = []
         now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
@@ -282,8 +258,9 @@ class Station:
                 results[i] = r if r.error is None else r.error
                 if r.error is None:
                     records.append(_record(now, name, items[i], r))
+                    served_by.append(served)
         try:
-            ids = iter(self.recorder.record(records))
+            ids = self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
@@ -291,7 +268,11 @@ class Station:
             return [failure if isinstance(r, Inspection) else r for r in results]
         for record in records:
             self.metrics.images.labels(record.profile, record.label).inc()
-        return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
+        if self.on_recorded is not None:
+            for owner, record, record_id in zip(served_by, records, ids, strict=True):
+                self.on_recorded(owner, record, record_id)
+        row_ids = iter(ids)
+        return [Scored(r, next(row_ids), now) if isinstance(r, Inspection) else r for r in results]
 
     # -- changing profiles (worker thread) -------------------------------------------------
 

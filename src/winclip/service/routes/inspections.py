@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspection.decisions import LABELS
 from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line
+from ..names import check_name
 from ..schemas import Detail, InspectionPage, InspectionRow
 from ..state import AppState, app_state, unavailable
-from ..station import check_name
 
 router = APIRouter(prefix="/v1", tags=["inspections"], responses={422: {"model": Detail}, 503: {"model": Detail}})
 State = Annotated[AppState, Depends(app_state)]

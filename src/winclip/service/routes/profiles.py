@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Reque
 from fastapi.responses import FileResponse
 
 from ..config import ServiceConfig
+from ..names import MEDIA_TYPES, check_name
 from ..schemas import Detail, ProfileList, ProfileOut, Thresholds
 from ..state import AppState, app_state, outcome
-from ..station import MEDIA_TYPES, ThresholdChange, check_name
+from ..station import ThresholdChange
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"], responses={503: {"model": Detail}})
