@@ -23,10 +23,10 @@ MAX_ROOT_MODULES = 12  # the facade, __main__, the model and a few shared leaf u
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a higher
 # one; inside a layer, the import graph has no cycle (test below). A new package must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("options", "images", "files", "spreadsheet", "metrics", "metrics.*"),
+    ("options", "images", "files", "spreadsheet", "progress", "metrics", "metrics.*"),
     ("method", "method.*"),
     ("backbones", "backbones.*"),
-    ("model",),
+    ("predictions", "model"),
     ("inspection", "inspection.*"),
     ("paper", "paper.*"),
     ("distributed", "distributed.*"),

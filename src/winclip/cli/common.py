@@ -12,6 +12,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, PRECISION_CHOICES, RUNTIME_CHOICES
+from ..progress import plural
 
 if TYPE_CHECKING:
     from ..inspection.folder_run import Discovery
@@ -147,11 +148,12 @@ def profile_label(profile, profile_path: str | None) -> str:
     """How the banner names the decision rule."""
     if profile_path is None:
         return (
-            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+            f"no profile: object {profile.object_name!r}, {plural(profile.shots, 'reference')}, "
+            f"threshold {profile.threshold:g}"
         )
     cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
     return (
-        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "
+        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {plural(profile.shots, 'reference')}, "
         f"threshold {profile.threshold:.6g}"
     )
 
@@ -164,6 +166,6 @@ def print_banner(request: PredictRequest, profile: Profile, found: Discovery, wh
             "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
             file=sys.stderr,
         )
-    print(f"predict: {len(found.images)} images -> {request.out}{where}", file=sys.stderr)
+    print(f"predict: {plural(len(found.images), 'image')} -> {request.out}{where}", file=sys.stderr)
     for pattern in found.unmatched:
         print(f"winclip: {pattern}: no file matches", file=sys.stderr)

@@ -33,7 +33,6 @@ import glob
 import io
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,10 +41,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, image_size
+from ..progress import plural, progress_bar, say
 from ..spreadsheet import safe_cell
 from .inspector import Inspection, Inspector
 from .render import mask_image, overlay
@@ -290,7 +289,8 @@ class Summary:
         counts = ", ".join(f"{self.labels[k]} {k}" for k in ("normal", "review", "anomalous"))
         done = sum(self.labels.values())
         rate = f", {done / self.seconds:.2f} images/s" if self.seconds > 0 and done else ""
-        return f"{done} images: {counts}; {self.failed} failed; {self.resumed} resumed ({self.seconds:.1f} s{rate})"
+        took = f"{self.seconds:.1f} s{rate}"
+        return f"{plural(done, 'image')}: {counts}; {self.failed} failed; {self.resumed} resumed ({took})"
 
 
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
@@ -394,7 +394,7 @@ class ResultWriter:
     def write(self, outcome: Outcome) -> None:
         """One outcome: an error line and row, or the pictures and the record (each flushed at once)."""
         if outcome.error is not None:
-            tqdm.write(f"winclip: {outcome.item.path}: {outcome.error}", file=sys.stderr)
+            say(f"winclip: {outcome.item.path}: {outcome.error}")
             self._errors.writerow((safe_cell(str(outcome.item.path)), outcome.error))
             self._err_file.flush()
             self.summary.failed += 1
@@ -433,7 +433,7 @@ def run_predict(
     todo = writer.todo(images)
     with (
         writer,
-        tqdm(total=len(todo), unit="img", desc="predict", disable=not progress, file=sys.stderr) as bar,
+        progress_bar(len(todo), "predict", enabled=progress) as bar,
     ):
         for outcome in inspect_items(
             inspector, todo, save_maps=save_maps, batch_size=batch_size, max_pixels=max_pixels

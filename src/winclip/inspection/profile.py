@@ -57,6 +57,7 @@ from ..method.features import Features
 from ..method.prompts import PromptSet, object_phrase
 from ..model import WinCLIP
 from ..options import MethodOptions
+from ..progress import plural
 from .calibration import Calibration, CalibrationImage, calibrate, check_rates, robust_scale
 from .checks import ProfileFormatError, check_decision, check_profile
 from .decisions import DEFAULT_CONFIDENCE_SCALE, DEFAULT_THRESHOLD, apply_roi
@@ -161,6 +162,13 @@ class Profile:
         profile.apply(model)
         return profile
 
+    def __repr__(self) -> str:
+        return (
+            f"Profile(object={self.object_name!r}, backbone={self.backbone!r}, pretrained={self.pretrained!r}, "
+            f"shots={self.shots}, threshold={self.threshold:.6g}, review_threshold={self.review_threshold!r}, "
+            f"calibrated={self.calibration is not None})"
+        )
+
     @property
     def shots(self) -> int:
         """Number of reference images (0 = zero-shot)."""
@@ -233,8 +241,8 @@ class Profile:
         changed = [c.name for c in (*cal.good, *cal.bad) if Path(c.name).is_file() and file_sha256(c.name) != c.sha256]
         if changed:
             warnings.warn(
-                f"{len(changed)} calibration image(s) changed on disk since calibration and are re-scored as they "
-                f"are now: {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}",
+                f"{plural(len(changed), 'calibration image')} changed on disk since calibration; re-scored as found "
+                f"now: {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}",
                 CalibrationChangedWarning,
                 stacklevel=2,
             )
@@ -408,7 +416,7 @@ class Profile:
             f"model: {self.backbone}, pretrained {self.pretrained or 'none (random weights)'}, "
             f"weights {self.weights_id}",
             f"options: {self.options}",
-            f"references: {self.shots} image(s), {sum(self.reference_views)} view(s){refs}",
+            f"references: {plural(self.shots, 'image')}, {plural(sum(self.reference_views), 'view')}{refs}",
             f"roi: {roi}",
             f"threshold: {self.threshold:.6f}{review}; confidence scale {self.confidence_scale:.6g}",
             f"made with winclip {self.version} on {self.created or 'unknown date'}; digest {self.digest()}",
