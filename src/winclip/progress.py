@@ -67,7 +67,8 @@ class PlainProgress:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            print(self.line(time.monotonic()), file=self.file, flush=True)
+            if self.total != 0:  # nothing to say of a job of no items
+                print(self.line(time.monotonic()), file=self.file, flush=True)
 
     def __enter__(self) -> PlainProgress:
         return self

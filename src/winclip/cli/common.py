@@ -15,7 +15,7 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, 
 from ..progress import plural
 
 if TYPE_CHECKING:
-    from ..inspection.folder_run import Discovery
+    from ..inspection.inputs import Discovery
     from ..inspection.profile import Profile
     from ..method.prompts import PromptSet
     from ..model import WinCLIP
@@ -118,14 +118,12 @@ def load_model(
     return model
 
 
-def image_paths(inputs: tuple[str, ...] | list[str], what: str) -> list[str]:
-    """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
-    from ..inspection.folder_run import discover
+def image_paths(inputs: tuple[str, ...] | list[str], what: str, *, refuse_outputs: bool = False) -> list[str]:
+    """Files, folders and globs → paths, each checked before any model loads (winclip.inspection.inputs, no torch);
+    a missing or non-image file, or an argument that matches nothing, is a usage error."""
+    from ..inspection.inputs import image_files
 
-    found = discover(list(inputs))
-    if found.unmatched:
-        raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
-    return [str(item.path) for item in found.images]
+    return image_files(list(inputs), what, refuse_outputs=refuse_outputs)
 
 
 def interrupted(out: str) -> int:

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 def predict(request: PredictRequest) -> int:
     """Check the inputs and outputs, build the inspector, print the banner, stream the photos; 1 when any failed."""
-    from ..inspection.folder_run import check_out_not_inside, check_output, discover, run_predict
+    from ..inspection.folder_run import check_output, run_predict
+    from ..inspection.inputs import check_out_not_inside, discover
     from ..inspection.inspector import Inspector
     from ..inspection.profile import Profile
 
@@ -88,7 +89,9 @@ def predict(request: PredictRequest) -> int:
         profile = Profile.load(request.profile)
         model = load_model(request.model, profile.options, profile=profile)
     else:
-        good = image_paths(request.good, "--good")
+        good = image_paths(request.good, "--good", refuse_outputs=True)
+        if request.roi:
+            image_paths([request.roi], "--roi")
         model = load_model(request.model, MethodOptions(resize=request.resize))
         profile = Profile.create(model, request.object, good, roi=request.roi)
     profile = request.thresholds_on(profile)
