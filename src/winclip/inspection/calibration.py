@@ -136,9 +136,10 @@ def calibrate(
     g = np.array([c.score for c in good])
     b = np.array([c.score for c in bad])
     threshold = min(max(fpr_threshold(g, target_fpr), np.nextafter(0.0, 1.0)), 1.0)
-    review = None if review_fpr is None else fpr_threshold(g, review_fpr)
+    review = None
     notes = [support_note(g, target_fpr, threshold)]
-    if review is not None:
+    if review_fpr is not None:
+        review = fpr_threshold(g, review_fpr)
         notes.append(support_note(g, review_fpr, review, "review threshold"))
     f1_t, f1 = f1_best_threshold(g, b) if len(b) else (None, None)
     return Calibration(

@@ -90,12 +90,14 @@ def _tiff(image: Image.Image) -> bytes:
 
 def render(item: InputImage, r: Inspection, save_maps: bool, warning: str = "") -> Outcome:
     """The record of one inspected image and its composite, overlay, mask (and float map) as file bytes."""
+    assert r.image is not None and r.map is not None and r.threshold is not None  # only decided images come here
+    assert r.score is not None and r.label is not None
     paths = {
         "overlay": f"overlays/{item.rel}.png",
         "mask": f"masks/{item.rel}.png",
-        "map": f"maps/{item.rel}.tiff" if save_maps else None,
         "composite": f"composites/{item.rel}.png",
     }
+    map_path = f"maps/{item.rel}.tiff" if save_maps else None
     picture = composite(
         r.image, r.map, score=r.score, threshold=r.threshold, label=r.label, review_threshold=r.review_threshold,
         regions=r.regions, title=str(item.path), note=r.note, warning=warning,
@@ -105,8 +107,8 @@ def render(item: InputImage, r: Inspection, save_maps: bool, warning: str = "") 
         paths["overlay"]: png_bytes(overlay(r.image, r.map, r.threshold, r.regions), "overlay"),
         paths["mask"]: png_bytes(mask_image(r.map, r.threshold), "mask"),
     }
-    if save_maps:
-        files[paths["map"]] = _tiff(Image.fromarray(r.map.astype(np.float32)))
+    if map_path is not None:
+        files[map_path] = _tiff(Image.fromarray(r.map.astype(np.float32)))
     record = {
         "type": "result",
         "path": str(item.path),
@@ -121,6 +123,7 @@ def render(item: InputImage, r: Inspection, save_maps: bool, warning: str = "") 
         "height": int(r.map.shape[0]),
         "note": r.note,
         **paths,
+        "map": map_path,
     }
     return Outcome(item, record, files)
 
