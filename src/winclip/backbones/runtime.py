@@ -128,7 +128,7 @@ class _Session:
             else:
                 self._open_openvino(path, precision, threads)
         except ImportError as exc:
-            raise ValueError(f"--runtime {runtime} needs {exc.name}: pip install 'winclip-anomaly[export]'") from None
+            raise ValueError(f'--runtime {runtime} needs {exc.name}: pip install "winclip-anomaly[export]"') from None
         except Exception as exc:  # noqa: BLE001 - a model the runtime cannot read is one clear line
             raise ValueError(f"{path}: {runtime} cannot load it ({str(exc).strip().splitlines()[0]})") from None
         want = [3, *export.meta["image_size"]]

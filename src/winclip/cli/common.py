@@ -30,7 +30,7 @@ PRETRAINED_HELP = (
 )
 PRECISION_HELP = "auto = bf16 on CPUs with native bf16 where its measured fidelity holds, else fp32; fp16 on CUDA"
 RAY_HELP = (
-    "run on a Ray cluster (pip install 'winclip-anomaly[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
+    "run on a Ray cluster (pip install \"winclip-anomaly[ray]\"): HOST:PORT of its head, or 'auto' (the cluster in "
     "RAY_ADDRESS or started on this machine with `ray start`, else a local one for this run); "
     "inputs are read by the workers at the same absolute paths"
 )

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from .. import __version__
 from ..progress import plural, say
 
-INSTALL_HINT = "--ray needs Ray: pip install 'winclip-anomaly[ray]'"
+INSTALL_HINT = '--ray needs Ray: pip install "winclip-anomaly[ray]"'
 IN_FLIGHT = 2  # chunks queued on each actor, so it never waits for the driver between chunks
 MAX_RESTARTS = 3  # times Ray restarts an actor whose process died
 MAX_ATTEMPTS = 3  # failures after which a single input is given up
