@@ -1,9 +1,10 @@
-"""`winclip predict`: inspect photos: an overlay, a mask and a label per photo, plus results.csv / results.jsonl.
+"""`winclip predict`: inspect photos: a composite, an overlay, a mask and a label per photo, plus results.csv.
 
-Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at its own size,
-an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus results.csv,
-results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, 3 the results
-could not be written (disk full, no permission: finished results are kept; rerun with --resume), 130
+Inspect photos with a profile (winclip profile create) or an object name. Writes per photo a composite to
+look at (composites/: photo | heat | mask with the label, score, threshold and a colour bar) and, at the
+photo's own size, an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask,
+plus results.csv, results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error,
+3 the results could not be written (disk full, no permission: finished results are kept; rerun with --resume), 130
 interrupted (rerun with --resume).
 """
 
