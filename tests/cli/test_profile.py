@@ -139,6 +139,11 @@ def test_calibrate_says_when_too_few_good_photos_cannot_support_the_rate(tmp_pat
     assert cal.note == note and f"warning: {note}" in out and err.endswith(f"winclip: warning: {note}\n")
     assert main(["profile", "calibrate", str(prof), "--good", *photos["holdout"], "--target-fpr", "0.4"]) == 0
     assert Profile.load(prof).calibration.note == "" and "warning" not in capsys.readouterr().out  # 3 x 0.4 >= 1
+    (tmp_path / "garbage.png").write_bytes(b"not a photo")  # a held-out photo that cannot be read: skipped, reported
+    good = [*photos["holdout"], str(tmp_path / "garbage.png")]
+    assert main(["profile", "calibrate", str(prof), "--good", *good, "--target-fpr", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "calibration: 3 good, 0 bad, 1 skipped" in out and f"skipped good image {tmp_path / 'garbage.png'}" in out
 
 
 def test_predict_writes_a_readable_composite_per_photo_and_notes_a_label_without_regions(tmp_path, capsys):

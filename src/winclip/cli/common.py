@@ -118,12 +118,14 @@ def load_model(
     return model
 
 
-def image_paths(inputs: tuple[str, ...] | list[str], what: str, *, refuse_outputs: bool = False) -> list[str]:
+def image_paths(
+    inputs: tuple[str, ...] | list[str], what: str, *, refuse_outputs: bool = False, headers: bool = True
+) -> list[str]:
     """Files, folders and globs → paths, each checked before any model loads (winclip.inspection.inputs, no torch);
-    a missing or non-image file, or an argument that matches nothing, is a usage error."""
+    a missing (with `headers`, also a non-image) file, or an argument that matches nothing, is a usage error."""
     from ..inspection.inputs import image_files
 
-    return image_files(list(inputs), what, refuse_outputs=refuse_outputs)
+    return image_files(list(inputs), what, refuse_outputs=refuse_outputs, headers=headers)
 
 
 def interrupted(out: str) -> int:

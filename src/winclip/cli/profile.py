@@ -87,8 +87,9 @@ def create(request: CreateRequest) -> int:
 
 def calibrate(request: CalibrateRequest) -> int:
     """Score held-out photos, set the threshold(s), save in place, print the report."""
-    good = image_paths(request.good, "--good", refuse_outputs=True)  # every file checked before torch is imported
-    bad = image_paths(request.bad, "--bad")
+    # named files checked before torch is imported; unreadable photos are skipped and reported, as in any batch
+    good = image_paths(request.good, "--good", refuse_outputs=True, headers=False)
+    bad = image_paths(request.bad, "--bad", headers=False)
     from ..inspection.show import read_checked
 
     read_checked(Path(request.profile))

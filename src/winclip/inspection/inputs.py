@@ -108,24 +108,32 @@ def winclip_output(path: str | Path) -> str | None:
     return mark if isinstance(mark, str) else None
 
 
-def image_files(inputs: Sequence[str], what: str, *, refuse_outputs: bool = False) -> list[str]:
+def _check_header(path: str, what: str) -> None:
+    """ValueError naming `what` and `path` unless it is a regular, non-empty file with a readable image header."""
+    try:
+        if image_size(path) is None:
+            with Image.open(path):
+                pass
+    except ImageError as err:
+        raise ValueError(f"{what} {path}: {err.reason}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ValueError(f"{what} {path}: not an image file (format not recognised)") from None
+
+
+def image_files(inputs: Sequence[str], what: str, *, refuse_outputs: bool = False, headers: bool = True) -> list[str]:
     """Files, folders and globs → paths, each checked now, before any model loads: ValueError naming `what`, the
-    first file that is missing, not a regular file, not an image (from its header), or (with `refuse_outputs`) a
-    picture winclip wrote, and why; an argument that matches nothing is refused too."""
+    first file that is missing, (with `headers`) not a regular file or not an image (from its header), or (with
+    `refuse_outputs`) a picture winclip wrote, and why; an argument that matches nothing is refused too. Without
+    `headers`, only a missing file is refused: a batch that skips unreadable photos (calibration) reports them."""
     found = discover(list(inputs))
     if found.unmatched:
         raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
     paths = [str(item.path) for item in found.images]
     for path in paths:
-        try:
-            size = image_size(path)
-            if size is None:
-                with Image.open(path):
-                    pass
-        except ImageError as err:
-            raise ValueError(f"{what} {path}: {err.reason}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise ValueError(f"{what} {path}: not an image file (format not recognised)") from None
+        if headers:
+            _check_header(path, what)
+        elif not os.path.lexists(path):
+            raise ValueError(f"{what} {path}: file not found")
         kind = winclip_output(path) if refuse_outputs else None
         if kind is not None:
             raise ValueError(
