@@ -23,10 +23,10 @@ MAX_ROOT_MODULES = 12  # the facade, __main__, the model and a few shared leaf u
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a higher
 # one; inside a layer, the import graph has no cycle (test below). A new package must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("options", "images", "files", "spreadsheet", "metrics", "metrics.*"),
+    ("options", "images", "files", "spreadsheet", "progress", "metrics", "metrics.*"),
     ("method", "method.*"),
     ("backbones", "backbones.*"),
-    ("model",),
+    ("predictions", "model"),
     ("inspection", "inspection.*"),
     ("paper", "paper.*"),
     ("distributed", "distributed.*"),
@@ -198,6 +198,25 @@ def test_the_command_line_parses_without_torch():
     assert out.strip() == "[]"
     help_text = subprocess.run([sys.executable, "-m", "winclip", "--help"], capture_output=True, text=True, check=True)
     assert "predict" in help_text.stdout and "eval" in help_text.stdout
+
+
+@pytest.mark.slow
+def test_read_only_commands_and_every_help_answer_without_torch(tmp_path):
+    from helpers import without_torch
+    from winclip.cli import SUBCOMMANDS, main
+
+    tiny = str(ROOT / "tests" / "tiny-vit.json")
+    assert main(["profile", "create", "--object", "bracket", "--out", str(tmp_path / "p"), "--backbone", tiny,
+                 "--pretrained", "none", "--device", "cpu"]) == 0  # fmt: skip
+    shown = without_torch("profile", "show", str(tmp_path / "p"))
+    assert "object: 'bracket'" in shown and "model: tiny-vit" in shown and "digest sha256:" in shown
+    where = without_torch("weights", "where", "--backbone", "ViT-B-16-plus-240", "--pretrained", "none")
+    assert "random weights" in where
+    missing = without_torch("weights", "where", "--cache-dir", str(tmp_path), status=1)  # the default weights
+    assert "NOT on this machine" in missing and "open_clip_model.safetensors" in missing
+    assert "usage: winclip" in without_torch("--help")
+    for name in SUBCOMMANDS:
+        assert f"usage: winclip {name}" in without_torch(name, "--help")
 
 
 @pytest.mark.skipif(

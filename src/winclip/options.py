@@ -39,6 +39,8 @@ class ModelSpec:
     pretrained: an open_clip tag, a checkpoint file, or None for seeded random weights.
     device: "cpu", "cuda", "cuda:1", ... or None / "auto" (CUDA when available).
     runtime: "torch", or "onnxruntime" / "openvino" to run the model exported into `export_dir`.
+    model_config: the content of a model-config JSON (what a profile made from a `.json` stores),
+    registered under the name `backbone`, so the file itself is not needed.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -48,6 +50,7 @@ class ModelSpec:
     cache_dir: str | None = None
     runtime: str = "torch"
     export_dir: str | None = None
+    model_config: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_CHOICES:

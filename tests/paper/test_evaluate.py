@@ -177,13 +177,13 @@ class _CountEncode:
 
     def __init__(self, monkeypatch) -> None:
         self.calls: list[int] = []
-        original = WinCLIP.encode
+        original = WinCLIP.encode_batch
 
         def counting(model, x):
             self.calls.append(int(x.shape[0]))
             return original(model, x)
 
-        monkeypatch.setattr(WinCLIP, "encode", counting)
+        monkeypatch.setattr(WinCLIP, "encode_batch", counting)
 
 
 def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch, capsys):
@@ -231,7 +231,7 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     Image.fromarray(255 - np.asarray(Image.open(changed).convert("RGB"))).save(changed)
     assert _eval(root, tmp_path / "out", "mvtec", *args) == 0
     assert counter.calls == [1]
-    assert "1 images encoded" in capsys.readouterr().out
+    assert "1 image encoded" in capsys.readouterr().out
 
     # a window-scale ablation changes features: a new cache folder
     counter.calls.clear()

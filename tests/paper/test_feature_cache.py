@@ -23,13 +23,13 @@ def test_the_cache_adds_crops_to_an_entry_without_encoding_it_again(tmp_path, rn
     assert encode_files(model, cache, files[:2], bar) == (2, {})
     assert cache.has("sha0") and not cache.has_crops("sha0") and not cache.complete("sha0", crops=True)
     calls = []
-    original = type(model).encode
+    original = type(model).encode_batch
 
     def counting(self, x):
         calls.append(len(x))
         return original(self, x)
 
-    monkeypatch.setattr(type(model), "encode", counting)
+    monkeypatch.setattr(type(model), "encode_batch", counting)
     multi = make_model(multi_crop=True)
     assert FeatureCache(tmp_path / "cache", multi).folder == cache.folder  # crops do not move the entry
     assert encode_files(multi, cache, files, bar) == (3, {})

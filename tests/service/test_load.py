@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip-anomaly[serve]'")
 
 import torch
 from PIL import Image

@@ -119,7 +119,7 @@ def _to_openvino(onnx_path: Path, xml: Path) -> None:
     try:
         import openvino as ov
     except ImportError:
-        raise ValueError("--format openvino needs OpenVINO: pip install 'winclip[export]'") from None
+        raise ValueError('--format openvino needs OpenVINO: pip install "winclip-anomaly[export]"') from None
     ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
 
 

@@ -28,16 +28,10 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .encoder import RANDOM_SEED, BackboneInfo, Preprocess, check_input
 from .precision import resolve_precision
 from .tower import Matmuls, VisionTower, check_vit
-from .weights.checkpoints import (
-    adapt_state,
-    choose_setup,
-    config_name,
-    fit_problem,
-    guess_backbones,
-    read_checkpoint,
-    source_config,
-)
+from .weights.checkpoints import adapt_state, fit_problem, guess_backbones, read_checkpoint
 from .weights.locate import Located, resolve_checkpoint
+from .weights.registry import config_content, register_config
+from .weights.setup import choose_setup, config_name, source_config
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_BATCH = 256  # prompts per text-encoder forward
@@ -45,19 +39,6 @@ TEXT_BATCH = 256  # prompts per text-encoder forward
 
 class RandomWeightsWarning(UserWarning):
     """The model has random weights: its scores mean nothing."""
-
-
-def register_config(backbone: str) -> str:
-    """A path to an open_clip model-config JSON registers it; returns the model name."""
-    path = Path(backbone)
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model config file not found")
-        open_clip.add_model_config(path)
-        return path.stem
-    if backbone not in open_clip.list_models():
-        raise ValueError(f"unknown backbone {backbone!r}; see open_clip.list_models() or pass a config .json")
-    return backbone
 
 
 def _quiet_random_init(record: logging.LogRecord) -> bool:
@@ -98,10 +79,12 @@ def load_clip(
     pretrained: str | Path | None,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    model_config: str | None = None,
 ) -> tuple[torch.nn.Module, BackboneInfo]:
-    """Build an open_clip model by name (or config JSON) with tag, hf-hub:, local-dir:, file or random weights."""
+    """Build an open_clip model by name (or config JSON, or a config's content stored by a profile: `model_config`,
+    registered under the name `backbone`) with tag, hf-hub:, local-dir:, file or random weights."""
     pretrained = None if pretrained is None or str(pretrained).lower() == "none" else str(pretrained)
-    name = register_config(str(backbone))
+    name = register_config(str(backbone), model_config)
     found = source_cfg = None
     if pretrained is not None:
         found = resolve_checkpoint(name, pretrained, cache_dir)
@@ -144,6 +127,7 @@ def load_clip(
         image_size=tuple(visual.image_size),
         patch_size=tuple(visual.patch_size),
         activation=act,
+        model_config=config_content(name),
         **info,
     )
 
@@ -202,10 +186,11 @@ class Backbone:
         precision: str = "auto",
         cache_dir: str | None = None,
         fused: bool = True,
+        model_config: str | None = None,
     ) -> None:
         self.device = pick_device(device)
         resolve_precision(precision, self.device, str(name))  # a bad choice fails before the slow load
-        self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
+        self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir, model_config)
         choice = resolve_precision(precision, self.device, self.info.name)
         self.precision, self.precision_reason = choice.value, choice.reason
         self.tower = VisionTower(self.clip.visual, fused=fused)

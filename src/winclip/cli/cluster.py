@@ -20,7 +20,7 @@ from .requests import EvalRequest, PredictRequest, RayRequest
 
 if TYPE_CHECKING:
     from ..distributed.workers import ModelJob, ProfilePayload
-    from ..inspection.folder_run import Discovery
+    from ..inspection.inputs import Discovery
     from ..inspection.profile import Profile
     from ..model import WinCLIP
 

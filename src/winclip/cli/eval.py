@@ -30,6 +30,7 @@ from ..options import (
     TILE_REDUCTIONS,
 )
 from ..paper.data import LAYOUTS
+from ..progress import plural
 from .cluster import eval_encoder
 from .common import add_command, add_model_options, add_ray_options, load_model
 from .requests import EvalRequest
@@ -176,7 +177,8 @@ def _evaluate(request: EvalRequest, plan: EvalPlan, model: WinCLIP) -> int:
     per_image = f" ({result.encode_seconds / result.encoded:.3f} s/image)" if result.encoded else ""
     per_row = f" ({result.score_seconds / computed:.3f} s/row)" if computed else ""
     print(
-        f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded "
+        f"eval: {plural(len(result.rows), 'row')} ({result.reused_rows} reused), "
+        f"{plural(result.encoded, 'image')} encoded "
         f"in {result.encode_seconds:.1f} s{per_image}, rows scored in {result.score_seconds:.1f} s{per_row}; "
         f"wrote {result.out / 'summary.md'}, results.csv, scores.npz"
         + (", report.html" if (result.out / "report.html").is_file() else "")

@@ -61,11 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def create(request: CreateRequest) -> int:
     """Encode prompts and references, save the profile."""
-    from ..inspection.profile import Profile
     from ..inspection.store import check_writable
 
-    good = image_paths(request.good, "--good")
-    check_writable(Path(request.out), overwrite=request.overwrite)  # before loading any model
+    good = image_paths(request.good, "--good", refuse_outputs=True)  # every file checked before torch is imported
+    if request.roi:
+        image_paths([request.roi], "--roi")
+    check_writable(Path(request.out), overwrite=request.overwrite)
+    from ..inspection.profile import Profile
+
     model = load_model(request.model, MethodOptions(resize=request.resize), prompts=request.prompts)
     profile = Profile.create(
         model,
@@ -84,9 +87,14 @@ def create(request: CreateRequest) -> int:
 
 def calibrate(request: CalibrateRequest) -> int:
     """Score held-out photos, set the threshold(s), save in place, print the report."""
+    # named files checked before torch is imported; unreadable photos are skipped and reported, as in any batch
+    good = image_paths(request.good, "--good", refuse_outputs=True, headers=False)
+    bad = image_paths(request.bad, "--bad", headers=False)
+    from ..inspection.show import read_checked
+
+    read_checked(Path(request.profile))
     from ..inspection.profile import Profile
 
-    good, bad = image_paths(request.good, "--good"), image_paths(request.bad, "--bad")
     profile = Profile.load(request.profile)
     model = load_model(request.model, profile.options, profile=profile)
     profile = profile.calibrate(
@@ -95,14 +103,19 @@ def calibrate(request: CalibrateRequest) -> int:
     profile.save(request.profile, overwrite=True)
     assert profile.calibration is not None
     print(profile.calibration.report())
+    if profile.calibration.note:
+        print(f"winclip: warning: {profile.calibration.note}", file=sys.stderr)
     return 0
 
 
 def add_good(request: AddGoodRequest) -> int:
     """Encode only the new photos, append them, recalibrate when calibrated before, save in place."""
+    images = image_paths(request.images, "add-good", refuse_outputs=True)  # checked before torch is imported
+    from ..inspection.show import read_checked
+
+    read_checked(Path(request.profile))
     from ..inspection.profile import CalibrationChangedWarning, Profile
 
-    images = image_paths(request.images, "images")
     profile = Profile.load(request.profile)
     model = load_model(request.model, profile.options, profile=profile)
     with warnings.catch_warnings(record=True) as caught:
@@ -116,8 +129,8 @@ def add_good(request: AddGoodRequest) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print the profile's summary (loads JSON and tensors only; no model)."""
-    from ..inspection.profile import Profile
+    """Print the profile's summary (reads JSON and tensors only: no model, no torch)."""
+    from ..inspection.show import show
 
-    print(Profile.load(args.profile).summary())
+    print(show(args.profile))
     return 0

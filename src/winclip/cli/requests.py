@@ -32,6 +32,8 @@ class _Made(Protocol):
     def backbone(self) -> str: ...
     @property
     def pretrained(self) -> str | None: ...
+    @property
+    def model_config(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class ModelRequest:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.backbone and self.backbone.endswith(".json") and not Path(self.backbone).is_file():
+            raise ValueError(f"--backbone {self.backbone}: model config file not found")
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ModelRequest:
@@ -60,13 +64,15 @@ class ModelRequest:
         )  # fmt: skip
 
     def spec(self, profile: _Made | None = None) -> ModelSpec:
-        """The weights to load: those asked for, else the profile's own, else the package defaults."""
+        """The weights to load: those asked for, else the profile's own (its model config too), else the defaults."""
+        config = None
         if profile is None:
             backbone, pretrained = self.backbone or DEFAULT_BACKBONE, self.pretrained or DEFAULT_PRETRAINED
         else:
             backbone, pretrained = self.backbone or profile.backbone, self.pretrained or profile.pretrained or "none"
+            config = None if self.backbone else profile.model_config  # the profile's own config, stored in it
         return ModelSpec(
-            backbone, pretrained, self.device, self.precision, self.cache_dir, self.runtime, self.export_dir
+            backbone, pretrained, self.device, self.precision, self.cache_dir, self.runtime, self.export_dir, config
         )
 
 

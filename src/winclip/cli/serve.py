@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401 - the server
     except ImportError as exc:
         raise ValueError(
-            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'"
+            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install \"winclip-anomaly[serve]\""
         ) from None
     return serve(ServeRequest.of(args))
 

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         import watchdog  # noqa: F401 - inotify
     except ImportError as exc:
         raise ValueError(
-            f"winclip watch needs the 'line' extra ({exc.name} is missing): pip install 'winclip[line]'"
+            f"winclip watch needs the 'line' extra ({exc.name} is missing): pip install \"winclip-anomaly[line]\""
         ) from None
     return watch(WatchRequest.of(args))
 

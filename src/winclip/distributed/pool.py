@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,11 +23,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from tqdm.auto import tqdm
-
 from .. import __version__
+from ..progress import plural, say
 
-INSTALL_HINT = "--ray needs Ray: pip install 'winclip[ray]'"
+INSTALL_HINT = '--ray needs Ray: pip install "winclip-anomaly[ray]"'
 IN_FLIGHT = 2  # chunks queued on each actor, so it never waits for the driver between chunks
 MAX_RESTARTS = 3  # times Ray restarts an actor whose process died
 MAX_ATTEMPTS = 3  # failures after which a single input is given up
@@ -207,7 +205,7 @@ class WorkerPool:
         """A call failed because the worker's process died: probe it until Ray has restarted it."""
         worker = self.workers[index]
         if worker.state == "ready":
-            tqdm.write(f"ray: worker {index} ({self._where(index)}) died; its chunks go to the others", file=sys.stderr)
+            say(f"ray: worker {index} ({self._where(index)}) died; its chunks go to the others")
             worker.state = "lost"
             self.restarts += 1
             self.probes[worker.handle.ready.remote()] = index
@@ -259,7 +257,7 @@ class WorkerPool:
         per = ", ".join(f"worker {i} ({self._where(i)}) {self.images[i]}" for i in used)
         return (
             f"ray: {len(used)} of {len(self.workers)} workers used; images per worker: {per or 'none'}; "
-            f"{self.restarts} restarted, {self.retried} images retried"
+            f"{self.restarts} restarted, {plural(self.retried, 'image')} retried"
         )
 
     def _where(self, index: int) -> str:

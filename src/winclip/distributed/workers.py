@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..inspection.folder_run import InputImage, Outcome, header_record, inspect_items
@@ -25,6 +24,7 @@ from ..method.features import Features
 from ..model import WinCLIP, build_model
 from ..options import MethodOptions, ModelSpec
 from ..paper.feature_cache import Encoded, FeatureCache, encode_files, feature_settings
+from ..progress import NoProgress
 from .pool import worker_identity
 
 STARTUP_ERRORS = (ValueError, OSError, RuntimeError, ImportError)  # a worker that cannot start reports these
@@ -183,7 +183,7 @@ class EncodeWorker:
         errors: dict = {}
         for crops in sorted({c for _, _, c in files}):
             group = [(Path(p), sha) for p, sha, c in files if c == crops]
-            errors |= encode_files(self.model, cache, group, tqdm(disable=True), crops=crops)[1]
+            errors |= encode_files(self.model, cache, group, NoProgress(), crops=crops)[1]
         out = [EncodedFile(sha, _tensor_bytes(item.features), item.size) for sha, item in cache.items.items()]
         return out + [EncodedFile(sha, reason=e.reason) for sha, e in errors.items()]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 import numpy as np
-import torch
 
+ArrayLike = Any  # a numpy array or a CPU torch tensor: read through np.asarray, so no torch is imported here
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PROTOTYPES = ("prototype.normal", "prototype.anomalous")
 REFERENCE = "reference."
@@ -98,6 +98,10 @@ def _check_meta(meta: dict) -> None:
     check_decision(meta["threshold"], meta["review_threshold"], meta["confidence_scale"])
     _field(meta, "roi", lambda v: v is None or isinstance(v, dict), "an object or null")
     _field(meta, "calibration", lambda v: v is None or isinstance(v, dict), "an object or null")
+    if meta.get("model_config") is not None:
+        config = _field(meta, "model_config", lambda v: isinstance(v, dict), "an object (a model config)")
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
+        _need(not missing, f"model_config lacks {', '.join(missing)}")
 
 
 def patch_grid(image_size: Sequence[int], patches: int) -> tuple[int, int]:
@@ -109,15 +113,16 @@ def patch_grid(image_size: Sequence[int], patches: int) -> tuple[int, int]:
     return h, w
 
 
-def _check_tensor(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+def _check_tensor(name: str, tensor: ArrayLike, shape: tuple[int | None, ...]) -> None:
+    t = np.asarray(tensor)
     want = "x".join("?" if s is None else str(s) for s in shape)
     ok = t.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, t.shape, strict=True))
     _need(ok, f"tensor {name} has shape {'x'.join(map(str, t.shape)) or 'scalar'}, expected {want}")
-    _need(t.dtype == torch.float32, f"tensor {name} is {t.dtype}, expected float32")
-    _need(bool(torch.isfinite(t).all()), f"tensor {name} holds NaN or infinite values")
+    _need(t.dtype == np.float32, f"tensor {name} is {t.dtype}, expected float32")
+    _need(bool(np.isfinite(t).all()), f"tensor {name} holds NaN or infinite values")
 
 
-def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+def _check_tensors(meta: dict, tensors: dict[str, ArrayLike]) -> None:
     refs, scales = meta["references"], meta["options"]["scales"]
     expected = set(PROTOTYPES)
     if refs:
@@ -126,17 +131,17 @@ def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         _need(False, f"tensor {name} is missing ({len(refs)} reference(s), window scales {scales})")
     for name in sorted(set(tensors) - expected):
         _need(False, f"unexpected tensor {name} ({len(refs)} reference(s), window scales {scales})")
-    normal = tensors[PROTOTYPES[0]]
+    normal = np.asarray(tensors[PROTOTYPES[0]])
     _need(normal.ndim == 1, f"tensor {PROTOTYPES[0]} must be one vector, got shape {tuple(normal.shape)}")
     dim = normal.shape[0]
     for name in PROTOTYPES:
         _check_tensor(name, tensors[name], (dim,))
-        _need(float(tensors[name].norm()) > 0, f"tensor {name} is all zeros")
+        _need(bool(np.any(np.asarray(tensors[name]) != 0)), f"tensor {name} is all zeros")
     if not refs:
         return
     views = sum(r["views"] for r in refs)
     _check_tensor(f"{REFERENCE}image", tensors[f"{REFERENCE}image"], (views, dim))
-    patches = tensors[f"{REFERENCE}patches"]
+    patches = np.asarray(tensors[f"{REFERENCE}patches"])
     _check_tensor(f"{REFERENCE}patches", patches, (views, None, None))
     h, w = patch_grid(meta["preprocess"]["image_size"], patches.shape[1])
     for k in scales:
@@ -146,7 +151,7 @@ def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
-def check_profile(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray | None) -> None:
+def check_profile(meta: dict, tensors: dict[str, ArrayLike], roi: np.ndarray | None) -> None:
     """ProfileFormatError naming the first inconsistent, non-finite or out-of-range part (module docstring)."""
     _check_meta(meta)
     _check_tensors(meta, tensors)

@@ -54,7 +54,7 @@ class PatchTokenBaseline(WinCLIP):
     def feature_key(self) -> dict:
         return {"baseline": self.method}
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         feats = self.backbone.encode(x, ())
         assert self.backbone.projection is not None  # make_baseline refuses runtimes without it
         proj = self.backbone.projection.to(feats.patches.device, torch.float32)
@@ -93,7 +93,7 @@ class ImageTilingBaseline(WinCLIP):
         feats = Features(base.features.image, windows, base.features.patches, base.features.crops)
         return EncodedImages(feats, base.owner, base.tiles, base.sizes)
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         feats = self.backbone.encode(x, ())
         return Features(feats.image, {}, feats.patches)
 
@@ -112,7 +112,7 @@ class PatchCoreBaseline(WinCLIP):
         layers = self.hidden_layers()
         return {"baseline": self.method, "layers": list(layers)} if layers else {}
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         layers = self.hidden_layers()
         feats = self.backbone.encode(x, self.options.scales)
         if not layers:

@@ -42,6 +42,7 @@ METRIC_NAMES = {
     "pixel_f1max": "pixel F1-max",
 }
 PAPER_DATASETS = ("mvtec", "visa")
+PAPER_TIME_DEVICE = "T4 GPU"  # where the paper timed Table 8
 ZERO_SHOT_SEED = -1  # the seed stored in scores.npz for zero-shot rows (seeds do not apply)
 
 
@@ -309,13 +310,11 @@ def _paper_only(paper: PaperValue | None, ours: str = "—") -> str:
     return f"{ours} ({paper.mean:.1f}" + (f" ± {paper.std:.1f})" if paper.std else ")")
 
 
-def _time_cell(time_ms: tuple[float, float] | None, paper: PaperValue | None) -> str:
-    if time_ms is None:
-        return _paper_only(paper)
-    cell = f"{time_ms[0]:.1f} ± {time_ms[1]:.1f}"
-    if paper is None:
-        return cell
-    return f"{cell} ({paper.mean:.1f} ± {paper.std:.1f}, {time_ms[0] - paper.mean:+.1f})"
+def _time_cells(time_ms: tuple[float, float] | None, paper: PaperValue | None) -> list[str]:
+    """Table 8's two time columns: ours on our device, the paper's on its T4 GPU (never their difference)."""
+    ours = "—" if time_ms is None else f"{time_ms[0]:.1f} ± {time_ms[1]:.1f}"
+    theirs = "—" if paper is None else f"{paper.mean:.1f}" + (f" ± {paper.std:.1f}" if paper.std else "")
+    return [ours, theirs]
 
 
 Figures = Mapping[tuple[str, str, str, str, str, int], PaperValue]
@@ -343,12 +342,15 @@ def _row_cells(table: Table, outcome: Outcome, dataset: str | None, figures: Fig
     cells = [cell(m, row.shots[0]) for m in table.metrics]
     if table.timed:
         paper = paper_figure(figures, table, row, dataset, TIME_METRIC, 0) if dataset else None
-        cells.append(_time_cell(outcome.time_ms, paper))
+        cells += _time_cells(outcome.time_ms, paper)
     return cells
 
 
-def table_markdown(table: Table, outcomes: Sequence[Outcome], dataset: str, notes: Sequence[str] = ()) -> str:
-    """``tableN.md``: the paper's layout, each cell ours (its figure, our difference in points)."""
+def table_markdown(
+    table: Table, outcomes: Sequence[Outcome], dataset: str, notes: Sequence[str] = (), device: str | None = None
+) -> str:
+    """``tableN.md``: the paper's layout, each cell ours (its figure, our difference in points); Table 8's time
+    per image in two columns, ours on `device` and the paper's on a T4 GPU."""
     figures = paper_figures()
     paper_dataset = dataset if table.dataset in ("both", dataset) else None
     ours = sorted({r.cls for o in outcomes for r in o.results})
@@ -374,7 +376,8 @@ def table_markdown(table: Table, outcomes: Sequence[Outcome], dataset: str, note
     elif table.layout == "classes":
         head += [*table.classes, "Mean"]
     else:
-        head += [METRIC_NAMES[m] for m in table.metrics] + (["Time (ms)"] if table.timed else [])
+        head += [METRIC_NAMES[m] for m in table.metrics]
+        head += [f"ms/image, ours ({device or 'this run'})", f"ms/image, paper ({PAPER_TIME_DEVICE})"] * table.timed
     lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for o in outcomes:
         label = o.row.label + ("" if o.row.runs else " †")

@@ -203,6 +203,7 @@ class Ready(BaseModel):
     version: str
     backbone: str
     weights_id: str
+    random_weights: bool  # --pretrained none: every score is meaningless (the page shows a banner)
     device: str
     precision: str
     database: str

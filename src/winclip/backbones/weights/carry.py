@@ -16,12 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import open_clip
-
 from ... import __version__
 from ...images import file_sha256
-from ..openclip import register_config
-from .checkpoints import SAFETENSORS, TORCH_LOAD, TORCHSCRIPT, choose_setup, config_name, is_torchscript, source_config
 from .locate import (
     HF_CONFIG,
     Candidate,
@@ -35,6 +31,8 @@ from .locate import (
     split_source,
     url_cache,
 )
+from .registry import openclip_version, register_config
+from .setup import SAFETENSORS, TORCH_LOAD, TORCHSCRIPT, choose_setup, config_name, is_torchscript, source_config
 
 MANIFEST = "winclip-weights.json"
 MANIFEST_VERSION = "winclip-weights/1"
@@ -121,7 +119,7 @@ def _write_entry(name: str, pretrained: str, c: Candidate, path: Path, out: str 
         "pretrained": pretrained,
         "source": f"hf-hub:{c.repo}/{c.filename}" if c.repo else c.url or c.path,
         "files": [_record(root, Path(f).absolute()) for f in files],
-        "open_clip": open_clip.__version__,
+        "open_clip": openclip_version(),
         "winclip": __version__,
         "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -82,6 +82,7 @@ async def ready(state: State) -> Ready | JSONResponse:
         version=__version__,
         backbone=base.info.name,
         weights_id=base.info.weights_id,
+        random_weights=base.info.checkpoint is None,
         device=str(base.device),
         precision=base.backbone.precision,
         database=state.database().dialect,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import sys
 import time
 from typing import Annotated
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspection.inspector import Inspection
 from ...inspection.render import map_image, mask_image, overlay
+from ...inspection.render import png_bytes as marked_png
 from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
 from ..state import AppState, app_state, outcome
@@ -27,16 +27,14 @@ router = APIRouter(prefix="/v1/profiles", tags=["predict"], responses={503: {"mo
 State = Annotated[AppState, Depends(app_state)]
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """An image as PNG bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+def png_bytes(image: Image.Image, kind: str) -> bytes:
+    """A picture as PNG bytes, marked as winclip's `kind` (overlay, mask, map: `profile add-good` refuses them)."""
+    return marked_png(image, kind, compress_level=PNG_COMPRESS_LEVEL)
 
 
-def png_base64(image: Image.Image) -> str:
+def png_base64(image: Image.Image, kind: str) -> str:
     """A PNG as base64 text."""
-    return base64.b64encode(png_bytes(image)).decode("ascii")
+    return base64.b64encode(png_bytes(image, kind)).decode("ascii")
 
 
 def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str, str]:
@@ -48,7 +46,7 @@ def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str
         "overlay": lambda: overlay_of(upload, r),
         "map": lambda: map_image(score_map),
     }
-    return {k: png_base64(makers[k]()) for k in INCLUDES if k in include}
+    return {k: png_base64(makers[k](), k) for k in INCLUDES if k in include}
 
 
 @router.post(
@@ -104,7 +102,7 @@ def keep(state: AppState, profile: str, uploads: list[Upload], results: list[Sco
     keeper, metrics = state.keeper, state.metrics
     assert keeper is not None  # predict keeps photos only with a keeper
     kept = [(u, s) for u, s in zip(uploads, results, strict=True) if s.inspection.label in keeper.labels]
-    drawn = [png_bytes(overlay_of(u, s.inspection)) for u, s in kept]
+    drawn = [png_bytes(overlay_of(u, s.inspection), "overlay") for u, s in kept]
     pointers: dict[int, str | None] = {}
     with keeper.pointing:  # pointers reach the database in the order photos were kept and evicted
         for (u, s), picture in zip(kept, drawn, strict=True):
