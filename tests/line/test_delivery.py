@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-pytest.importorskip("sqlalchemy", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("sqlalchemy", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from helpers.line import Receiver, wait_until
 from winclip.line.outbox import Delivery, DeliveryError, Outbox

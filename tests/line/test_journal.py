@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-pytest.importorskip("sqlalchemy", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("sqlalchemy", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from winclip.line.journal import DONE, FAILED, SCORING, Entry, Journal, Version
 from winclip.line.outbox import Outbox

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from helpers.line import Broker, Subscriber, wait_until
 from winclip.line.mqtt import MqttSink, MqttTarget, read_credentials

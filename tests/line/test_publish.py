@@ -9,7 +9,7 @@ import json
 import pytest
 
 pytest.importorskip("fastapi", reason="the line tests need the 'serve' and 'line' extras")
-pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 jsonschema = pytest.importorskip("jsonschema")
 
 from fastapi.testclient import TestClient

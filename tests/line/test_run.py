@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 jsonschema = pytest.importorskip("jsonschema")
 
 from helpers.line import make_profile, photo_bytes, wait_until

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("paho.mqtt", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from helpers.soak import first_copies, soak
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from helpers.line import make_profile
 from winclip.cli import build_parser, main

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install 'winclip[line]'")
+pytest.importorskip("watchdog", reason="the line tests need the 'line' extra: pip install \"winclip-anomaly[line]\"")
 
 from helpers.line import photo_bytes, write_slowly
 from winclip.line.watcher import Stat, Watcher, is_photo
@@ -166,6 +166,31 @@ def test_the_queue_is_bounded_and_the_rest_waits_on_disk_in_order(tmp_path):
                 path.unlink()
                 w.finish(path, None)
         assert order == [f"p{i}.png" for i in range(7)]
+    finally:
+        w.close()
+
+
+def test_a_photo_completed_after_room_frees_does_not_pass_older_ones_waiting_on_disk(tmp_path):
+    """inotify: b completes while the queue is full (it waits on disk); c completes after a is taken: b first."""
+    w = Watcher(tmp_path, settle_s=0.1, capacity=1, inotify=True)
+    try:
+        for name in ("a.png", "b.png"):
+            (tmp_path / name).with_suffix(".part").write_bytes(photo_bytes(len(name)))
+            os.rename((tmp_path / name).with_suffix(".part"), tmp_path / name)
+            time.sleep(0.02)
+        time.sleep(0.3)  # both events arrive: a fills the queue, b waits
+        first = w.take(1, timeout=2)
+        assert names(first) == ["a.png"]
+        w.finish(first[0][0], None)
+        (tmp_path / "c.part").write_bytes(photo_bytes(9))
+        os.rename(tmp_path / "c.part", tmp_path / "c.png")
+        time.sleep(0.3)  # c's event is queued before the next take drains it
+        order = []
+        while len(order) < 2:
+            for path, stat in w.take(1, timeout=2):
+                order.append(path.name)
+                w.finish(path, stat)
+        assert order == ["b.png", "c.png"]
     finally:
         w.close()
 

@@ -14,7 +14,7 @@ A file that is still open for writing is never complete by the first rule (no cl
 grows, not by the second. The pipeline checks the file again after reading it and after scoring it (its size,
 mtime and inode are its `Stat`): a file that changed meanwhile goes back here and waits for its next
 completion. `capacity` bounds the photos held complete in memory; more wait on disk and are found by the next
-scan, oldest modification first.
+scan, oldest modification first (a photo completing while others wait joins them, never passes them).
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ class Watcher:
         if stat is None or self._finished.get(path) == stat:
             return
         self._seen.pop(path, None)
-        if len(self.ready) < self.capacity or path in self.ready:
+        overflow = any(since == float("-inf") for _, since in self._seen.values())  # older complete photos wait
+        if path in self.ready or (len(self.ready) < self.capacity and not overflow):
             self.ready[path] = stat
         else:
             self._seen[path] = (stat, float("-inf"))  # complete, waiting on disk for room: the next scan takes it
