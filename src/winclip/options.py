@@ -34,12 +34,36 @@ PAPER_TILE_REDUCE = "mean"
 
 
 @dataclass(frozen=True)
+class RunPath:
+    """A way to run the vision tower: a runtime and a precision (the name is what tables and records show)."""
+
+    runtime: str  # torch, onnxruntime or openvino
+    precision: str  # fp32, bf16, fp16 or int8
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}-{self.precision}"
+
+    @classmethod
+    def parse(cls, name: str) -> RunPath:
+        runtime, _, prec = name.rpartition("-")
+        if runtime not in RUNTIME_CHOICES or prec not in PRECISION_CHOICES[1:]:
+            raise ValueError(f"unknown path {name!r}; paths are RUNTIME-PRECISION, e.g. torch-bf16 or openvino-int8")
+        return cls(runtime, prec)
+
+
+REFERENCE = RunPath("torch", "fp32")  # what every faster path is measured against
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Which weights to load and where: everything a `Backbone` is built from.
 
     pretrained: an open_clip tag, a checkpoint file, or None for seeded random weights.
     device: "cpu", "cuda", "cuda:1", ... or None / "auto" (CUDA when available).
     runtime: "torch", or "onnxruntime" / "openvino" to run the model exported into `export_dir`.
+    model_config: the content of a model-config JSON (what a profile made from a `.json` stores),
+    registered under the name `backbone`, so the file itself is not needed.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -49,6 +73,7 @@ class ModelSpec:
     cache_dir: str | None = None
     runtime: str = "torch"
     export_dir: str | None = None
+    model_config: str | None = None
     precision_reason: str | None = None  # why `precision` was chosen, when a caller resolved auto (e.g. evidence)
 
     def __post_init__(self) -> None:

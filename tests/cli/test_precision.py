@@ -13,12 +13,13 @@ from PIL import Image
 
 from helpers import TINY, textured
 from winclip.backbones import precision
-from winclip.backbones.precision import RunPath, cpu_kind
+from winclip.backbones.precision import cpu_kind
 from winclip.cli import build_parser, main
 from winclip.inspection import precision_check as pc
 from winclip.inspection.evidence import Evidence, PathEvidence
 from winclip.inspection.folder_run import read_records
 from winclip.inspection.profile import Profile
+from winclip.options import RunPath
 
 TINY_MODEL = ["--backbone", TINY, "--pretrained", "none", "--device", "cpu"]
 

@@ -17,11 +17,11 @@ from scipy.stats import spearmanr
 import winclip
 from helpers import TINY, make_model, textured
 from winclip.backbones import precision
-from winclip.backbones.precision import RunPath, cpu_kind
+from winclip.backbones.precision import cpu_kind
 from winclip.inspection import precision_check as pc
 from winclip.inspection.evidence import Evidence, PathEvidence
 from winclip.inspection.profile import Profile
-from winclip.options import ModelSpec
+from winclip.options import ModelSpec, RunPath
 
 pytestmark = pytest.mark.filterwarnings("ignore::winclip.RandomWeightsWarning")
 SPEC = ModelSpec(TINY, None, "cpu", "auto")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip-anomaly[serve]'")
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -27,7 +27,7 @@ from winclip.inspection.profile import Profile
 from winclip.options import ModelSpec
 from winclip.service.app import create_app
 from winclip.service.config import ServiceConfig
-from winclip.service.station import check_name, safe_filename
+from winclip.service.names import check_name, safe_filename
 from winclip.service.uploads import UploadError, decode_upload
 
 LIMITS = dict(max_images=4, max_file_bytes=50_000, max_request_bytes=200_000)

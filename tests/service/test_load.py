@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip-anomaly[serve]'")
 
 import torch
 from PIL import Image
@@ -30,6 +30,12 @@ REQUESTS = 400
 MAX_UPLOAD = 50_000  # bytes (--max-upload-mb 0.0476...)
 KEY = "load-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def in_flight(url: str) -> float:
+    """The station's `winclip_pixels_in_flight`: decoded pixels of the requests it is serving now."""
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("winclip_pixels_in_flight "))
 
 
 def noise_png(seed: int, side: int) -> bytes:
@@ -153,7 +159,11 @@ def test_load_mixed_traffic(tmp_path):
     try:
         with ThreadPoolExecutor(CLIENTS) as pool_:
             futures = [pool_.submit(late, i) for i in range(CLIENTS)]
-            time.sleep(0.5)  # all arrived, all waiting in the 1.5 s batch window
+            held = 2 * CLIENTS * 64 * 64  # decoded pixels of every late request, admitted and waiting
+            deadline = time.monotonic() + 60
+            while in_flight(url) < held:  # all arrived, all waiting in the 1.5 s batch window
+                assert time.monotonic() < deadline and not any(f.done() for f in futures), "not all in flight"
+                time.sleep(0.02)
             sigterm = time.perf_counter()
             stop_server(proc)
             answered = [f.result() for f in futures]

@@ -21,6 +21,7 @@ import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ class VisionGraph(torch.nn.Module):
     one Eq. 2 uses), as in the fused PyTorch path.
     """
 
-    def __init__(self, visual: torch.nn.Module, scales: tuple[int, ...]) -> None:
+    def __init__(self, visual: Any, scales: tuple[int, ...]) -> None:  # open_clip's VisionTransformer, by attribute
         super().__init__()
         self.visual = visual
         self.scales = tuple(scales)
@@ -81,7 +82,7 @@ class ImageGraph(torch.nn.Module):
     crops cost what ten plain forwards cost (the window graph would compute and drop them).
     """
 
-    def __init__(self, visual: torch.nn.Module) -> None:
+    def __init__(self, visual: Any) -> None:  # open_clip's VisionTransformer, by attribute
         super().__init__()
         self.visual = visual
 
@@ -96,7 +97,7 @@ class ImageGraph(torch.nn.Module):
         return v.ln_post(class_token_block(blocks[-1], x)) @ v.proj
 
 
-def class_token_block(last: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def class_token_block(last: Any, x: torch.Tensor) -> torch.Tensor:  # open_clip's ResidualAttentionBlock
     """The output of open_clip's block `last` at the class token only, of batch-first tokens `(B, S, C)` → `(B, C)`."""
     h = last.ln_1(x)
     q = h[:, :1]
@@ -145,7 +146,7 @@ def _to_openvino(onnx_path: Path, xml: Path) -> None:
     try:
         import openvino as ov
     except ImportError:
-        raise ValueError("--format openvino needs OpenVINO: pip install 'winclip[export]'") from None
+        raise ValueError('--format openvino needs OpenVINO: pip install "winclip-anomaly[export]"') from None
     ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..options import PRECISION_CHOICES
+from ..options import PRECISION_CHOICES, RunPath
 from .kernels import ISA_CAPS, cpu_model
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
@@ -29,26 +29,6 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-@dataclass(frozen=True)
-class RunPath:
-    """A way to run the vision tower: a runtime and a precision (the name is what tables and records show)."""
-
-    runtime: str  # torch, onnxruntime or openvino
-    precision: str  # fp32, bf16, fp16 or int8
-
-    @property
-    def name(self) -> str:
-        return f"{self.runtime}-{self.precision}"
-
-    @classmethod
-    def parse(cls, name: str) -> RunPath:
-        runtime, _, prec = name.rpartition("-")
-        if runtime not in ("torch", "onnxruntime", "openvino") or prec not in ("fp32", "bf16", "fp16", "int8"):
-            raise ValueError(f"unknown path {name!r}; paths are RUNTIME-PRECISION, e.g. torch-bf16 or openvino-int8")
-        return cls(runtime, prec)
-
-
-REFERENCE = RunPath("torch", "fp32")  # what every faster path is measured against
 FASTER_PATHS = (RunPath("torch", "bf16"), RunPath("openvino", "bf16"), RunPath("openvino", "int8"))
 
 

@@ -7,6 +7,7 @@ function with less work (see its docstring); both are tested equal (tests/backbo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -84,7 +85,7 @@ class VisionTower:
     to fp32 (docs/performance.md).
     """
 
-    def __init__(self, visual: torch.nn.Module, fused: bool = True) -> None:
+    def __init__(self, visual: Any, fused: bool = True) -> None:  # open_clip's VisionTransformer, used by attribute
         check_vit(visual)
         self.visual = visual
         self.grid: tuple[int, int] = tuple(visual.grid_size)
@@ -210,7 +211,7 @@ class VisionTower:
 
 
 def _fused_block(
-    block: torch.nn.Module,
+    block: Any,  # open_clip's ResidualAttentionBlock, used by attribute
     x: torch.Tensor,
     groups: tuple[tuple[int, int], ...],
     keep: tuple[bool, ...] | None,
@@ -269,7 +270,7 @@ def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype in dtypes and weight.is_contiguous()
 
 
-def tower_products(visual: torch.nn.Module) -> list[Product]:
+def tower_products(visual: Any) -> list[Product]:  # open_clip's VisionTransformer, used by attribute
     """The distinct matrix products of a ViT's blocks (QKV, attention output, MLP with its GELU, MLP output)."""
     found: dict[str, Product] = {}
     for block in visual.transformer.resblocks:
@@ -339,7 +340,7 @@ class Matmuls:
         x, weight, bias = self._operands(x, weight, bias)
         return run(self._kernel(x, weight), x, weight, bias, None)
 
-    def hidden(self, x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, mlp: Any) -> torch.Tensor:  # open_clip's MLP (c_fc, gelu, c_proj)
         """act(c_fc(x)) `(M, 4C)`; in `low` when set. An nn.GELU may be fused into oneDNN's kernel."""
         x, weight, bias = self._operands(x, mlp.c_fc.weight, mlp.c_fc.bias)
         act = mlp.gelu

@@ -5,7 +5,7 @@ size (batch size free), fp32, plus export.json (inputs, outputs, window plan, pr
 sha256 of every file), and an image-only graph for the multi-crop views. `winclip predict --runtime
 onnxruntime --export-dir DIR --profile P` then scores with it; the text prototypes come from the profile.
 `--precision int8 --calibration GOOD_PHOTOS` (OpenVINO) quantizes it with NNCF, its statistics taken on those
-photos (pip install nncf). Needs the 'export' extra: pip install 'winclip[export]'.
+photos. Needs the 'export' extra: pip install "winclip-anomaly[export]".
 """
 
 from __future__ import annotations

@@ -45,9 +45,10 @@ def check(request: PrecisionCheckRequest) -> int:
     import warnings
 
     from ..backbones.openclip import RandomWeightsWarning
-    from ..backbones.precision import RunPath, cpu_summary, offered_paths
+    from ..backbones.precision import cpu_summary, offered_paths
     from ..inspection.precision_check import check_precision, decide, photos_for
     from ..inspection.profile import Profile
+    from ..options import RunPath
 
     images = image_paths(request.images, "--images") if request.images else None
     profile = Profile.load(request.profile)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..backbones.precision import REFERENCE, RunPath
+from ..options import REFERENCE, RunPath
 
 MIN_SPEARMAN = 0.999  # the image-score ranking is kept (issue 12's bar)
 MAX_FLIPS = 0  # no label changes at the profile's threshold
@@ -229,7 +229,7 @@ def choose(
         blocked.append(f"{row.path}: {why}")
     if blocked:
         return fallback("no path that holds can run here (" + "; ".join(blocked) + ")")
-    why = [f"{p.path}: {p.figures()}" for p in evidence.paths if not p.holds]
+    misses = [f"{p.path}: {p.figures()}" for p in evidence.paths if not p.holds]
     ref = evidence.reference_ms_per_image
-    why += [f"{p.path} holds but ran at {ref / p.ms_per_image:.2f}x fp32's speed" for p in held[len(faster) :]]
-    return fallback("no faster path's evidence holds" + (f" ({'; '.join(why)})" if why else ""))
+    misses += [f"{p.path} holds but ran at {ref / p.ms_per_image:.2f}x fp32's speed" for p in held[len(faster) :]]
+    return fallback("no faster path's evidence holds" + (f" ({'; '.join(misses)})" if misses else ""))

@@ -34,10 +34,10 @@ from scipy.stats import spearmanr
 from .. import __version__
 from ..backbones.kernels import cache_dir
 from ..backbones.openclip import pick_device
-from ..backbones.precision import REFERENCE, RunPath, cpu_kind, native_bf16, offered_paths
+from ..backbones.precision import cpu_kind, native_bf16, offered_paths
 from ..images import file_sha256, load_image
 from ..model import WinCLIP, build_model
-from ..options import ModelSpec
+from ..options import REFERENCE, ModelSpec, RunPath
 from .decisions import apply_roi, label_of
 from .evidence import Decision, Evidence, PathEvidence, choose
 from .profile import Profile

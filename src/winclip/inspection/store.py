@@ -1,7 +1,8 @@
 """A profile on disk: one folder with `profile.json`, `tensors.safetensors` and an optional `roi.png`.
 
 Nothing here knows what a profile means (winclip.inspection.profile does); this module reads and writes
-the three files without pickle.
+the three files without pickle, and reads them without torch (tensors come back as numpy arrays), so
+`winclip profile show` answers at once.
 
 Saving is atomic for the whole folder: the new version is written into a hidden sibling
 `.<name>.tmp-<random>/` (every file fsynced; anything else the old folder holds, such as the
@@ -22,13 +23,15 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from safetensors.numpy import load_file
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "winclip-profile"
 FORMAT_VERSION = 1
@@ -129,6 +132,8 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 
 def profile_files(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray | None) -> dict[str, bytes]:
     """The bytes of each file of a profile folder."""
+    from safetensors.torch import save as safetensors_bytes
+
     files = {
         TENSORS_FILE: safetensors_bytes(tensors, metadata={"format": FORMAT}),
         PROFILE_JSON: (json.dumps(meta, indent=2) + "\n").encode(),
@@ -165,8 +170,8 @@ def write_folder(
     return folder
 
 
-def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor], np.ndarray | None]:
-    """profile.json (format checked), the tensors and the ROI (bool `(H, W)` or None) of a profile folder."""
+def read_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray | None]:
+    """profile.json (format checked), the tensors (numpy) and the ROI (bool `(H, W)` or None) of a profile folder."""
     if not (folder / PROFILE_JSON).is_file():
         raise FileNotFoundError(f"{folder}: not a winclip profile (no {PROFILE_JSON})")
     try:
@@ -182,7 +187,7 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor], np.ndarray
         raise FileNotFoundError(f"{folder}: {TENSORS_FILE} is missing")
     try:
         tensors = load_file(str(folder / TENSORS_FILE))
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, TypeError, ValueError) as exc:
         raise ValueError(f"{folder}: malformed profile ({TENSORS_FILE}: {type(exc).__name__}: {exc})") from None
     roi = None
     if meta.get("roi") is not None:

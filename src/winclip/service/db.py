@@ -36,8 +36,11 @@ from typing import TypeVar
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..spreadsheet import safe_cell
+from .config import ServiceConfig
 from .migrate import SchemaError, upgrade
 
 metadata = sa.MetaData()
@@ -141,7 +144,7 @@ class Recorder:
     """Writes and pages through inspection records in one database (module docstring)."""
 
     @classmethod
-    def of(cls, config) -> Recorder:
+    def of(cls, config: ServiceConfig) -> Recorder:
         """The record a `ServiceConfig` names, with its timeouts."""
         return cls(
             config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
@@ -278,7 +281,7 @@ class Recorder:
         """Release the connection pool."""
         self.engine.dispose()
 
-    def _sqlite_pragmas(self, dbapi_connection, _record) -> None:
+    def _sqlite_pragmas(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")

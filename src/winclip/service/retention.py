@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ServiceConfig
-from .station import safe_filename
+from .names import safe_filename
 
 LOCK_FILE = ".lock"
 OVERLAY_SUFFIX = "-overlay.png"

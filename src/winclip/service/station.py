@@ -26,16 +26,16 @@ changed (winclip.service.sync polls for them).
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -43,7 +43,6 @@ import torch
 from PIL import Image
 
 from ..backbones.openclip import RandomWeightsWarning
-from ..images import IMAGE_FORMATS
 from ..inspection.inspector import Inspection, Inspector
 from ..inspection.precision_check import evidence_note, shared_spec
 from ..inspection.profile import Profile
@@ -55,13 +54,11 @@ from ..model import WinCLIP, banner, build_model
 from ..options import ModelSpec
 from .db import DatabaseUnavailableError, Record, Recorder, one_line
 from .metrics import Metrics
+from .names import MEDIA_TYPES, NAME_PATTERN, check_name, reference_filename
 from .revisions import Revision, Revisions
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
-FILENAME_LIMIT = 80  # characters kept of an uploaded file name on disk
 TEXT_STEP = 64  # prompts encoded per step of the worker when a profile is created
-MEDIA_TYPES = dict(IMAGE_FORMATS.values())  # file extension → media type of the stored references
 
 
 class UnknownProfileError(KeyError):
@@ -90,29 +87,6 @@ def revision_errors() -> Iterator[None]:
         yield
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
-
-
-def check_name(name: str) -> str:
-    """The profile name if valid, else ValueError: letters, digits, `_ . -`, at most 64, no `..`."""
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"invalid profile name {name[:80]!r}: use 1-64 letters, digits, '_', '.', '-', starting with a letter "
-            "or digit, without '..'"
-        )
-    return name
-
-
-def safe_filename(filename: str) -> str:
-    """A file name reduced to `[A-Za-z0-9_.-]`, at most FILENAME_LIMIT characters, never hidden or empty."""
-    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-FILENAME_LIMIT:].lstrip(".")
-    return base or "image"
-
-
-def reference_filename(index: int, filename: str, extension: str) -> str:
-    """`<index>_<stem of the upload's name><extension of the decoded format>`: the upload never picks the type."""
-    if extension not in MEDIA_TYPES:
-        raise ValueError(f"{extension!r} is not the extension of an accepted image format")
-    return f"{index:03d}_{Path(safe_filename(filename)).stem or 'image'}{extension}"
 
 
 @dataclass(frozen=True)
@@ -192,9 +166,11 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
-        log=sys.stderr,
+        on_recorded: Callable[[Served, Record, int], None] | None = None,
+        log: TextIO = sys.stderr,
     ) -> None:
         self.folder = Path(folder)
+        self.on_recorded = on_recorded  # called with each recorded result (winclip.line.publish), on the worker
         self.spec = spec
         self.batch_size = batch_size
         self.recorder = recorder
@@ -233,6 +209,7 @@ class Station:
                 profile = Profile.load(folder)
                 digest = profile.digest()
                 stored = row.stored if row.stored and row.stored.digest == digest else row.write(digest)
+            assert self.base is not None  # load() built it first
             served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
         except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
@@ -275,7 +252,8 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
-        records = []
+        records: list[Record] = []
+        served_by: list[Served] = []
         now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
@@ -285,16 +263,21 @@ class Station:
                 results[i] = r if r.error is None else r.error
                 if r.error is None:
                     records.append(_record(now, name, items[i], r))
+                    served_by.append(served)
         try:
-            ids = iter(self.recorder.record(records))
+            ids = self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
             self.metrics.not_recorded.inc(len(records))
             return [failure if isinstance(r, Inspection) else r for r in results]
-        for r in records:
-            self.metrics.images.labels(r.profile, r.label).inc()
-        return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
+        for record in records:
+            self.metrics.images.labels(record.profile, record.label).inc()
+        if self.on_recorded is not None:
+            for owner, record, record_id in zip(served_by, records, ids, strict=True):
+                self.on_recorded(owner, record, record_id)
+        row_ids = iter(ids)
+        return [Scored(r, next(row_ids), now) if isinstance(r, Inspection) else r for r in results]
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
@@ -376,6 +359,7 @@ class Station:
             profile = change.apply(base)
             profile.save(served.folder, overwrite=True)
             revision = row.write(profile.digest()).revision
+        assert self.base is not None  # load() built it first
         updated = Served.of(name, profile, served.folder, self.base, self.min_area, revision)
         self._serve(updated)
         return updated
@@ -391,6 +375,7 @@ class Station:
                 profile = Profile.load(self.folder / check_name(name))
                 if profile.digest() != stored.digest:
                     continue  # between two saves, or changed outside the service: the next poll reads it again
+                assert self.base is not None  # load() built it first
                 fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
                 if served is None:
                     self._warm(fresh)
@@ -429,6 +414,7 @@ class Station:
 
 def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:
     """The database row of one inspection."""
+    assert r.score is not None and r.threshold is not None and r.label is not None and r.confidence is not None
     return Record(
         time=now,
         profile=name,

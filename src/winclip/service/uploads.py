@@ -20,6 +20,7 @@ from fastapi import HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..images import IMAGE_FORMATS, ImageError, check_pixels, load_image
 from .budget import PixelBudget
@@ -53,7 +54,12 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 def probe_upload(data: bytes, name: str, *, max_pixels: int) -> tuple[int, str]:
     """(pixels, Pillow format) of one upload from its header alone; UploadError 415/413/422 naming `name`."""
-    return _opened(data, name, max_pixels, lambda image: (image.width * image.height, image.format))
+    return _opened(data, name, max_pixels, _pixels_and_format)
+
+
+def _pixels_and_format(image: Image.Image) -> tuple[int, str]:
+    assert image.format is not None  # Image.open names the plugin that read the file
+    return image.width * image.height, image.format
 
 
 def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> Image.Image:
@@ -165,11 +171,11 @@ class RequestLimit(HttpMiddleware):
     It also stamps the arrival time into the scope (`winclip.received`) for the recorded latency.
     """
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         super().__init__(app)
         self.limit = limit
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["winclip.received"] = time.perf_counter()  # latency is measured from here
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -180,7 +186,7 @@ class RequestLimit(HttpMiddleware):
             return
         seen = 0
 
-        async def counted():
+        async def counted() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
