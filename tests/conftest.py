@@ -12,8 +12,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 # winclip's cache (the kernel choice, winclip.backbones.kernels) goes to a folder of the test session, not ~/.cache
-os.environ["WINCLIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="winclip-test-cache-")
-atexit.register(shutil.rmtree, os.environ["WINCLIP_CACHE_DIR"], True)
+os.environ["WINCLIP_CACHE"] = tempfile.mkdtemp(prefix="winclip-test-cache-")
+atexit.register(shutil.rmtree, os.environ["WINCLIP_CACHE"], True)
 
 import winclip  # noqa: E402
 from helpers import shared_tiny  # noqa: E402

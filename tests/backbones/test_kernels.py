@@ -46,7 +46,7 @@ def fake(times: dict[str, float], calls: list[str]):
 
 @needs_onednn
 def test_the_choice_is_measured_once_per_machine_then_read_from_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
     products = [Product(8, 16), Product(8, 32, gelu=True)]
     calls: list[str] = []
     first = choose(products, fake({"aten": 2.0, "onednn": 1.0, "onednn-gelu": 3.0}, calls))
@@ -67,7 +67,7 @@ def test_the_choice_is_measured_once_per_machine_then_read_from_the_cache(monkey
 
 
 def test_a_corrupt_cache_or_an_unknown_kernel_is_measured_again(monkeypatch, tmp_path):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
     (tmp_path / "kernels.json").write_text("{not json")
     calls: list[str] = []
     choose([Product(8, 16)], fake({"aten": 1.0, "onednn": 2.0}, calls))
@@ -80,9 +80,9 @@ def test_a_corrupt_cache_or_an_unknown_kernel_is_measured_again(monkeypatch, tmp
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path / "w"))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path / "w"))
     assert kernels.cache_file() == tmp_path / "w" / "kernels.json"
-    monkeypatch.delenv("WINCLIP_CACHE_DIR")
+    monkeypatch.delenv("WINCLIP_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert kernels.cache_file() == tmp_path / "xdg" / "winclip" / "kernels.json"
 
@@ -90,7 +90,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 @needs_onednn
 @pytest.mark.parametrize("winner", ["aten", "onednn", "onednn-gelu"])
 def test_the_fused_fp32_path_runs_the_measured_kernels_and_stays_exact(monkeypatch, tmp_path, winner):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
     times = {"aten": 2.0, "onednn": 2.0, "onednn-gelu": 2.0, winner: 1.0}
     monkeypatch.setattr(kernels, "time_candidates", fake(times, []))
     backbone = load_tiny(precision="fp32")
@@ -112,7 +112,7 @@ def test_the_fused_fp32_path_runs_the_measured_kernels_and_stays_exact(monkeypat
 
 
 def test_bf16_and_the_baseline_do_not_measure(monkeypatch, tmp_path):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
     calls: list[str] = []
     monkeypatch.setattr(kernels, "time_candidates", fake({"aten": 1.0, "onednn": 1.0, "onednn-gelu": 1.0}, calls))
     assert load_tiny(precision="fp32", fused=False).tower.matmuls.kernels is None

@@ -48,7 +48,8 @@ def test_a_profile_made_from_a_model_config_file_needs_neither_the_file_nor_back
     assert meta["backbone"] == "bracket-vit" and meta["model_config"] == json.loads(Path(TINY).read_text())
     config.unlink()  # gone: the profile carries the config's content
     env = {**os.environ, "WINCLIP_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    calibrate = [sys.executable, "-m", "winclip", "profile", "calibrate", str(prof), "--good", *photos["holdout"]]
+    calibrate = [sys.executable, "-m", "winclip", "profile", "calibrate", str(prof), "--no-precision-check"]
+    calibrate += ["--good", *photos["holdout"]]  # the evidence after calibrating: tests/cli/test_precision.py
     done = subprocess.run(
         [*calibrate, "--target-fpr", "0.5", "--device", "cpu"], capture_output=True, text=True, env=env
     )
@@ -126,7 +127,14 @@ def test_calibrate_says_when_too_few_good_photos_cannot_support_the_rate(tmp_pat
     prof = tmp_path / "p.winclip"
     assert main(["profile", "create", "--object", "bracket", "--out", str(prof), "--backbone", TINY, *CPU]) == 0
     capsys.readouterr()
-    assert main(["profile", "calibrate", str(prof), "--good", *photos["holdout"], "--target-fpr", "0.01"]) == 0
+    calibrate = [
+        "profile",
+        "calibrate",
+        str(prof),
+        "--no-precision-check",
+        "--good",
+    ]  # evidence: tests/cli/test_precision.py
+    assert main([*calibrate, *photos["holdout"], "--target-fpr", "0.01"]) == 0
     out, err = capsys.readouterr()
     cal = Profile.load(prof).calibration
     scores = sorted(c.score for c in cal.good)
@@ -137,11 +145,11 @@ def test_calibrate_says_when_too_few_good_photos_cannot_support_the_rate(tmp_pat
         "3 score at or above it; add held-out good images"
     )
     assert cal.note == note and f"warning: {note}" in out and err.endswith(f"winclip: warning: {note}\n")
-    assert main(["profile", "calibrate", str(prof), "--good", *photos["holdout"], "--target-fpr", "0.4"]) == 0
+    assert main([*calibrate, *photos["holdout"], "--target-fpr", "0.4"]) == 0
     assert Profile.load(prof).calibration.note == "" and "warning" not in capsys.readouterr().out  # 3 x 0.4 >= 1
     (tmp_path / "garbage.png").write_bytes(b"not a photo")  # a held-out photo that cannot be read: skipped, reported
     good = [*photos["holdout"], str(tmp_path / "garbage.png")]
-    assert main(["profile", "calibrate", str(prof), "--good", *good, "--target-fpr", "0.4"]) == 0
+    assert main([*calibrate, *good, "--target-fpr", "0.4"]) == 0
     out = capsys.readouterr().out
     assert "calibration: 3 good, 0 bad, 1 skipped" in out and f"skipped good image {tmp_path / 'garbage.png'}" in out
 

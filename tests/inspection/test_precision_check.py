@@ -171,8 +171,16 @@ needs_int8 = pytest.mark.skipif(
 
 @pytest.mark.slow
 @needs_int8
+def test_exports_are_cached_per_architecture_not_only_per_weights_id(profile):
+    """Random weights are `random:seed=0` for every architecture: a tiny-vit export must not serve another model."""
+    other = dataclasses.replace(profile, backbone="bracket-vit")
+    config = dataclasses.replace(profile, model_config='{"embed_dim": 48}')
+    assert profile.weights_id == other.weights_id == config.weights_id == "random:seed=0"
+    assert len({pc._weights_tag(p) for p in (profile, other, config)}) == 3
+
+
 def test_int8_is_quantized_on_the_profiles_good_photos_and_chosen_only_by_evidence(profile, monkeypatch, tmp_path):
-    monkeypatch.setenv("WINCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path / "cache"))
     int8 = RunPath("openvino", "int8")
     evidence = pc.check_precision(profile, SPEC, paths=[int8])
     (row,) = evidence.paths

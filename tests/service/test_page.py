@@ -82,7 +82,7 @@ def test_the_page_shows_composites_originals_records_and_a_random_weights_banner
     good = str(examples / "good_plate.png")
     assert main(["profile", "create", "--object", "metal plate", "--good", good, "--out", str(prof), *model]) == 0
     assert main(["profile", "calibrate", str(prof), "--good", *map(str, holdout), "--target-fpr", "0.2",
-                 "--review-fpr", "0.5", "--device", "cpu"]) == 0  # fmt: skip
+                 "--review-fpr", "0.5", "--device", "cpu", "--no-precision-check"]) == 0  # fmt: skip
     proc, url = start_server(tmp_path / "profiles", log=tmp_path / "server.log")
     try:
         with sync_api.sync_playwright() as pw:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .weights.registry import cache_root
+
 PLAIN = ("aten", "onednn")  # kernels of a product
 WITH_GELU = ("aten", "onednn", "onednn-gelu")  # kernels of a product followed by nn.GELU (the last fuses it)
 MEASURE_ROWS = 2048  # rows timed per product (the fused path's MLP chunk, tower.MLP_CHUNK_ROWS)
@@ -55,16 +57,9 @@ class Product:
         return WITH_GELU if self.gelu else PLAIN
 
 
-def cache_dir() -> Path:
-    """winclip's cache folder: WINCLIP_CACHE_DIR, else $XDG_CACHE_HOME/winclip, else ~/.cache/winclip."""
-    explicit = os.environ.get("WINCLIP_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "winclip"
-
-
 def cache_file() -> Path:
-    return cache_dir() / CACHE_NAME
+    """kernels.json in winclip's cache folder ($WINCLIP_CACHE, else $XDG_CACHE_HOME/winclip, else ~/.cache/winclip)."""
+    return cache_root() / CACHE_NAME
 
 
 def cpu_model() -> str:

@@ -32,9 +32,9 @@ import torch
 from scipy.stats import spearmanr
 
 from .. import __version__
-from ..backbones.kernels import cache_dir
 from ..backbones.openclip import pick_device
 from ..backbones.precision import cpu_kind, native_bf16, offered_paths
+from ..backbones.weights.registry import cache_root
 from ..images import file_sha256, load_image
 from ..model import WinCLIP, build_model
 from ..options import REFERENCE, ModelSpec, RunPath
@@ -177,15 +177,19 @@ def compare(reference: Scored, got: Scored, threshold: float, review: float | No
 
 
 def _weights_tag(profile: Profile) -> str:
+    """The cache name of a profile's exports: random weights (`random:seed=0`) are the same id for every
+    architecture, so the backbone and its model config are part of the name."""
     kind, _, value = profile.weights_id.partition(":")
-    return f"{kind}-{value.replace('=', '')[:16]}-scales{''.join(map(str, sorted(profile.options.scales)))}"
+    model = json.dumps([profile.backbone, profile.weights_id, profile.model_config]).encode()
+    digest = hashlib.sha256(model).hexdigest()[:12]
+    return f"{kind}-{value.replace('=', '')[:16]}-{digest}-scales{''.join(map(str, sorted(profile.options.scales)))}"
 
 
 def _export_folder(name: str, make: Callable[[Path], object]) -> Path:
     """A cached export folder, made by `make(tmp)` into a temporary sibling and renamed into place."""
     from ..backbones.runtime import read_export
 
-    folder = cache_dir() / EXPORTS / name
+    folder = cache_root() / EXPORTS / name
     if folder.is_dir():
         try:
             read_export(folder)
