@@ -22,8 +22,10 @@ Every file the writer creates is listed in `out/.winclip-written` before it is w
 `overwrite` removes exactly those (and the files named by an older results.jsonl), never
 anything else a user put in the folder. An output folder inside an input folder is refused (a
 resumed run would read its own overlays as photos). Photos over `max_pixels` pixels (read from
-the header, before decoding), folders named like images, broken or looping symbolic links get
-an error row like any unreadable photo.
+the header, before decoding), folders named like images, broken or looping symbolic links, and
+linked folders that lead back above themselves (others are searched: winclip.files.walk) get
+an error row. Nothing is written through a link: an `out` that is one, or one inside it where
+a file is written or removed, is refused in one line (winclip.files.write_new, open_new).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..files import LinkError, check_no_links, open_new, walk, write_new
 from ..images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, image_size
 from ..spreadsheet import safe_cell
 from .inspector import Inspection, Inspector
@@ -70,6 +73,7 @@ class InputImage:
 
     path: Path
     rel: PurePosixPath
+    problem: str | None = None  # why it cannot be inspected, found while searching (a link loop)
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,8 @@ def discover(inputs: Sequence[str]) -> Discovery:
     for arg in inputs:
         path = Path(arg)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if _searched(p, path))
-            found += [InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix())) for p in files]
+            for p, why in sorted((p, why) for p, why in walk(path) if why is not None or _searched(p, path)):
+                found.append(InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix()), why))
         elif path.exists() or path.is_symlink() or not glob.has_magic(arg):
             found.append(InputImage(path, PurePosixPath(path.stem)))  # a missing file becomes an error row
         else:
@@ -190,6 +194,8 @@ def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
 
 def size_problem(item: InputImage, max_pixels: int | None) -> str | None:
     """Why a file cannot be inspected before decoding it (not a regular file, over `max_pixels`), or None."""
+    if item.problem is not None:
+        return item.problem
     try:
         image_size(item.path, max_pixels)
     except ImageError as err:
@@ -297,6 +303,8 @@ def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
     """The winclip outputs already in `out`; OutputExistsError if there are some and neither flag is set."""
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other")
+    if out.is_symlink():
+        raise LinkError(f"--out {out}: is a symbolic link; give the folder itself (winclip never writes through links)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES, MANIFEST) if (out / n).exists()]
@@ -322,12 +330,12 @@ def remove_written(out: Path) -> None:
     """Delete the files an earlier run wrote (and folders left empty by that), nothing else."""
     root = out.resolve()
     folders = set()
-    for name in written_files(out):
-        target = out / name
-        if root not in target.resolve().parents or not (target.is_file() or target.is_symlink()):
-            continue  # never outside the output folder, never a folder
-        target.unlink()
-        folders.update(p for p in target.parents if root in p.resolve().parents)
+    for name in (names := written_files(out)):
+        check_no_links(out, name)  # a link there was not made by winclip: refused before anything is removed
+    for name in names:
+        if (out / name).is_file():  # never a folder
+            (out / name).unlink()
+            folders.update(p for p in (out / name).parents if root in p.resolve().parents)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -357,9 +365,10 @@ class ResultWriter:
                     f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"
                 )
             self._base = (old or {}).get("cwd", self._base)
-        self._manifest = (self.out / MANIFEST).open("a")
+        self._manifest = open_new(self.out, MANIFEST, "a")
         self._note(*OUTPUT_TABLES)
-        jsonl.write_text("".join(json.dumps(r) + "\n" for r in [header, *self.done]))  # drops a cut-off line
+        lines = "".join(json.dumps(r) + "\n" for r in [header, *self.done])  # drops a cut-off line
+        write_new(self.out, "results.jsonl", lines.encode(), replace=True)
         self.summary = Summary(labels=Counter(r["label"] for r in self.done), resumed=len(self.done))
 
     def _note(self, *names: str) -> None:
@@ -373,9 +382,9 @@ class ResultWriter:
         return [item for item in images if _key(item.path) not in finished]
 
     def __enter__(self) -> ResultWriter:
-        self._jsonl = (self.out / "results.jsonl").open("a")
-        self._csv_file = (self.out / "results.csv").open("w", newline="")
-        self._err_file = (self.out / "errors.csv").open("w", newline="")
+        self._jsonl = open_new(self.out, "results.jsonl", "a")
+        self._csv_file = open_new(self.out, "results.csv", "w", newline="")
+        self._err_file = open_new(self.out, "errors.csv", "w", newline="")
         self._table, self._errors = csv.writer(self._csv_file), csv.writer(self._err_file)
         self._table.writerow(CSV_COLUMNS)
         self._table.writerows(csv_row(r) for r in self.done)
@@ -401,9 +410,7 @@ class ResultWriter:
             return
         self._note(*outcome.files)
         for rel, data in outcome.files.items():
-            target = self.out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            write_new(self.out, rel, data, replace=True)
         self._jsonl.write(json.dumps(outcome.record) + "\n")
         self._jsonl.flush()
         self._table.writerow(csv_row(outcome.record))
