@@ -6,8 +6,9 @@ threshold, blues below, orange to red above; colour = `COLORMAP(v)`, blended wit
 at alpha `OVERLAY_ALPHA`; regions are outlined in white. The service's page applies the same
 stops to the grayscale map (`map_image`) when its threshold slider moves.
 
-Pictures are drawn `RENDER_BLOCK` pixels at a time into uint8 outputs, so the working memory of
-drawing one stays a few tens of MiB whatever the image size (the output is 3 bytes a pixel).
+Pictures are drawn `RENDER_BLOCK` pixels at a time into uint8 outputs (the overlay reads the photo a
+block at a time too), so the working memory of drawing one stays a few tens of MiB whatever the
+image size besides the output (4 bytes a pixel for an RGB image in Pillow, 1 for grey).
 """
 
 from __future__ import annotations
@@ -57,14 +58,12 @@ def colorize(score_map: np.ndarray, threshold: float) -> np.ndarray:
 
 def overlay(image: Image.Image, score_map: np.ndarray, threshold: float, regions: Sequence[Region] = ()) -> Image.Image:
     """The photo blended with the coloured map (alpha OVERLAY_ALPHA), regions outlined in white."""
-    photo = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    blended = np.empty(photo.shape, np.uint8)
+    out = Image.new("RGB", image.size)
     for rows in _row_blocks(*score_map.shape):
-        mixed = (1.0 - OVERLAY_ALPHA) * photo[rows].astype(np.float32) + OVERLAY_ALPHA * colorize(
-            score_map[rows], threshold
-        )
-        blended[rows] = mixed.round()
-    out = Image.fromarray(blended)
+        band = image.crop((0, rows.start, image.width, rows.stop))  # the photo a block at a time: no full copy
+        photo = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+        mixed = (1.0 - OVERLAY_ALPHA) * photo.astype(np.float32) + OVERLAY_ALPHA * colorize(score_map[rows], threshold)
+        out.paste(Image.fromarray(mixed.round().astype(np.uint8)), (0, rows.start))
     draw = ImageDraw.Draw(out)
     line = max(1, round(min(out.size) * REGION_LINE_FRACTION))
     for r in regions:

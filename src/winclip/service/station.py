@@ -26,7 +26,8 @@ changed (winclip.service.sync polls for them).
 
 from __future__ import annotations
 
-import re
+import math
+import os
 import shutil
 import sys
 import time
@@ -43,7 +44,6 @@ import torch
 from PIL import Image
 
 from ..backbones.openclip import RandomWeightsWarning
-from ..images import IMAGE_FORMATS
 from ..inspection.inspector import Inspection, Inspector
 from ..inspection.profile import Profile
 from ..inspection.references import References
@@ -54,13 +54,11 @@ from ..model import WinCLIP, banner, build_model
 from ..options import ModelSpec
 from .db import DatabaseUnavailableError, Record, Recorder, one_line
 from .metrics import Metrics
+from .names import MEDIA_TYPES, NAME_PATTERN, check_name, reference_filename
 from .revisions import Revision, Revisions
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REFERENCES_DIR = "references"
-FILENAME_LIMIT = 80  # characters kept of an uploaded file name on disk
 TEXT_STEP = 64  # prompts encoded per step of the worker when a profile is created
-MEDIA_TYPES = dict(IMAGE_FORMATS.values())  # file extension → media type of the stored references
 
 
 class UnknownProfileError(KeyError):
@@ -78,6 +76,10 @@ class PreconditionFailedError(ValueError):
     """`If-Match` named another revision than the stored one (HTTP 412)."""
 
 
+class InspectionError(RuntimeError):
+    """A served profile failed on an image (HTTP 500 for that image only)."""
+
+
 class RecordingError(DatabaseUnavailableError):
     """The predictions were made but could not be written to the database (HTTP 503: nothing is answered 200)."""
 
@@ -89,29 +91,6 @@ def revision_errors() -> Iterator[None]:
         yield
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseUnavailableError(f"the profile's revision cannot be written: {one_line(exc)}") from None
-
-
-def check_name(name: str) -> str:
-    """The profile name if valid, else ValueError: letters, digits, `_ . -`, at most 64, no `..`."""
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"invalid profile name {name[:80]!r}: use 1-64 letters, digits, '_', '.', '-', starting with a letter "
-            "or digit, without '..'"
-        )
-    return name
-
-
-def safe_filename(filename: str) -> str:
-    """A file name reduced to `[A-Za-z0-9_.-]`, at most FILENAME_LIMIT characters, never hidden or empty."""
-    base = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename.replace("\\", "/")).name)[-FILENAME_LIMIT:].lstrip(".")
-    return base or "image"
-
-
-def reference_filename(index: int, filename: str, extension: str) -> str:
-    """`<index>_<stem of the upload's name><extension of the decoded format>`: the upload never picks the type."""
-    if extension not in MEDIA_TYPES:
-        raise ValueError(f"{extension!r} is not the extension of an accepted image format")
-    return f"{index:03d}_{Path(safe_filename(filename)).stem or 'image'}{extension}"
 
 
 @dataclass(frozen=True)
@@ -189,6 +168,7 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
+        reserved: frozenset[str] = frozenset(),
         log=sys.stderr,
     ) -> None:
         self.folder = Path(folder)
@@ -198,6 +178,7 @@ class Station:
         self.revisions = Revisions(recorder)
         self.metrics = metrics
         self.min_area = int(min_area)
+        self.reserved = reserved  # names of the service's own files in the folder (winclip.service.names)
         self.log = log
         self.base: WinCLIP | None = None
         self.profiles: dict[str, Served] = {}
@@ -213,7 +194,8 @@ class Station:
             self.base = build_model(self.spec, batch_size=self.batch_size)
         print(banner(self.base), file=self.log)
         self.folder.mkdir(parents=True, exist_ok=True)
-        for folder in sorted(p for p in self.folder.iterdir() if (p / PROFILE_JSON).is_file()):
+        # every folder with an entry named profile.json: a FIFO, a device or a link loop there is refused, not skipped
+        for folder in sorted(p for p in self.folder.iterdir() if os.path.lexists(p / PROFILE_JSON) and p.is_dir()):
             if not folder.name.startswith("."):  # hidden: a save in progress or killed (profile_store)
                 self._load_one(folder)
         return {"profiles": len(self.profiles), "refused": len(self.refused)}
@@ -223,15 +205,15 @@ class Station:
         name = folder.name
         stored = None
         try:
-            check_name(name)
+            check_name(name, self.reserved)
             with self.revisions.locked(name) as row:
                 profile = Profile.load(folder)
                 digest = profile.digest()
                 stored = row.stored if row.stored and row.stored.digest == digest else row.write(digest)
             served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
-        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
-            self._refuse(name, one_line(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc))
+        except Exception as exc:  # noqa: BLE001 - one profile's failure (torch's included) refuses it alone
+            self._refuse(name, _why(exc))
             if stored is not None:
                 self.passed[name] = stored  # registered, but this replica cannot serve it: refresh skips it
             return
@@ -262,7 +244,8 @@ class Station:
     # -- prediction (worker thread) --------------------------------------------------------
 
     def predict_batch(self, items: Sequence[PredictItem]) -> list[Scored | BaseException]:
-        """Score a batch, grouped by profile; record every result in one transaction."""
+        """Score a batch, grouped by profile; record every result in one transaction. A profile that fails, or a
+        result that is not finite, fails only its own images (InspectionError), never another profile's."""
         self.metrics.batch_size.observe(len(items))
         results: list[Inspection | BaseException] = [
             UnknownProfileError(f"profile {it.profile!r} not found") for it in items
@@ -270,16 +253,14 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
-        records = []
-        now = datetime.now(timezone.utc)
         for name, indices in groups.items():
             served = self.profiles.get(name)
-            if served is None:
-                continue
-            for i, r in zip(indices, served.inspector.inspect([items[i].image for i in indices]), strict=True):
-                results[i] = r if r.error is None else r.error
-                if r.error is None:
-                    records.append(_record(now, name, items[i], r))
+            if served is not None:
+                self._inspect(served, [(i, items[i]) for i in indices], results)
+        now = datetime.now(timezone.utc)
+        records = [
+            _record(now, items[i].profile, items[i], r) for i, r in enumerate(results) if isinstance(r, Inspection)
+        ]
         try:
             ids = iter(self.recorder.record(records))
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
@@ -290,6 +271,25 @@ class Station:
         for r in records:
             self.metrics.images.labels(r.profile, r.label).inc()
         return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
+
+    def _inspect(self, served: Served, items: list[tuple[int, PredictItem]], results: list) -> None:
+        """One profile's images of a batch into `results` (by index): each its Inspection or its own error."""
+        try:
+            inspected = served.inspector.inspect([item.image for _, item in items])
+        except Exception as exc:  # noqa: BLE001 - this profile's images fail, the batch goes on
+            failure = InspectionError(f"profile {served.name!r} could not inspect the image: {_why(exc)}")
+            print(f"winclip serve: {len(items)} image(s) not inspected: {failure}", file=self.log)
+            for i, _ in items:
+                results[i] = failure
+            return
+        for (i, item), r in zip(items, inspected, strict=True):
+            numbers = (r.score, r.model_score, r.zero_shot, r.confidence, *(g.peak for g in r.regions))
+            if r.error is None and not all(math.isfinite(x) for x in numbers):
+                results[i] = InspectionError(
+                    f"{item.filename}: profile {served.name!r} gave a score that is not a number"
+                )
+                continue
+            results[i] = r if r.error is None else r.error
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
@@ -307,7 +307,7 @@ class Station:
         """Save the good images (name, bytes, extension of the decoded format) under `<name>/references/`,
         encode prompts and references a step at a time (a generator for Batcher.steps), write and serve the profile."""
         assert self.base is not None
-        check_name(name)
+        check_name(name, self.reserved)
         folder = self.folder / name
         try:
             folder.mkdir()
@@ -383,18 +383,20 @@ class Station:
         for name in self.stale(current):
             served, stored = self.profiles.get(name), current[name]
             try:
-                profile = Profile.load(self.folder / check_name(name))
+                profile = Profile.load(self.folder / check_name(name, self.reserved))
                 if profile.digest() != stored.digest:
                     continue  # between two saves, or changed outside the service: the next poll reads it again
                 fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
                 if served is None:
                     self._warm(fresh)
-            except (ValueError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - as at start-up: this profile alone is refused
                 self.passed[name] = stored
                 if served is None:
-                    self._refuse(name, str(exc))
+                    self._refuse(name, _why(exc))
                 else:
-                    print(f"winclip serve: revision {stored.revision} of {name!r} not served: {exc}", file=self.log)
+                    print(
+                        f"winclip serve: revision {stored.revision} of {name!r} not served: {_why(exc)}", file=self.log
+                    )
                 continue
             self._serve(fresh)
             self.metrics.reloads.labels(name).inc()
@@ -420,6 +422,15 @@ class Station:
         if served is None:
             raise UnknownProfileError(f"profile {name!r} not found")
         return served
+
+
+def _why(exc: Exception) -> str:
+    """One line saying why a profile failed."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return one_line(exc)
+    if isinstance(exc, (ValueError, OSError)):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:

@@ -6,6 +6,7 @@ import base64
 import io
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
@@ -14,13 +15,14 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspection.inspector import Inspection
 from ...inspection.render import map_image, mask_image, overlay
+from ..budget import PICTURES
 from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
 from ..state import AppState, app_state, outcome
 from ..station import PredictItem, Scored
 from ..uploads import Upload, read_uploads
 
-INCLUDES = ("mask", "overlay", "map")
+INCLUDES = PICTURES  # drawn in this order (the memory budget counts on it)
 PNG_COMPRESS_LEVEL = 1  # fast: these pictures go straight to a browser
 
 router = APIRouter(prefix="/v1/profiles", tags=["predict"], responses={503: {"model": Detail}})
@@ -34,19 +36,22 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def png_base64(image: Image.Image) -> str:
-    """A PNG as base64 text."""
-    return base64.b64encode(png_bytes(image)).decode("ascii")
+def png_base64(draw: Callable[[], Image.Image]) -> str:
+    """The picture `draw()` makes as PNG, as base64 text (the picture is freed once encoded, the PNG never copied)."""
+    buffer = io.BytesIO()
+    draw().save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    with buffer.getbuffer() as png:
+        return base64.b64encode(png).decode("ascii")
 
 
 def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str, str]:
-    """The base64 PNGs asked for, drawn at the threshold the decision was made at."""
+    """The base64 PNGs asked for, drawn at the threshold the decision was made at, one after the other."""
     makers = {
         "mask": lambda: mask_image(r.map, r.threshold),
         "overlay": lambda: overlay(upload.image, r.map, r.threshold, r.regions),
         "map": lambda: map_image(r.map),
     }
-    return {k: png_base64(makers[k]()) for k in INCLUDES if k in include}
+    return {k: png_base64(makers[k]) for k in INCLUDES if k in include}
 
 
 @router.post(
@@ -76,7 +81,8 @@ async def predict(
             422, f"include: unknown {', '.join(sorted(wanted - set(INCLUDES)))}; use {', '.join(INCLUDES)}"
         )
     target = state.served(name)
-    async with read_uploads(images, "images", state.config, state.budget, target.inspector.model.min_size) as uploads:
+    min_size = target.inspector.model.min_size
+    async with read_uploads(images, "images", state.config, state.budget, min_size, include=wanted) as uploads:
         futures = [state.submit(PredictItem(name, u.image, u.name, u.sha256, received)) for u in uploads]
         results = [await outcome(f) for f in futures]
 
