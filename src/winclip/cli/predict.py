@@ -16,17 +16,22 @@ from pathlib import Path
 from ..images import DEFAULT_MAX_PIXELS
 from ..options import RESIZE_MODES, MethodOptions
 from .common import (
+    MAX_COUNT,
+    REVIEW,
+    THRESHOLD,
     add_command,
     add_model_options,
     add_ray_options,
     add_runtime_options,
+    count,
     image_paths,
     interrupted,
     load_model,
+    number,
     print_banner,
     unwritable,
 )
-from .requests import MEGA, PredictRequest
+from .requests import MAX_MEGAPIXELS, MEGA, PredictRequest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,16 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="with --object: good reference photos")
     src.add_argument("--roi", metavar="MASK", help="with --object: region-of-interest mask (nonzero = inspect)")
     src.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="with --object: non-square photos")
-    src.add_argument("--threshold", type=float, help="decision threshold (default: the profile's; 0.5 without one)")
-    src.add_argument("--review-threshold", type=float, help="lower threshold of a 'review' band")
+    src.add_argument("--threshold", type=THRESHOLD, help="decision threshold (default: the profile's; 0.5 without one)")
+    src.add_argument("--review-threshold", type=REVIEW, help="lower threshold of a 'review' band")
     out = p.add_argument_group("output")
     out.add_argument(
         "--save-maps", action="store_true", help="also write the float32 maps as TIFF (maps/, MVTec layout)"
     )
-    out.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
+    out.add_argument(
+        "--min-area", type=count(0, MAX_COUNT), default=0, help="drop regions smaller than this many pixels"
+    )
     out.add_argument(
         "--max-megapixels",
-        type=float,
+        type=number(0, MAX_MEGAPIXELS),
         default=DEFAULT_MAX_PIXELS / MEGA,
         help="photos larger than this (decoded) get an error row instead of being decoded",
     )
