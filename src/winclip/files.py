@@ -46,10 +46,25 @@ def digest(obj: object) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file then rename, so an interrupted write leaves nothing half-done."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """Write through a temporary file then rename, so an interrupted write leaves nothing half-done.
+
+    The temporary file is created first, exclusively, under an unguessable name (never a link planted there), and
+    the rename replaces whatever `path` is, a link included, rather than writing through it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp, CREATE_FLAGS | os.O_EXCL, FILE_MODE))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write `path` whole, replacing a regular file there by a rename, never through a link (its folder or the file
+    itself a link: LinkError); write_new with `replace`."""
+    path = Path(path)
+    write_new(path.parent, path.name, data, replace=True)
 
 
 def kind(mode: int) -> str:

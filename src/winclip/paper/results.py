@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..files import open_new, write_file
 from .tables import IMAGE_METRICS, PIXEL_METRICS, TIME_METRIC, PaperValue, Table, paper_figure, paper_figures
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS
@@ -131,7 +133,7 @@ def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> No
         for shots in sorted({r.shots for r in rows})
         for metric in METRICS
     }
-    with path.open("w", newline="") as handle:
+    with open_new(path.parent, path.name, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["dataset", "class", "shots", "seed", "metric", "value", "class_mean", "class_mean_seed_std"])
         for row in rows:
@@ -150,8 +152,9 @@ def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
     def column(get, dtype) -> np.ndarray:
         return np.array([v for row in rows for v in get(row)], dtype=dtype)
 
+    buffer = io.BytesIO()
     np.savez(
-        path,
+        buffer,
         **{
             "class": column(lambda r: [r.cls] * len(r.paths), np.str_),
             "path": column(lambda r: r.paths, np.str_),
@@ -163,6 +166,7 @@ def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
             "zero_shot": column(lambda r: r.zero_shot, np.float64),
         },
     )
+    write_file(path, buffer.getvalue())
 
 
 def seed_means(rows: Sequence[RowResult], metric: str, shots: int) -> list[tuple[int | None, float]]:
