@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if isinstance(exc, usage_errors()):
-            print(f"winclip: error: {one_line(exc)}", file=sys.stderr)
+            print(f"winclip: error: {exc}", file=sys.stderr)  # one line, or a list some errors make (layouts)
             return EXIT_USAGE
         if isinstance(exc, OSError):  # the file system: a full disk, no permission, a read-only folder, ...
             where = f"{exc.filename}: " if exc.filename else ""

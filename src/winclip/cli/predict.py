@@ -2,9 +2,9 @@
 
 Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at its own size,
 an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus results.csv,
-results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error, 3 the results
-could not be written (disk full, no permission: finished results are kept; rerun with --resume), 130
-interrupted (rerun with --resume).
+results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error (or a symbolic link
+in --out: nothing is written through one), 3 the results could not be written (disk full, no permission:
+finished results are kept; rerun with --resume), 130 interrupted (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from ..images import DEFAULT_MAX_PIXELS
 from ..options import RESIZE_MODES, MethodOptions
 from .common import (
+    EXIT_FAILED,
     MAX_COUNT,
     REVIEW,
     THRESHOLD,
@@ -118,4 +119,4 @@ def predict(request: PredictRequest) -> int:
     except KeyboardInterrupt:
         return interrupted(request.out)
     print(f"predict: {summary.text()}", file=sys.stderr)
-    return 1 if summary.failed or found.unmatched else 0
+    return EXIT_FAILED if summary.failed or found.unmatched else 0
