@@ -32,7 +32,7 @@ DECODE_BLOCK = 1 << 18  # pixels converted to RGB at a time (float64 temporaries
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 DEFAULT_MAX_PIXELS = 50_000_000  # decoded pixels per image that `winclip predict` and `serve` accept by default
 # bytes that `winclip serve`'s requests may hold at once by default: decoded images, maps, pictures (service.budget)
-DEFAULT_MEMORY_BUDGET = 2 << 30
+DEFAULT_MEMORY_BUDGET = 5 << 29  # 2.5 GiB: two 49-megapixel photos with overlay and map (docs/security.md)
 # Pillow format → (file extension, media type) of the formats accepted from untrusted uploads.
 IMAGE_FORMATS: dict[str, tuple[str, str]] = {
     "PNG": (".png", "image/png"),
