@@ -24,6 +24,6 @@ export PYTHONPATH="/tmp/site:$PWD/src" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__)" | tee -a "$out/gpu.txt"
 
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_speed_paths.py 2>&1 | tee "$out/tests.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/backbones/test_cuda.py tests/backbones/test_tower.py 2>&1 | tee "$out/tests.txt"
 timeout 300 python3 benchmarks/speed.py --device cuda --precision fp32 auto bf16 --batch 1 64 --repeats 3 \
     --fidelity-images 16 --nn-shots 1 8 64 --memory-images 64 256 --memory-size 240 --profile-batch 64 2>&1 | tee "$out/speed.txt"

@@ -7,7 +7,7 @@
 Random weights (no download here) with seeded random text prototypes; one textured reference
 image (WinCLIP+ 1-shot) and `--images` textured images at the backbone's input size. Each path
 is compared with the fused PyTorch fp32 path (itself equal to open_clip's modules within 1e-5,
-tests/test_speed_paths.py): Spearman of the image scores, the largest |score difference|
+tests/backbones/test_tower.py): Spearman of the image scores, the largest |score difference|
 relative to the spread (max - min) of the fp32 scores, and the largest |map difference|
 relative to the map's maximum. The bar for auto is Spearman >= 0.999 and maps <= 1e-2
 (winclip.backbones.precision). Random weights give tightly clustered scores (a spread of a few

@@ -66,7 +66,8 @@ def driver_cost(folder: Path, n: int = 200) -> tuple[float, int]:
     One driver process does this for the whole cluster, so 1000 / ms images/s is its ceiling.
     """
     from winclip import ModelSpec, build_model
-    from winclip.inspection.folder_run import ResultWriter, discover, header_record, inspect_items
+    from winclip.inspection.folder_run import ResultWriter, header_record, inspect_items
+    from winclip.inspection.inputs import discover
     from winclip.inspection.inspector import Inspector
     from winclip.inspection.profile import Profile
 

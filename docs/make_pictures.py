@@ -1,24 +1,24 @@
-"""Make the README's inspection-workflow pictures from synthetic photos, with the real `winclip` commands.
+"""Make the README's picture of the result from synthetic photos, with the real `winclip` commands.
 
-    python docs/make_pictures.py            # writes docs/inspection_*.png, prints the report and CSV
+    python docs/make_pictures.py            # writes docs/inspection_workflow.png, prints the report and CSV
 
 The model is a small open_clip ViT with RANDOM weights (no download), so the scores and heat
-maps are MEANINGLESS: the pictures only show what the workflow writes. The figure says so.
+maps are MEANINGLESS: the picture (two of the composites `winclip predict` writes) only shows what the
+workflow writes. The figure says so.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from winclip.cli import main
-from winclip.inspection.render import colorize
 
 DOCS = Path(__file__).resolve().parent
 # A small random-weight ViT: 128 px input, 8 px patches -> a 16x16 grid (fast on a CPU).
@@ -76,74 +76,47 @@ def run(root: Path, argv: list[str]) -> None:
     print(f"(exit status {code})", flush=True)
 
 
-def figure(root: Path, results: Path, names: list[str]) -> Image.Image:
-    """Photo | overlay | mask rows with labels, a colour-scale bar and a RANDOM WEIGHTS banner."""
-    rows = {r["path"]: r for r in csv.DictReader((results / "results.csv").open())}
-    h, w = SIZE
-    pad, text_h, banner_h = 8, 30, 34
-    sheet = Image.new("RGB", (3 * w + 4 * pad, banner_h + len(names) * (h + text_h + pad) + 64), (255, 255, 255))
+def figure(results: Path, names: list[str]) -> Image.Image:
+    """The composites `winclip predict` wrote for `names`, one above the other, under a RANDOM WEIGHTS banner."""
+    pictures = [Image.open(results / "composites" / f"{name.rsplit('.', 1)[0]}.png").convert("RGB") for name in names]
+    banner_h, pad = 30, 6
+    width = max(p.width for p in pictures)
+    sheet = Image.new("RGB", (width, banner_h + sum(p.height + pad for p in pictures)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.rectangle((0, 0, sheet.width, banner_h - 6), fill=(180, 0, 0))
-    draw.text(
-        (pad, 8),
-        "RANDOM WEIGHTS: illustration of the outputs only - scores and heat maps are MEANINGLESS",
-        fill=(255, 255, 255),
+    draw.rectangle((0, 0, width, banner_h - 6), fill=(176, 42, 42))
+    text = (
+        "RANDOM WEIGHTS: what `winclip predict` writes (composites/), not how well it detects: scores are MEANINGLESS"
     )
+    draw.text((8, 6), text, fill=(255, 255, 255), font=ImageFont.load_default(size=14))
     y = banner_h
-    for name in names:
-        row = rows[str(root / "incoming" / name)]
-        stem = name.rsplit(".", 1)[0]
-        tiles = [
-            Image.open(root / "incoming" / name).convert("RGB"),
-            Image.open(results / "overlays" / f"{stem}.png").convert("RGB"),
-            Image.open(results / "masks" / f"{stem}.png").convert("RGB"),
-        ]
-        captions = [
-            name,
-            f"overlay: score {float(row['score']):.3f} -> {row['label']}",
-            f"mask: {row['n_regions']} region(s)",
-        ]
-        for i, (tile, cap) in enumerate(zip(tiles, captions, strict=True)):
-            x = pad + i * (w + pad)
-            draw.text((x, y + 4), cap, fill=(0, 0, 0))
-            sheet.paste(tile, (x, y + text_h - 8))
-        y += h + text_h + pad
-    t = float(next(iter(rows.values()))["threshold"])
-    span = 3 * w + 2 * pad
-    ramp = np.linspace(0.0, 1.0, span)[None, :].repeat(14, 0)
-    sheet.paste(Image.fromarray(colorize(ramp, t)), (pad, y + 6))
-    tick = pad + round(t * (span - 1))
-    draw.line((tick, y + 2, tick, y + 24), fill=(0, 0, 0), width=2)
-    draw.text((pad, y + 26), "map 0", fill=(0, 0, 0))
-    draw.text((tick - 40, y + 26), f"threshold {t:.3f}", fill=(0, 0, 0))
-    draw.text((pad + span - 40, y + 26), "map 1", fill=(0, 0, 0))
-    draw.text(
-        (pad, y + 40),
-        "overlay colours: fixed scale, yellow exactly at the threshold (never stretched per image)",
-        fill=(0, 0, 0),
-    )
+    for picture in pictures:
+        sheet.paste(picture, (0, y))
+        y += picture.height + pad
     return sheet
 
 
 def main_() -> int:
     rng = np.random.default_rng(7)
+    here = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "demo-vit.json").write_text(json.dumps(DEMO_VIT))
-        write_photos(root, rng)
-        model = ["--backbone", str(root / "demo-vit.json"), "--pretrained", "none", "--device", "cpu"]
-        prof, out = str(root / "bracket.winclip"), root / "results"
-        run(
-            root,
-            ["profile", "create", "--object", "metal bracket", "--good", str(root / "refs"), "--out", prof, *model],
-        )
-        holdout = ["--good", str(root / "holdout_good"), "--bad", str(root / "holdout_bad")]
-        run(root, ["profile", "calibrate", prof, *holdout, "--target-fpr", "0.1", "--review-fpr", "0.3", *model])
-        run(root, ["predict", str(root / "incoming"), "--profile", prof, "--out", str(out), "--no-progress", *model])
-        print((out / "results.csv").read_text().replace(str(root) + "/", ""))
-        print((out / "errors.csv").read_text().replace(str(root) + "/", ""))
-        names = ["line1/000.png", "line1/001_scratch.png", "line2/000_stain.png", "line2/002_chip.png"]
-        figure(root, out, names).save(DOCS / "inspection_workflow.png", optimize=True)
+        os.chdir(root)  # relative paths, as a user types them (and as the composites name the photos)
+        try:
+            Path("demo-vit.json").write_text(json.dumps(DEMO_VIT))
+            write_photos(Path("."), rng)
+            model = ["--backbone", "demo-vit.json", "--pretrained", "none", "--device", "cpu"]
+            prof, out = "bracket.winclip", Path("results")
+            run(root, ["profile", "create", "--object", "metal bracket", "--good", "refs", "--out", prof, *model])
+            holdout = ["--good", "holdout_good", "--bad", "holdout_bad"]
+            cpu = ["--device", "cpu"]  # the profile holds its model config: no --backbone from here on
+            run(root, ["profile", "calibrate", prof, *holdout, "--target-fpr", "0.1", "--review-fpr", "0.3", *cpu])
+            run(root, ["predict", "incoming", "--profile", prof, "--out", str(out), "--no-progress", *cpu])
+            print((out / "results.csv").read_text())
+            print((out / "errors.csv").read_text())
+            picture = figure(out, ["line1/001_scratch.png", "line2/002_chip.png"])
+        finally:
+            os.chdir(here)
+        picture.save(DOCS / "inspection_workflow.png", optimize=True)
     print(f"wrote {DOCS / 'inspection_workflow.png'}", file=sys.stderr)
     return 0
 

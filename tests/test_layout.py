@@ -23,14 +23,15 @@ MAX_ROOT_MODULES = 12  # the facade, __main__, the model and a few shared leaf u
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a higher
 # one; inside a layer, the import graph has no cycle (test below). A new package must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("options", "images", "files", "spreadsheet", "metrics", "metrics.*"),
+    ("options", "images", "files", "spreadsheet", "progress", "metrics", "metrics.*"),
     ("method", "method.*"),
     ("backbones", "backbones.*"),
-    ("model",),
+    ("predictions", "model"),
     ("inspection", "inspection.*"),
     ("paper", "paper.*"),
     ("distributed", "distributed.*"),
     ("service", "service.*"),
+    ("line", "line.*"),  # the production line: a watched folder, the station's record, MQTT and webhooks
     ("cli", "cli.*", "__main__"),
 )
 # What the method's equations may import besides the package: no open_clip, no image files, no disk.
@@ -199,6 +200,25 @@ def test_the_command_line_parses_without_torch():
     assert "predict" in help_text.stdout and "eval" in help_text.stdout
 
 
+@pytest.mark.slow
+def test_read_only_commands_and_every_help_answer_without_torch(tmp_path):
+    from helpers import without_torch
+    from winclip.cli import SUBCOMMANDS, main
+
+    tiny = str(ROOT / "tests" / "tiny-vit.json")
+    assert main(["profile", "create", "--object", "bracket", "--out", str(tmp_path / "p"), "--backbone", tiny,
+                 "--pretrained", "none", "--device", "cpu"]) == 0  # fmt: skip
+    shown = without_torch("profile", "show", str(tmp_path / "p"))
+    assert "object: 'bracket'" in shown and "model: tiny-vit" in shown and "digest sha256:" in shown
+    where = without_torch("weights", "where", "--backbone", "ViT-B-16-plus-240", "--pretrained", "none")
+    assert "random weights" in where
+    missing = without_torch("weights", "where", "--cache-dir", str(tmp_path), status=1)  # the default weights
+    assert "NOT on this machine" in missing and "open_clip_model.safetensors" in missing
+    assert "usage: winclip" in without_torch("--help")
+    for name in SUBCOMMANDS:
+        assert f"usage: winclip {name}" in without_torch(name, "--help")
+
+
 @pytest.mark.skipif(
     shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(), reason="ruff is not installed"
 )
@@ -219,7 +239,7 @@ def test_service_tests_skip_cleanly_without_the_serve_extra(tmp_path):
     service_tests = sorted(str(p) for p in (ROOT / "tests" / "service").glob("test_*.py"))
     assert len(service_tests) >= 4
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *service_tests],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rs", *service_tests],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     summary = result.stdout.strip().splitlines()[-1]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -199,3 +200,45 @@ def test_projected_patch_features_are_tokens_times_the_projection(rng):
     projected = model.encode_images(images).features.patches
     torch.testing.assert_close(projected, tokens @ model.clip.visual.proj, rtol=1e-5, atol=1e-6)
     assert model.feature_key() == {"patch_features": "projected"} and make_model().feature_key() == {}
+
+
+def test_encode_takes_what_predict_takes_and_says_what_it_needs(model, tmp_path, rng):
+    arrays = [textured(rng, 64, 64), textured(rng, 48, 80)]
+    Image.fromarray(arrays[0]).save(tmp_path / "a.png")
+    batch = torch.stack([model.backbone.preprocess(Image.fromarray(a)) for a in arrays])
+    expected = model.encode(batch)
+    for given in (arrays, [str(tmp_path / "a.png"), Image.fromarray(arrays[1])], [arrays[0], arrays[1]]):
+        feats = model.encode(given)
+        torch.testing.assert_close(feats.image, expected.image, rtol=0, atol=1e-6)
+        for k in model.options.scales:
+            torch.testing.assert_close(feats.windows[k], expected.windows[k], rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.encode(arrays[1]).patches, expected.patches[1:], rtol=0, atol=1e-6)  # one image
+    with pytest.raises(winclip.ImageError, match=r"^image\[1\]: unsupported input type Tensor$"):
+        model.encode([arrays[0], torch.zeros(3, 64, 64)])
+    with pytest.raises(ValueError, match=r"expected a preprocessed tensor of shape \(N, 3, 64, 64\)"):
+        model.encode(torch.zeros(3, 64, 64))
+
+
+def test_predictions_convert_to_numpy(model, rng):
+    images = [textured(rng, 64, 64), textured(rng, 37, 91)]
+    pred = model.predict(images)
+    arrays = pred.numpy()
+    assert isinstance(arrays.scores, np.ndarray) and arrays.scores.shape == (2,)
+    np.testing.assert_array_equal(arrays.scores, pred.scores.numpy())
+    np.testing.assert_array_equal(arrays.zero_shot, np.asarray(pred.zero_shot))
+    assert [m.shape for m in arrays.maps] == [(64, 64), (37, 91)] and arrays.maps[1].dtype == np.float32
+    np.testing.assert_array_equal(arrays.maps[1], np.asarray(pred.maps[1]))
+
+
+def test_a_model_and_a_profile_read_well_in_a_console(model, rng):
+    backbone = "Backbone('tiny-vit', pretrained=None, device='cpu', precision='fp32')"
+    assert repr(model) == f"WinCLIP({backbone}, object='bottle', zero-shot)"
+    model.fit([textured(rng, 64, 64), textured(rng, 64, 64)])
+    tiled = model.with_options(resize="tile", scales=(2,))
+    assert repr(model).endswith("object='bottle', 2 reference views)")
+    assert repr(tiled) == f"WinCLIP({backbone}, scales=(2,), resize='tile', no object set)"
+    profile = winclip.Profile.create(model, "widget", [textured(rng, 64, 64)])
+    assert repr(profile) == (
+        "Profile(object='widget', backbone='tiny-vit', pretrained=None, shots=1, threshold=0.5, review_threshold=None, "
+        "calibrated=False)"
+    )

@@ -2,6 +2,12 @@
 
 The names below are imported on first use (PEP 562), so `import winclip` and the command
 line's `--help` do not pay for torch and open_clip.
+
+The package, lowest layer first (imports only go down; tests/test_layout.py checks it):
+`options`, `images`, `files`, `spreadsheet` and `metrics/` (leaf utilities) · `method/` (the
+equations) · `backbones/` (what runs the towers) · `model` (the `WinCLIP` estimator) ·
+`inspection/` (profiles and `winclip predict`) · `paper/` (reproducing the paper) ·
+`distributed/` (Ray) · `service/` (the inspection station) · `cli/` (the command line).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ _EXPORTS = {
     "ReferenceMemory": "method.few_shot",
     "GridScores": "method.scorer",
     "Scorer": "method.scorer",
-    "ImageResult": "model",
-    "Prediction": "model",
+    "ImageResult": "predictions",
+    "Prediction": "predictions",
+    "PredictionArrays": "predictions",
     "WinCLIP": "model",
     "build_model": "model",
     "DEFAULT_BACKBONE": "options",

@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import __version__
 from .backbones import BackboneInfo, Encoder, NoTextEncoderError, Preprocess, TextEncoder, load_backbone
@@ -30,28 +30,8 @@ from .method.scorer import GridScores, Scorer
 from .method.tiling import Tile, square_tiles
 from .method.zero_shot import gaussian_smooth, upsample
 from .options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, MethodOptions, ModelSpec
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Per image: scores `(N,)` in [0, 1], zero_shot `(N,)` = ascore0(F^I), maps: one `(H, W)` float32 map each."""
-
-    scores: torch.Tensor
-    zero_shot: torch.Tensor
-    maps: list[torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One image of a streamed prediction: the decoded image, a score and a map, or the error that stopped it."""
-
-    index: int
-    source: str
-    score: float | None = None
-    zero_shot: float | None = None
-    map: torch.Tensor | None = None
-    image: Image.Image | None = None
-    error: ImageError | None = None
+from .predictions import ImageResult, Prediction
+from .progress import plural, progress_bar
 
 
 @dataclass(frozen=True)
@@ -72,7 +52,9 @@ class EncodedImages:
         return (self.owner == image).nonzero()[:, 0]
 
 
-def _check_shared(backbone: Encoder, pretrained: str | None, device, precision: str, loading: dict) -> None:
+def _check_shared(
+    backbone: Encoder, pretrained: str | None, device: str | torch.device | None, precision: str, loading: dict
+) -> None:
     """A given backbone fixes the weights: loading options may only be left at their defaults or agree."""
     clashes = [
         name
@@ -141,7 +123,11 @@ class WinCLIP:
             raise ValueError(f"unknown prompt set {prompts!r}; use one of {', '.join(PROMPT_SETS)}")
         loading = {"cache_dir": cache_dir, "runtime": runtime, "export_dir": export_dir}
         if isinstance(backbone, (str, os.PathLike)):
-            backbone = load_backbone(ModelSpec(str(backbone), pretrained, device, precision, **loading))
+            where = None if device is None else str(device)
+            spec = ModelSpec(
+                str(backbone), pretrained, where, precision, cache_dir=cache_dir, runtime=runtime, export_dir=export_dir
+            )
+            backbone = load_backbone(spec)
         elif isinstance(backbone, Encoder):
             _check_shared(backbone, pretrained, device, precision, loading)
         else:
@@ -159,6 +145,14 @@ class WinCLIP:
         self.object_: str | None = None
         self.prototypes_: tuple[torch.Tensor, torch.Tensor] | None = None
         self.memory_: ReferenceMemory | None = None
+
+    def __repr__(self) -> str:
+        """The backbone, the options that differ from the defaults, and what was fitted."""
+        changed = {k: v for k, v in dataclasses.asdict(self.options).items() if v != getattr(MethodOptions, k)}
+        parts = [repr(self.backbone), *(f"{k}={v!r}" for k, v in changed.items())]
+        fitted = "zero-shot" if self.memory_ is None else f"{plural(self.memory_.shots, 'reference view')}"
+        parts.append(f"object={self.object_!r}, {fitted}" if self.prototypes_ is not None else "no object set")
+        return f"WinCLIP({', '.join(parts)})"
 
     def with_options(self, **changes: object) -> WinCLIP:
         """A new, unfitted WinCLIP on this backbone with some options changed (validated as in the constructor)."""
@@ -239,11 +233,21 @@ class WinCLIP:
         """What, besides the backbone and the views, changes this model's encoded features (a cache key part)."""
         return {"patch_features": "projected"} if self.options.patch_features == "projected" else {}
 
-    def encode(self, x: torch.Tensor) -> Features:
-        """F^I, window embeddings and patch tokens of a preprocessed batch `(N, 3, H, W)` (fp32 out)."""
+    def encode(self, x: torch.Tensor | Sequence[ImageInput] | ImageInput) -> Features:
+        """F^I, window embeddings and patch tokens (fp32) of a preprocessed batch `(N, 3, H, W)`, or of images
+        (paths, PIL images, numpy arrays; one or a list) decoded and preprocessed here: one row per view (per
+        image when squashed, per tile when tiled; `encode_images` tells the owners)."""
+        if isinstance(x, torch.Tensor):
+            return self.encode_batch(x)
+        images = [x] if isinstance(x, (str, os.PathLike, Image.Image, np.ndarray)) else list(x)
+        return self.encode_images([self.load(img, i) for i, img in enumerate(images)], crops=False).features
+
+    def encode_batch(self, x: torch.Tensor) -> Features:
+        """The features of one preprocessed batch `(N, 3, H, W)` (fp32): what a baseline encodes differently."""
         feats = self.backbone.encode(x, self.options.scales)
         if self.options.patch_features == "tokens":
             return feats
+        assert self.backbone.projection is not None  # checked in __init__ for patch_features="projected"
         proj = self.backbone.projection.to(feats.patches.device, torch.float32)
         return Features(feats.image, feats.windows, feats.patches @ proj, feats.crops)
 
@@ -290,7 +294,8 @@ class WinCLIP:
         if not views:
             raise ValueError("encode_images needs at least one image")
         parts = [
-            self.encode(torch.stack(views[i : i + self.batch_size])) for i in range(0, len(views), self.batch_size)
+            self.encode_batch(torch.stack(views[i : i + self.batch_size]))
+            for i in range(0, len(views), self.batch_size)
         ]
         feats = Features.cat(parts)
         if self.options.multi_crop if crops is None else crops:
@@ -308,7 +313,7 @@ class WinCLIP:
             self.memory_ = None
             return self
         if isinstance(references, torch.Tensor):
-            feats = Features.cat([self.encode(b) for b in references.split(self.batch_size)])
+            feats = Features.cat([self.encode_batch(b) for b in references.split(self.batch_size)])
         else:
             feats = self.encode_images([self.load(r, i) for i, r in enumerate(references)], crops=False).features
         return self.fit_features(feats)
@@ -348,7 +353,7 @@ class WinCLIP:
         Each result hands back the decoded image (`result.image`), so no caller decodes twice.
         """
         bs = batch_size or self.batch_size
-        with tqdm(total=len(images), unit="img", disable=not progress, desc="predict") as bar:
+        with progress_bar(len(images), "predict", enabled=progress) as bar:
             for start in range(0, len(images), bs):
                 chunk: list[tuple[int, str, Image.Image | ImageError]] = []
                 for i in range(start, min(start + bs, len(images))):
@@ -372,8 +377,8 @@ class WinCLIP:
                 full = self.full_map(grid.maps[sel.to(grid.maps.device)], [enc.tiles[s] for s in sel], enc.sizes[j])
                 score, zero = self.reduce_views(grid.scores[sel]), self.reduce_views(grid.zero_shot[sel])
                 done[i] = ImageResult(i, name, score, zero, full, img)
-        for i, name, img in chunk:
-            yield done[i] if i in done else ImageResult(i, name, error=img)
+        for i, name, item in chunk:
+            yield ImageResult(i, name, error=item) if isinstance(item, ImageError) else done[i]
 
     def predict(
         self,
@@ -391,8 +396,8 @@ class WinCLIP:
             if self.options.multi_crop:
                 raise ValueError("multi-crop resizes decoded images: pass paths, PIL images or arrays, not a tensor")
             bs = batch_size or self.batch_size
-            grid = GridScores.cat([self.score(self.encode(b)) for b in images.split(bs)])
-            maps = upsample(grid.maps, tuple(images.shape[2:]))
+            grid = GridScores.cat([self.score(self.encode_batch(b)) for b in images.split(bs)])
+            maps = upsample(grid.maps, (images.shape[2], images.shape[3]))
             if self.options.smooth_sigma > 0:
                 maps = gaussian_smooth(maps, self.options.smooth_sigma)
             return Prediction(grid.scores.cpu(), grid.zero_shot.cpu(), list(maps.cpu()))
@@ -400,11 +405,10 @@ class WinCLIP:
             images = [images]
         loaded = [self.load(x, i) for i, x in enumerate(images)]
         results = list(self.iter_predict(loaded, batch_size=batch_size, progress=progress))
-        return Prediction(
-            torch.tensor([r.score for r in results]),
-            torch.tensor([r.zero_shot for r in results]),
-            [r.map for r in results],
-        )
+        full_maps = [r.map for r in results if r.map is not None]
+        assert len(full_maps) == len(results)  # every input was decoded above, so each has its map
+        scores, zero_shot = torch.tensor([r.score for r in results]), torch.tensor([r.zero_shot for r in results])
+        return Prediction(scores, zero_shot, full_maps)
 
 
 def build_model(

@@ -43,6 +43,8 @@ class ModelSpec:
     pretrained: an open_clip tag, a checkpoint file, or None for seeded random weights.
     device: "cpu", "cuda", "cuda:1", ... or None / "auto" (CUDA when available).
     runtime: "torch", or "onnxruntime" / "openvino" to run the model exported into `export_dir`.
+    model_config: the content of a model-config JSON (what a profile made from a `.json` stores),
+    registered under the name `backbone`, so the file itself is not needed.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -52,6 +54,7 @@ class ModelSpec:
     cache_dir: str | None = None
     runtime: str = "torch"
     export_dir: str | None = None
+    model_config: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_CHOICES:
@@ -82,13 +85,17 @@ class Range(NamedTuple):
 
     def check(self, name: str, value: object) -> float | int:
         """`value` as a float (or int), or ValueError naming `name` and the range."""
-        number = Integral if self.integer else Real
-        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+        kind = Integral if self.integer else Real
+        if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"{name} must be {self.text()}, got {str(value)[:40]!r}")
-        inside = (self.low < value if self.low_open else self.low <= value) and value <= self.high
-        if not inside:
-            raise ValueError(f"{name} must be {self.text()}, got {value:g}")
-        return int(value) if self.integer else float(value)
+        try:
+            number = float(value)  # exact for every value in range (integers here are at most MAX_WINDOW_SCALE)
+        except OverflowError:  # an integer beyond any float (JSON allows it)
+            number = math.inf
+        inside = (self.low < number if self.low_open else self.low <= number) and number <= self.high
+        if not math.isfinite(number) or not inside:
+            raise ValueError(f"{name} must be {self.text()}, got {str(value)[:40]!r}")
+        return int(number) if self.integer else number
 
 
 MAX_WINDOW_SCALE = 64  # window side in patches: larger than any patch grid the backbones have (15x15 at 240 px)

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 import winclip
 from helpers import TINY, make_model
-from winclip.backbones.weights.checkpoints import OPENAI_MEAN, UnsafeCheckpointError, read_checkpoint
+from winclip.backbones.weights.checkpoints import UnsafeCheckpointError, read_checkpoint
+from winclip.backbones.weights.setup import OPENAI_MEAN
 from winclip.images import file_sha256
 
 REPO = "winclip-test/tiny-vit"
@@ -291,6 +292,26 @@ def test_where_reports_file_source_format_and_sha256(tmp_path, tag, capsys):
     assert main([*args[:-1], str(tmp_path / "empty")]) == 1
     assert "NOT on this machine" in capsys.readouterr().out
     assert make_model().info.weights_id == "random:seed=0"
+
+
+def test_where_answers_the_same_without_torch(tmp_path, capsys):
+    """`weights where` reads open_clip's registry from its files when open_clip is not imported: the same lines."""
+    from helpers import without_torch
+    from winclip.cli import main
+
+    repo = open_clip.pretrained.get_pretrained_cfg("ViT-B-16", "openai")["hf_hub"].rstrip("/")
+    blob = tmp_path / "w.safetensors"
+    blob.write_bytes(b"stand-in: where reads no tensor")
+    hub_repo(tmp_path / "hub", repo, {"open_clip_model.safetensors": blob})
+    cases = [("ViT-B-16", "openai", 0), ("ViT-L-14", "openai", 1), ("ViT-B-16-plus-240", "laion400m_e31", 1)]
+    found = {}
+    for backbone, tag, status in cases:
+        args = ["weights", "where", "--backbone", backbone, "--pretrained", tag, "--cache-dir", str(tmp_path / "hub")]
+        assert main(args) == status
+        found[backbone] = capsys.readouterr().out
+        assert without_torch(*args, status=status) == found[backbone]
+    assert "activation  QuickGELU" in found["ViT-B-16"] and "config from pretrained tag openai" in found["ViT-B-16"]
+    assert "NOT on this machine" in found["ViT-L-14"]
 
 
 def fake_hub(remote: dict[str, Path], calls: list):

@@ -41,7 +41,7 @@ def test_profile_create_calibrate_add_good_show_then_predict(tmp_path, photos, c
     refs = str(photos["refs"] / "*.png")
     assert main(["profile", "create", "--object", "widget", "--good", refs, "--out", str(prof),
                  "--anomalous-state", "{o} with a purple stain", *TINY_MODEL]) == 0  # fmt: skip
-    assert "references: 2 image(s)" in capsys.readouterr().out
+    assert "references: 2 images" in capsys.readouterr().out
     assert main(["profile", "create", "--object", "widget", "--out", str(prof), *TINY_MODEL]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["profile", "calibrate", str(prof), "--good", str(photos["holdout"]), "--bad", str(photos["bad"]),
@@ -53,7 +53,7 @@ def test_profile_create_calibrate_add_good_show_then_predict(tmp_path, photos, c
     edited = photos["holdout"] / "4.png"
     Image.fromarray(textured(np.random.default_rng(7), 48, 64)).save(edited)  # changed since calibration
     assert main(["profile", "add-good", str(prof), str(photos["holdout"] / "0.png"), "--backbone", TINY]) == 0
-    warning = "warning: 1 calibration image(s) changed on disk since calibration and are re-scored as they are now"
+    warning = "warning: 1 calibration image changed on disk since calibration; re-scored as found now"
     assert f"{warning}: {edited.resolve()}\n" in capsys.readouterr().err
     grown = Profile.load(prof)
     assert grown.shots == 3 and grown.reference_names[-1] == str(photos["holdout"] / "0.png")
@@ -273,3 +273,13 @@ def test_threshold_options_keep_the_profiles_review_band_while_it_is_below_the_t
     assert applied(0.3, None) == (0.3, None)  # a band above the new threshold cannot stand
     assert applied(None, 0.5) == (0.6, 0.5)
     assert applied(0.8, 0.2) == (0.8, 0.2)
+
+
+def test_predict_logs_plain_lines_off_a_terminal_and_counts_in_the_right_number(tmp_path, rng, capsys):
+    Image.fromarray(textured(rng, 48, 64)).save(tmp_path / "one.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "one.png"), "--object", "widget", "--out", str(out), *TINY_MODEL]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err and "it/s" not in err and "img/s" not in err  # no tqdm frames in a log
+    assert "predict: 1 image -> " in err and "0 references" in err
+    assert "predict: 1 of 1 image, " in err and "predict: 1 image: " in err

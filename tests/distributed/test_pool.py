@@ -167,7 +167,7 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path):
          "--ray", "auto"], capture_output=True, text=True, env={"PYTHONPATH": env_path, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr == "winclip: error: --ray needs Ray: pip install 'winclip[ray]'\n"
+    assert result.stderr == 'winclip: error: --ray needs Ray: pip install "winclip-anomaly[ray]"\n'
 
 
 def test_the_command_line_does_not_import_ray():

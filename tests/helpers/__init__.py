@@ -5,6 +5,8 @@ Fixtures are in tests/conftest.py; everything here is plain functions, imported 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from functools import cache
 from pathlib import Path
@@ -41,3 +43,16 @@ def textured(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     small = rng.random((max(2, h // 8), max(2, w // 8), 3))
     img = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(img).copy()
+
+
+def without_torch(*argv: str, status: int = 0) -> str:
+    """Run `winclip ARGV` in a fresh process; its stdout, asserting it ended with `status` without importing torch."""
+    code = (
+        "import sys; from winclip.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
+        "print('imported:', sorted({'torch', 'open_clip'} & set(sys.modules)), 'status:', code)"
+    )
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    end = f"imported: [] status: {status}"
+    assert run.stdout.rstrip().endswith(end), (argv, run.stdout[-500:], run.stderr[-2000:])
+    return run.stdout.rstrip()[: -len(end)]

@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from helpers import make_model, textured
 from winclip.inspection import folder_run as workflow
-from winclip.inspection.folder_run import OutputExistsError, discover, read_records, run_predict
+from winclip.inspection.folder_run import OutputExistsError, read_records, run_predict
+from winclip.inspection.inputs import discover
 from winclip.inspection.inspector import Inspector
 from winclip.inspection.profile import Profile
 

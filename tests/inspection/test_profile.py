@@ -117,7 +117,7 @@ def test_add_good_warns_when_a_calibration_image_changed_on_disk(images, rng):
     assert not [w for w in caught if w.category is CalibrationChangedWarning]  # nothing changed: silent
     changed = images["holdout"][3]
     Image.fromarray(textured(rng, 64, 64)).save(changed)
-    expected = "1 calibration image(s) changed on disk since calibration and are re-scored as they are now: "
+    expected = "1 calibration image changed on disk since calibration; re-scored as found now: "
     expected += str(Path(changed).resolve())
     with pytest.warns(CalibrationChangedWarning, match=f"^{re.escape(expected)}$"):
         grown = profile.add_good(model, images["queries"][:1])

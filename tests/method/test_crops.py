@@ -50,6 +50,22 @@ def test_crop_geometry_is_alexnets():
         crop_corners(200, 240)
 
 
+@pytest.mark.parametrize(("resized", "size"), [(274, 240), (256, 224), (229, 200), (35, 30)])
+def test_the_mirrored_centre_crop_is_torchvisions_only_where_the_margin_is_even(resized, size):
+    """What the docstring says: torchvision mirrors the image, then crops; the order of the mirrored corners
+    differs, and its mirrored centre is one pixel to the right of ours where R − S is odd."""
+    view = torch.rand(3, resized, resized)
+    ours, theirs = ten_crops(view, size), torch.stack(TenCrop(size)(view))
+    assert torch.equal(ours[:5], theirs[:5])
+    assert torch.equal(ours[5:9], theirs[[6, 5, 8, 7]])  # torchvision: the mirrored image's top-left first
+    far = resized - size
+    c = int(round(far / 2))
+    assert torch.equal(ours[9], view[:, c : c + size, c : c + size].flip(-1))
+    assert torch.equal(theirs[9], view[:, c : c + size, far - c : far - c + size].flip(-1))
+    assert torch.equal(ours[9], theirs[9]) == (far % 2 == 0)
+    assert far - c == c + far % 2  # odd margin: torchvision's mirrored centre is 1 px to the right
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_multi_crop_score_is_the_mean_over_ten_crops_through_open_clip(rng, fused):
     model = make_model(multi_crop=True)

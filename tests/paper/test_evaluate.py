@@ -23,6 +23,8 @@ from winclip.images import file_sha256, load_image
 from winclip.method.zero_shot import upsample
 from winclip.paper.data import load_dataset, sample_references
 
+pytestmark = pytest.mark.xdist_group("evaluate")  # its module fixtures are made once, on one worker
+
 MAKERS = {"mvtec": make_mvtec, "visa": make_visa, "folder": make_folder}
 
 
@@ -175,13 +177,13 @@ class _CountEncode:
 
     def __init__(self, monkeypatch) -> None:
         self.calls: list[int] = []
-        original = WinCLIP.encode
+        original = WinCLIP.encode_batch
 
         def counting(model, x):
             self.calls.append(int(x.shape[0]))
             return original(model, x)
 
-        monkeypatch.setattr(WinCLIP, "encode", counting)
+        monkeypatch.setattr(WinCLIP, "encode_batch", counting)
 
 
 def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch, capsys):
@@ -229,7 +231,7 @@ def test_feature_cache_encodes_each_image_once_and_reuses(tmp_path, monkeypatch,
     Image.fromarray(255 - np.asarray(Image.open(changed).convert("RGB"))).save(changed)
     assert _eval(root, tmp_path / "out", "mvtec", *args) == 0
     assert counter.calls == [1]
-    assert "1 images encoded" in capsys.readouterr().out
+    assert "1 image encoded" in capsys.readouterr().out
 
     # a window-scale ablation changes features: a new cache folder
     counter.calls.clear()
@@ -333,6 +335,10 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("got 'full'")
     assert _eval(root, tmp_path / "out", "mvtec", "--classes", "nope") == 2
     assert f"{root}: unknown class(es) nope; available: widget" in capsys.readouterr().err
+    assert _eval(root, tmp_path / "out", "mvtec", "--table", "3", "--temperature", "0.1", "--no-multi-crop") == 2
+    assert "winclip: error: --table 3 sets --temperature, --multi-crop per row itself; leave them out" in (
+        capsys.readouterr().err
+    )
 
 
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]

@@ -30,6 +30,8 @@ from winclip.paper.feature_cache import FeatureCache
 from winclip.paper.report.collect import GALLERY_SIZE, collect
 from winclip.paper.run_record import PROTOTYPES_FILE, RUN_FILE, load_run
 
+pytestmark = pytest.mark.xdist_group("report")  # its module fixtures are made once, on one worker
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -20,8 +20,10 @@ from winclip.cli import main
 from winclip.cli.eval import BASELINE_CHOICES, TABLE_CHOICES
 from winclip.method.zero_shot import ascore0, gaussian_smooth, upsample
 from winclip.paper.baselines import BASELINES, ImageTilingBaseline, make_baseline
-from winclip.paper.reproduce import slug
+from winclip.paper.reproduce import cpu_name, slug
 from winclip.paper.tables import TABLES, paper_figure, paper_figures
+
+pytestmark = pytest.mark.xdist_group("tables")  # its module fixtures are made once, on one worker
 
 TINY_ARGS = ["--backbone", TINY, "--pretrained", "none", "--no-progress", "--batch-size", "4"]
 
@@ -185,6 +187,15 @@ def test_each_table_runs_its_rows_with_the_papers_figures_beside(datasets, key):
             continue
         first = next(c for c in cells if re.match(r"^\d", c) and "(" in c)
         assert re.match(r"^\d+\.\d( ± \d+\.\d)? \(\d+\.\d( ± \d+\.\d)?, [+-]\d+\.\d\)$", first), first
+    if table.timed:  # ours on this run's device beside the paper's on a T4, never "ours minus the paper's"
+        head = next(line for line in text.splitlines() if line.startswith("| Method"))
+        assert f"| ms/image, ours ({cpu_name()}) | ms/image, paper (T4 GPU) |" in head, head
+        timed = [r for r in table.rows if r.runs]
+        assert len(timed) >= 3
+        for row in timed:
+            ours, paper = _table_cells(text, row)[-2:]
+            assert re.fullmatch(r"\d+\.\d ± \d+\.\d", ours), ours
+            assert re.fullmatch(r"\d+\.\d( ± \d+\.\d)?|—", paper), paper
     run = [r for r in table.rows if r.runs]
     row = run[-1]
     results = out / f"table{key}" / slug(row) / "results.csv"
@@ -205,7 +216,7 @@ def test_a_tables_rows_share_their_encodings(tmp_path, monkeypatch):
     """Table 3's five rows: each test image encoded once, its crops once, nothing again on a rerun."""
     root = make_mvtec(tmp_path / "data", classes=("widget",), n_good=3, n_bad=3)
     calls = {"encode": 0, "crops": 0}
-    encode, crops = WinCLIP.encode, WinCLIP.encode_crops
+    encode, crops = WinCLIP.encode_batch, WinCLIP.encode_crops
 
     def counting_encode(self, x):
         calls["encode"] += len(x)
@@ -215,7 +226,7 @@ def test_a_tables_rows_share_their_encodings(tmp_path, monkeypatch):
         calls["crops"] += len(images)
         return crops(self, images)
 
-    monkeypatch.setattr(WinCLIP, "encode", counting_encode)
+    monkeypatch.setattr(WinCLIP, "encode_batch", counting_encode)
     monkeypatch.setattr(WinCLIP, "encode_crops", counting_crops)
     args = ["eval", "--table", "3", "--dataset", "mvtec", "--root", str(root), "--out", str(tmp_path / "out")]
     assert main([*args, *TINY_ARGS]) == 0

@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip-anomaly[serve]'")
 
 import torch
 from PIL import Image
 
 from helpers import make_model
 from helpers.service import Inspector, images, make_profiles, png_bytes, rss_bytes, start_server, stop_server
+from winclip.service.uploads import probe_upload
 
 httpx = pytest.importorskip("httpx")
 
@@ -30,6 +31,13 @@ REQUESTS = 400
 MAX_UPLOAD = 50_000  # bytes (--max-upload-mb 0.0476...)
 KEY = "load-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def in_flight(url: str) -> float:
+    """The station's `winclip_memory_in_flight_bytes`: the memory budget the requests it is serving now hold."""
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    gauge = "winclip_memory_in_flight_bytes "
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauge))
 
 
 def noise_png(seed: int, side: int) -> bytes:
@@ -153,7 +161,13 @@ def test_load_mixed_traffic(tmp_path):
     try:
         with ThreadPoolExecutor(CLIENTS) as pool_:
             futures = [pool_.submit(late, i) for i in range(CLIENTS)]
-            time.sleep(0.5)  # all arrived, all waiting in the 1.5 s batch window
+            # the budget every late request holds, admitted and waiting: its two images, sized from their headers
+            held = CLIENTS * sum(probe_upload(pool[k], "p", min_size=1, max_pixels=10**6, include=frozenset())[0]
+                                 for k in range(2))  # fmt: skip
+            deadline = time.monotonic() + 60
+            while in_flight(url) < held:  # all arrived, all waiting in the 1.5 s batch window
+                assert time.monotonic() < deadline and not any(f.done() for f in futures), "not all in flight"
+                time.sleep(0.02)
             sigterm = time.perf_counter()
             stop_server(proc)
             answered = [f.result() for f in futures]

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip[serve]'")
+pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra: pip install 'winclip-anomaly[serve]'")
 
 import sqlalchemy as sa
 from alembic import command

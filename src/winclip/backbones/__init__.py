@@ -8,8 +8,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..options import ModelSpec
-from .encoder import BackboneInfo, Encoder, NoTextEncoderError, Preprocess, TextEncoder
+
+if TYPE_CHECKING:
+    from .encoder import BackboneInfo, Encoder, NoTextEncoderError, Preprocess, TextEncoder
+
+ENCODER_NAMES = ("BackboneInfo", "Encoder", "NoTextEncoderError", "Preprocess", "TextEncoder")
+
+
+def __getattr__(name: str) -> object:
+    """The contract's types, imported on first use: `weights/` (e.g. `winclip weights where`) needs no torch."""
+    if name in ENCODER_NAMES:
+        from . import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_backbone(spec: ModelSpec) -> Encoder:
@@ -21,7 +36,12 @@ def load_backbone(spec: ModelSpec) -> Encoder:
     from .openclip import Backbone
 
     return Backbone(
-        spec.backbone, spec.pretrained, device=spec.device, precision=spec.precision, cache_dir=spec.cache_dir
+        spec.backbone,
+        spec.pretrained,
+        device=spec.device,
+        precision=spec.precision,
+        cache_dir=spec.cache_dir,
+        model_config=spec.model_config,
     )
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from ..images import file_sha256
 from ..method.features import Features
 from ..method.prompts import PromptSet
-from .weights.checkpoints import OPENAI_MEAN, OPENAI_STD
+from .weights.setup import OPENAI_MEAN, OPENAI_STD
 
 RANDOM_SEED = 0  # random weights are seeded: the same in every process
 
@@ -29,7 +29,9 @@ class BackboneInfo:
     """What was loaded: enough to tell whether saved features or profiles match this model.
 
     source, config, activation and weights_format say where the weights came from and how
-    they are run (the banner prints them); they do not change the identity.
+    they are run (the banner prints them); they do not change the identity. model_config is the
+    content of the model-config `.json` the backbone was built from (None for open_clip's own
+    names): profiles store it, so they work without the file.
     """
 
     name: str
@@ -44,6 +46,7 @@ class BackboneInfo:
     activation: str = field(default="GELU", compare=False)
     weights_format: str = field(default="", compare=False)
     tokenizer: str = field(default="", compare=False)  # open_clip name of the tokenizer ("" = name)
+    model_config: str | None = field(default=None, compare=False)  # a config .json's content (canonical JSON)
     _digest: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ class VisionGraph(torch.nn.Module):
     one Eq. 2 uses), as in the fused PyTorch path.
     """
 
-    def __init__(self, visual: torch.nn.Module, scales: tuple[int, ...]) -> None:
+    def __init__(self, visual: Any, scales: tuple[int, ...]) -> None:  # open_clip's VisionTransformer, by attribute
         super().__init__()
         self.visual = visual
         self.scales = tuple(scales)
@@ -119,7 +120,7 @@ def _to_openvino(onnx_path: Path, xml: Path) -> None:
     try:
         import openvino as ov
     except ImportError:
-        raise ValueError("--format openvino needs OpenVINO: pip install 'winclip[export]'") from None
+        raise ValueError('--format openvino needs OpenVINO: pip install "winclip-anomaly[export]"') from None
     ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
 
 

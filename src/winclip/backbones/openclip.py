@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -26,16 +28,10 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .encoder import RANDOM_SEED, BackboneInfo, Preprocess, check_input
 from .precision import resolve_precision
 from .tower import Matmuls, VisionTower, check_vit
-from .weights.checkpoints import (
-    adapt_state,
-    choose_setup,
-    config_name,
-    fit_problem,
-    guess_backbones,
-    read_checkpoint,
-    source_config,
-)
+from .weights.checkpoints import adapt_state, fit_problem, guess_backbones, read_checkpoint
 from .weights.locate import Located, resolve_checkpoint
+from .weights.registry import config_content, register_config
+from .weights.setup import choose_setup, config_name, source_config
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_BATCH = 256  # prompts per text-encoder forward
@@ -43,19 +39,6 @@ TEXT_BATCH = 256  # prompts per text-encoder forward
 
 class RandomWeightsWarning(UserWarning):
     """The model has random weights: its scores mean nothing."""
-
-
-def register_config(backbone: str) -> str:
-    """A path to an open_clip model-config JSON registers it; returns the model name."""
-    path = Path(backbone)
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model config file not found")
-        open_clip.add_model_config(path)
-        return path.stem
-    if backbone not in open_clip.list_models():
-        raise ValueError(f"unknown backbone {backbone!r}; see open_clip.list_models() or pass a config .json")
-    return backbone
 
 
 def _quiet_random_init(record: logging.LogRecord) -> bool:
@@ -71,6 +54,7 @@ def _create(name: str, source_cfg: dict, found: Located | None, quick_gelu: bool
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)  # random weights are the same in every process
             if source_cfg:
+                assert found is not None and found.config is not None  # source_config read it
                 src = f"local-dir:{found.config.parent}"
                 return open_clip.create_model(src, load_weights=False, force_quick_gelu=quick_gelu)
             return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
@@ -95,10 +79,12 @@ def load_clip(
     pretrained: str | Path | None,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    model_config: str | None = None,
 ) -> tuple[torch.nn.Module, BackboneInfo]:
-    """Build an open_clip model by name (or config JSON) with tag, hf-hub:, local-dir:, file or random weights."""
+    """Build an open_clip model by name (or config JSON, or a config's content stored by a profile: `model_config`,
+    registered under the name `backbone`) with tag, hf-hub:, local-dir:, file or random weights."""
     pretrained = None if pretrained is None or str(pretrained).lower() == "none" else str(pretrained)
-    name = register_config(str(backbone))
+    name = register_config(str(backbone), model_config)
     found = source_cfg = None
     if pretrained is not None:
         found = resolve_checkpoint(name, pretrained, cache_dir)
@@ -113,7 +99,7 @@ def load_clip(
             RandomWeightsWarning,
             stacklevel=2,
         )
-        info = {"source": "random", "config": f"{name}'s own"}
+        info: dict[str, Any] = {"source": "random", "config": f"{name}'s own"}
     else:
         try:
             ckpt = read_checkpoint(found.path)
@@ -121,15 +107,17 @@ def load_clip(
             raise ValueError(f"{found.path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
         plain_file = found.origin == "file" or found.origin.startswith("local-dir")
         sha = file_sha256(found.path) if plain_file and not source_cfg else ""
+        assert pretrained is not None  # a checkpoint was found for it
         setup = choose_setup(name, pretrained, found, source_cfg or {}, ckpt.format, sha)
         model = _create(name, source_cfg or {}, found, setup.quick_gelu)
         _load_weights(model, name, found.path, ckpt.state)
         info = {"source": found.origin, "config": setup.reason, "weights_format": ckpt.format}
         info.update(mean=setup.mean, std=setup.std, _digest={"sha": sha} if sha else {})
         if source_cfg and name not in open_clip.list_models():
+            assert found.config is not None  # source_config read it
             info["tokenizer"] = f"local-dir:{found.config.parent}"
     model = model.to(device).eval().requires_grad_(False)
-    visual = model.visual
+    visual: Any = model.visual  # open_clip's VisionTransformer, used by attribute
     check_vit(visual)
     act = type(visual.transformer.resblocks[0].mlp.gelu).__name__ if visual.transformer.resblocks else "GELU"
     return model, BackboneInfo(
@@ -139,6 +127,7 @@ def load_clip(
         image_size=tuple(visual.image_size),
         patch_size=tuple(visual.patch_size),
         activation=act,
+        model_config=config_content(name),
         **info,
     )
 
@@ -157,7 +146,7 @@ class TextTower:
     backbone reuses them.
     """
 
-    def __init__(self, clip: torch.nn.Module, tokenizer) -> None:
+    def __init__(self, clip: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
         self.clip = clip
         self.tokenizer = tokenizer
         self._prototypes: dict[tuple[str, PromptSet], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -186,6 +175,7 @@ class Backbone:
     """
 
     runtime = "torch"
+    clip: Any  # open_clip's CLIP model: untyped, its towers are reached by attribute
 
     def __init__(
         self,
@@ -196,10 +186,11 @@ class Backbone:
         precision: str = "auto",
         cache_dir: str | None = None,
         fused: bool = True,
+        model_config: str | None = None,
     ) -> None:
         self.device = pick_device(device)
         resolve_precision(precision, self.device, str(name))  # a bad choice fails before the slow load
-        self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir)
+        self.clip, self.info = load_clip(name, pretrained, self.device, cache_dir, model_config)
         choice = resolve_precision(precision, self.device, self.info.name)
         self.precision, self.precision_reason = choice.value, choice.reason
         self.tower = VisionTower(self.clip.visual, fused=fused)
@@ -271,7 +262,9 @@ def _short(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
-def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int = TEXT_BATCH) -> torch.Tensor:
+def encode_text(
+    model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], texts: list[str], batch: int = TEXT_BATCH
+) -> torch.Tensor:
     """Text embeddings `(T, D)` in fp32, `batch` prompts at a time."""
     device = next(model.parameters()).device
     parts = [
@@ -280,7 +273,7 @@ def encode_text(model: torch.nn.Module, tokenizer, texts: list[str], batch: int 
     return torch.cat(parts)
 
 
-def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:  # model: open_clip's CLIP, used by attribute
     """open_clip's `encode_text` with the context cut after the last end-of-text token.
 
     The CLIP text tower is causal and pools the end-of-text position, so the padding after

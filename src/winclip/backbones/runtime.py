@@ -53,8 +53,8 @@ class Export:
         return tuple(int(k) for k in self.meta["scales"])
 
 
-REQUIRED_KEYS = ("model_format", "model_file", "files", "backbone", "weights_id", "image_size", "patch_size")
-REQUIRED_KEYS += ("grid", "embed_dim", "preprocess", "scales")
+REQUIRED_KEYS: tuple[str, ...] = ("model_format", "model_file", "files", "backbone", "weights_id", "image_size")
+REQUIRED_KEYS += ("patch_size", "grid", "embed_dim", "preprocess", "scales")
 
 
 def read_export(folder: str | Path) -> Export:
@@ -80,10 +80,12 @@ def read_export(folder: str | Path) -> Export:
     return Export(folder, meta)
 
 
-def _expected_input(backbone: str) -> tuple[str, tuple[int, int] | None]:
-    """(model name, input size) a backbone option names; size None when it cannot be told without loading."""
+def _expected_input(backbone: str, model_config: str | None = None) -> tuple[str, tuple[int, int] | None]:
+    """(model name, input size) a backbone option (or a profile's stored config) names; size None when it cannot be
+    told without loading."""
     path = Path(backbone)
     cfg = json.loads(path.read_text()) if path.suffix == ".json" and path.is_file() else None
+    cfg = json.loads(model_config) if model_config else cfg
     name = path.stem if path.suffix == ".json" else backbone
     cfg = cfg or open_clip.get_model_config(name) or {}
     size = cfg.get("vision_cfg", {}).get("image_size")
@@ -95,7 +97,7 @@ def _expected_input(backbone: str) -> tuple[str, tuple[int, int] | None]:
 def check_export(export: Export, spec: ModelSpec) -> None:
     """Raise one line unless the export is of the backbone and weights `spec` names, at its input size."""
     meta, folder = export.meta, export.folder
-    name, size = _expected_input(spec.backbone)
+    name, size = _expected_input(spec.backbone, spec.model_config)
     if meta["backbone"] != name:
         raise ValueError(
             f"{folder} was exported from {meta['backbone']}, not {name}; pass --backbone {meta['backbone']}"
@@ -126,7 +128,7 @@ class _Session:
             else:
                 self._open_openvino(path, precision, threads)
         except ImportError as exc:
-            raise ValueError(f"--runtime {runtime} needs {exc.name}: pip install 'winclip[export]'") from None
+            raise ValueError(f'--runtime {runtime} needs {exc.name}: pip install "winclip-anomaly[export]"') from None
         except Exception as exc:  # noqa: BLE001 - a model the runtime cannot read is one clear line
             raise ValueError(f"{path}: {runtime} cannot load it ({str(exc).strip().splitlines()[0]})") from None
         want = [3, *export.meta["image_size"]]
@@ -204,6 +206,8 @@ class ExportedBackbone:
         """The export in `spec.export_dir`, checked against the backbone and weights `spec` names."""
         if spec.device is not None and str(spec.device) != "cpu":
             raise ValueError(f"--runtime {spec.runtime} runs on the CPU, not {spec.device}")
+        if spec.export_dir is None:
+            raise ValueError(f"runtime {spec.runtime!r} has no export folder (export_dir, --export-dir) to load")
         export = read_export(spec.export_dir)
         check_export(export, spec)
         return cls(export, spec.runtime, precision=spec.precision)

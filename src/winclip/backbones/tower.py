@@ -1,12 +1,13 @@
 """The vision forward of an open_clip ViT: image, patch and window features (docs/method.md §2, Eq. 2).
 
 `VisionTower` runs either open_clip's own modules or a fused path that computes the same
-function with less work (see its docstring); both are tested equal (tests/test_speed_paths.py).
+function with less work (see its docstring); both are tested equal (tests/backbones/test_tower.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ class VisionTower:
     with F.scaled_dot_product_attention, the first block's LayerNorm and QKV projection run
     once per unique token (they do not depend on the window), and the last block computes only
     the class-token output of the windows (the only one Eq. 2 uses). It computes the same
-    function as open_clip's modules (tests/test_speed_paths.py). Unsupported block types fall
+    function as open_clip's modules (tests/backbones/test_tower.py). Unsupported block types fall
     back to open_clip's own forward; `fallback_reason` says why.
 
     `matmuls = Matmuls(torch.bfloat16)` (fused path, fp32 weights): every matrix product and the
@@ -83,7 +84,7 @@ class VisionTower:
     to fp32 (README, Performance).
     """
 
-    def __init__(self, visual: torch.nn.Module, fused: bool = True) -> None:
+    def __init__(self, visual: Any, fused: bool = True) -> None:  # open_clip's VisionTransformer, used by attribute
         check_vit(visual)
         self.visual = visual
         self.grid: tuple[int, int] = tuple(visual.grid_size)
@@ -209,7 +210,7 @@ class VisionTower:
 
 
 def _fused_block(
-    block: torch.nn.Module,
+    block: Any,  # open_clip's ResidualAttentionBlock, used by attribute
     x: torch.Tensor,
     groups: tuple[tuple[int, int], ...],
     keep: tuple[bool, ...] | None,
@@ -265,7 +266,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
     On the CPU, fp32 (and bf16 where oneDNN has bf16 kernels) products go to oneDNN's
     matmul, measured 1.1-1.3x faster than the default MKL sgemm on this project's AMD
-    machine at these shapes (same values up to summation order; tests/test_speed_paths.py).
+    machine at these shapes (same values up to summation order; tests/backbones/test_tower.py).
     """
     if _onednn_fits(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
@@ -314,7 +315,7 @@ class Matmuls:
         """The QKV projection; in `low` when set (attention then runs in it)."""
         return linear(*self._operands(x, weight, bias))
 
-    def hidden(self, x: torch.Tensor, mlp: torch.nn.Module) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, mlp: Any) -> torch.Tensor:  # open_clip's MLP (c_fc, gelu, c_proj)
         """act(c_fc(x)) `(M, 4C)`; in `low` when set."""
         x, weight, bias = self._operands(x, mlp.c_fc.weight, mlp.c_fc.bias)
         return _hidden(x, mlp.gelu, weight, bias)

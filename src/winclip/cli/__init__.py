@@ -21,7 +21,7 @@ from .common import EXIT_UNWRITABLE, EXIT_USAGE, HelpFormatter
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default. What they share is in winclip/cli/common.py,
 # the typed requests they build from `args` in winclip/cli/requests.py.
-SUBCOMMANDS: tuple[str, ...] = ("eval", "report", "profile", "predict", "serve", "weights", "export")
+SUBCOMMANDS: tuple[str, ...] = ("eval", "report", "profile", "predict", "watch", "serve", "weights", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..options import MethodOptions
@@ -19,13 +20,13 @@ from .requests import EvalRequest, PredictRequest, RayRequest
 
 if TYPE_CHECKING:
     from ..distributed.workers import ModelJob, ProfilePayload
-    from ..inspection.folder_run import Discovery
+    from ..inspection.inputs import Discovery
     from ..inspection.profile import Profile
     from ..model import WinCLIP
 
 
 def _model_job(
-    request: PredictRequest | EvalRequest, ray: RayRequest, options: MethodOptions, profile=None
+    request: PredictRequest | EvalRequest, ray: RayRequest, options: MethodOptions, profile: Profile | None = None
 ) -> ModelJob:
     from ..distributed.workers import ModelJob
 
@@ -33,7 +34,9 @@ def _model_job(
     return ModelJob(spec, options, request.model.batch_size, ray.cluster.threads)
 
 
-def _profile_payload(request: PredictRequest, ray_request: RayRequest, ray) -> tuple[ModelJob, ProfilePayload, Profile]:
+def _profile_payload(
+    request: PredictRequest, ray_request: RayRequest, ray: ModuleType
+) -> tuple[ModelJob, ProfilePayload, Profile]:
     """The profile to inspect with, as bytes: read here from --profile, or created on a worker for --object."""
     from ..distributed.pool import ClusterError
     from ..distributed.workers import ProfilePayload, create_profile, with_names

@@ -21,9 +21,10 @@ from ..options import (
     PRECISION_CHOICES,
     RUNTIME_CHOICES,
 )
+from ..progress import plural
 
 if TYPE_CHECKING:
-    from ..inspection.folder_run import Discovery
+    from ..inspection.inputs import Discovery
     from ..inspection.profile import Profile
     from ..method.prompts import PromptSet
     from ..model import WinCLIP
@@ -43,7 +44,7 @@ PRETRAINED_HELP = (
 )
 PRECISION_HELP = "auto = bf16 on CPUs with native bf16 where its measured fidelity holds, else fp32; fp16 on CUDA"
 RAY_HELP = (
-    "run on a Ray cluster (pip install 'winclip[ray]'): HOST:PORT of its head, or 'auto' (the cluster in "
+    "run on a Ray cluster (pip install \"winclip-anomaly[ray]\"): HOST:PORT of its head, or 'auto' (the cluster in "
     "RAY_ADDRESS or started on this machine with `ray start`, else a local one for this run); "
     "inputs are read by the workers at the same absolute paths"
 )
@@ -173,7 +174,7 @@ def load_model(
     options: MethodOptions | None = None,
     *,
     prompts: str | PromptSet = "winclip",
-    profile: object | None = None,
+    profile: Profile | None = None,
 ) -> WinCLIP:
     """Build the model a request names (winclip.build_model; backbone and weights defaulting to `profile`'s own)
     and print the banner to stderr."""
@@ -187,14 +188,14 @@ def load_model(
     return model
 
 
-def image_paths(inputs: tuple[str, ...] | list[str], what: str) -> list[str]:
-    """Files, folders and globs → paths; an argument that matches nothing is a usage error."""
-    from ..inspection.folder_run import discover
+def image_paths(
+    inputs: tuple[str, ...] | list[str], what: str, *, refuse_outputs: bool = False, headers: bool = True
+) -> list[str]:
+    """Files, folders and globs → paths, each checked before any model loads (winclip.inspection.inputs, no torch);
+    a missing (with `headers`, also a non-image) file, or an argument that matches nothing, is a usage error."""
+    from ..inspection.inputs import image_files
 
-    found = discover(list(inputs))
-    if found.unmatched:
-        raise ValueError(f"{what}: nothing matches {', '.join(found.unmatched)}")
-    return [str(item.path) for item in found.images]
+    return image_files(list(inputs), what, refuse_outputs=refuse_outputs, headers=headers)
 
 
 def interrupted(out: str) -> int:
@@ -213,15 +214,16 @@ def unwritable(out: str, exc: OSError) -> int:
     return EXIT_UNWRITABLE
 
 
-def profile_label(profile, profile_path: str | None) -> str:
+def profile_label(profile: Profile, profile_path: str | None) -> str:
     """How the banner names the decision rule."""
     if profile_path is None:
         return (
-            f"no profile: object {profile.object_name!r}, {profile.shots} reference(s), threshold {profile.threshold:g}"
+            f"no profile: object {profile.object_name!r}, {plural(profile.shots, 'reference')}, "
+            f"threshold {profile.threshold:g}"
         )
     cal = "calibrated" if profile.calibration is not None else "NOT calibrated"
     return (
-        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {profile.shots} reference(s), "
+        f"profile {profile_path} ({cal}): object {profile.object_name!r}, {plural(profile.shots, 'reference')}, "
         f"threshold {profile.threshold:.6g}"
     )
 
@@ -234,6 +236,6 @@ def print_banner(request: PredictRequest, profile: Profile, found: Discovery, wh
             "predict: threshold 0.5 is a default, not calibrated; pass --threshold or use a calibrated profile",
             file=sys.stderr,
         )
-    print(f"predict: {len(found.images)} images -> {request.out}{where}", file=sys.stderr)
+    print(f"predict: {plural(len(found.images), 'image')} -> {request.out}{where}", file=sys.stderr)
     for pattern in found.unmatched:
         print(f"winclip: {pattern}: no file matches", file=sys.stderr)

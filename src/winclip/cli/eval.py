@@ -30,6 +30,7 @@ from ..options import (
     TILE_REDUCTIONS,
 )
 from ..paper.data import LAYOUTS
+from ..progress import plural
 from .cluster import eval_encoder
 from .common import add_command, add_model_options, add_ray_options, count, load_model, method_option
 from .requests import EvalRequest
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 RESOLUTION_HELP = "square size of the pixel metrics, or 'original' (~8 bytes per pixel of a class's test set in memory)"
 TABLE_CHOICES = ("1", "3", "4", "5", "6", "7", "8", "9", "patchcore")  # winclip.paper.tables.TABLES, without torch
+TABLE_KEEPS = ("resize", "tile_overlap", "tile_reduce", "object_names")  # the method options a table run honours
 BASELINE_CHOICES = ("patch-token", "image-tiling", "patchcore-hidden", "patchcore-last")  # winclip.paper.baselines
 
 
@@ -113,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--fewshot-fusion", default="mean", choices=FEWSHOT_FUSIONS, help="final few-shot map")
     m.add_argument("--patch-features", default="tokens", choices=PATCH_FEATURES, help="patch memories (M^P)")
     m.add_argument("--baseline", choices=BASELINE_CHOICES, help="a baseline instead of WinCLIP (Table 8, supplement)")
+    # what --table N sets per row itself: given with --table, these options are refused, not ignored
+    own = [a for a in m._group_actions if a.dest not in TABLE_KEEPS]
+    p.set_defaults(table_sets=tuple((a.option_strings[0], a.dest, a.default) for a in own))
     add_model_options(p)
     add_ray_options(p)
     p.set_defaults(func=run)
@@ -192,7 +197,8 @@ def _evaluate(request: EvalRequest, plan: EvalPlan, model: WinCLIP) -> int:
     per_image = f" ({result.encode_seconds / result.encoded:.3f} s/image)" if result.encoded else ""
     per_row = f" ({result.score_seconds / computed:.3f} s/row)" if computed else ""
     print(
-        f"eval: {len(result.rows)} rows ({result.reused_rows} reused), {result.encoded} images encoded "
+        f"eval: {plural(len(result.rows), 'row')} ({result.reused_rows} reused), "
+        f"{plural(result.encoded, 'image')} encoded "
         f"in {result.encode_seconds:.1f} s{per_image}, rows scored in {result.score_seconds:.1f} s{per_row}; "
         f"wrote {result.out / 'summary.md'}, results.csv, scores.npz"
         + (", report.html" if (result.out / "report.html").is_file() else "")

@@ -3,7 +3,7 @@
 Exports image embedding, window embeddings of every --scales size and patch tokens for the backbone's input
 size (batch size free), fp32, plus export.json (inputs, outputs, window plan, preprocessing, weights identity,
 sha256 of every file). `winclip predict --runtime onnxruntime --export-dir DIR --profile P` then scores with it;
-the text prototypes come from the profile. Needs the 'export' extra: pip install 'winclip[export]'.
+the text prototypes come from the profile. Needs the 'export' extra: pip install "winclip-anomaly[export]".
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""`winclip predict`: inspect photos: an overlay, a mask and a label per photo, plus results.csv / results.jsonl.
+"""`winclip predict`: inspect photos: a composite, an overlay, a mask and a label per photo, plus results.csv.
 
-Inspect photos with a profile (winclip profile create) or an object name. Writes per photo, at its own size,
-an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask, plus results.csv,
-results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error (or a symbolic link
-in --out: nothing is written through one), 3 the results could not be written (disk full, no permission:
-finished results are kept; rerun with --resume), 130 interrupted (rerun with --resume).
+Inspect photos with a profile (winclip profile create) or an object name. Writes per photo a composite to
+look at (composites/: photo | heat | mask with the label, score, threshold and a colour bar) and, at the
+photo's own size, an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask,
+plus results.csv, results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error
+(or a symbolic link in --out: nothing is written through one), 3 the results could not be written (disk full,
+no permission: finished results are kept; rerun with --resume), 130 interrupted (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 def predict(request: PredictRequest) -> int:
     """Check the inputs and outputs, build the inspector, print the banner, stream the photos; 1 when any failed."""
-    from ..inspection.folder_run import check_out_not_inside, check_output, discover, run_predict
+    from ..inspection.folder_run import check_output, run_predict
+    from ..inspection.inputs import check_out_not_inside, discover
     from ..inspection.inspector import Inspector
     from ..inspection.profile import Profile
 
@@ -96,8 +98,11 @@ def predict(request: PredictRequest) -> int:
         profile = Profile.load(request.profile)
         model = load_model(request.model, profile.options, profile=profile)
     else:
-        good = image_paths(request.good, "--good")
+        good = image_paths(request.good, "--good", refuse_outputs=True)
+        if request.roi:
+            image_paths([request.roi], "--roi")
         model = load_model(request.model, MethodOptions(resize=request.resize))
+        assert request.object is not None  # the parser asks for --profile or --object
         profile = Profile.create(model, request.object, good, roi=request.roi)
     profile = request.thresholds_on(profile)
     inspector = Inspector(profile, model, min_area=request.min_area)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "profile", __doc__)
     verbs = p.add_subparsers(title="verbs", metavar="VERB", required=True)
 
-    def verb(name: str, help: str):
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
         return verbs.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
     c = verb("create", "make a profile from an object name and a few good photos")
@@ -61,15 +61,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def create(request: CreateRequest) -> int:
     """Encode prompts and references, save the profile."""
-    from ..inspection.profile import Profile
     from ..inspection.store import check_writable
     from ..service.names import reserved
 
-    good = image_paths(request.good, "--good")
+    good = image_paths(request.good, "--good", refuse_outputs=True)  # every file checked before torch is imported
+    if request.roi:
+        image_paths([request.roi], "--roi")
     out = Path(request.out)
     if reserved(out.name):  # served from a profiles folder, it would take the place of the station's own files
         raise ValueError(f"--out {out}: the name {out.name!r} is reserved for the inspection station's own files")
     check_writable(out, overwrite=request.overwrite)  # before loading any model
+    from ..inspection.profile import Profile
+
     model = load_model(request.model, MethodOptions(resize=request.resize), prompts=request.prompts)
     profile = Profile.create(
         model,
@@ -88,9 +91,14 @@ def create(request: CreateRequest) -> int:
 
 def calibrate(request: CalibrateRequest) -> int:
     """Score held-out photos, set the threshold(s), save in place, print the report."""
+    # named files checked before torch is imported; unreadable photos are skipped and reported, as in any batch
+    good = image_paths(request.good, "--good", refuse_outputs=True, headers=False)
+    bad = image_paths(request.bad, "--bad", headers=False)
+    from ..inspection.show import read_checked
+
+    read_checked(Path(request.profile))
     from ..inspection.profile import Profile
 
-    good, bad = image_paths(request.good, "--good"), image_paths(request.bad, "--bad")
     profile = Profile.load(request.profile)
     model = load_model(request.model, profile.options, profile=profile)
     profile = profile.calibrate(
@@ -99,14 +107,19 @@ def calibrate(request: CalibrateRequest) -> int:
     profile.save(request.profile, overwrite=True)
     assert profile.calibration is not None
     print(profile.calibration.report())
+    if profile.calibration.note:
+        print(f"winclip: warning: {profile.calibration.note}", file=sys.stderr)
     return 0
 
 
 def add_good(request: AddGoodRequest) -> int:
     """Encode only the new photos, append them, recalibrate when calibrated before, save in place."""
+    images = image_paths(request.images, "add-good", refuse_outputs=True)  # checked before torch is imported
+    from ..inspection.show import read_checked
+
+    read_checked(Path(request.profile))
     from ..inspection.profile import CalibrationChangedWarning, Profile
 
-    images = image_paths(request.images, "images")
     profile = Profile.load(request.profile)
     model = load_model(request.model, profile.options, profile=profile)
     with warnings.catch_warnings(record=True) as caught:
@@ -120,8 +133,8 @@ def add_good(request: AddGoodRequest) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print the profile's summary (loads JSON and tensors only; no model)."""
-    from ..inspection.profile import Profile
+    """Print the profile's summary (reads JSON and tensors only: no model, no torch)."""
+    from ..inspection.show import show
 
-    print(Profile.load(args.profile).summary())
+    print(show(args.profile))
     return 0

@@ -16,6 +16,9 @@ from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, TILED_DATASETS, Meth
 
 if TYPE_CHECKING:
     from ..distributed.pool import ClusterSpec
+    from ..inspection.profile import Profile
+    from ..line.publish import SinkOptions
+    from ..line.run import LineConfig
     from ..service.config import ServiceConfig
 
 MEGA = 1_000_000  # options in megapixels
@@ -28,8 +31,12 @@ MAX_THREADS = 1024  # --threads at most
 class _Made(Protocol):
     """What a profile tells about the weights it was made with."""
 
-    backbone: str
-    pretrained: str | None
+    @property
+    def backbone(self) -> str: ...
+    @property
+    def pretrained(self) -> str | None: ...
+    @property
+    def model_config(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class ModelRequest:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.backbone and self.backbone.endswith(".json") and not Path(self.backbone).is_file():
+            raise ValueError(f"--backbone {self.backbone}: model config file not found")
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ModelRequest:
@@ -58,13 +67,15 @@ class ModelRequest:
         )  # fmt: skip
 
     def spec(self, profile: _Made | None = None) -> ModelSpec:
-        """The weights to load: those asked for, else the profile's own, else the package defaults."""
+        """The weights to load: those asked for, else the profile's own (its model config too), else the defaults."""
+        config = None
         if profile is None:
             backbone, pretrained = self.backbone or DEFAULT_BACKBONE, self.pretrained or DEFAULT_PRETRAINED
         else:
             backbone, pretrained = self.backbone or profile.backbone, self.pretrained or profile.pretrained or "none"
+            config = None if self.backbone else profile.model_config  # the profile's own config, stored in it
         return ModelSpec(
-            backbone, pretrained, self.device, self.precision, self.cache_dir, self.runtime, self.export_dir
+            backbone, pretrained, self.device, self.precision, self.cache_dir, self.runtime, self.export_dir, config
         )
 
 
@@ -118,7 +129,7 @@ class PredictRequest:
             args.overwrite, args.resume, not args.no_progress, ModelRequest.of(args), RayRequest.of(args),
         )  # fmt: skip
 
-    def thresholds_on(self, profile):  # -> Profile (duck-typed: no torch here)
+    def thresholds_on(self, profile: Profile) -> Profile:
         """The profile with --threshold/--review-threshold over its own; its review band stays while below."""
         if self.threshold is None and self.review_threshold is None:
             return profile
@@ -161,6 +172,9 @@ class EvalRequest:
             raise ValueError(f"--baseline {args.baseline} needs references: leave 0 out of --shots")
         if args.table_backbones and args.table != "9":
             raise ValueError("--table-backbones goes with --table 9")
+        given = [option for option, dest, default in args.table_sets if getattr(args, dest) != default]
+        if args.table and given:
+            raise ValueError(f"--table {args.table} sets {', '.join(given)} per row itself; leave them out")
         views = {
             "resize": args.resize or ("tile" if args.dataset in TILED_DATASETS else "squash"),
             "tile_overlap": args.tile_overlap,
@@ -295,6 +309,8 @@ class ServeRequest:
     threads: int | None
     access_log: bool
     forwarded_allow_ips: str | None
+    sinks: SinkOptions | None = None  # --mqtt / --webhook: each recorded result to the line
+    outbox: Path | None = None  # their messages' outbox (one per replica)
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ServeRequest:
@@ -337,7 +353,14 @@ class ServeRequest:
             keep_max_bytes=whole(args.keep_max_gb or 0, GIGA),
             keep_dir=Path(args.keep_dir) if args.keep_dir else None,
         )
-        return cls(config, args.host, args.port, args.threads, args.access_log, args.forwarded_allow_ips)
+        sinks = sink_options(args)
+        outbox = Path(args.outbox) if args.outbox else profiles / f"outbox-{args.port}.sqlite"
+        if args.outbox and not sinks.any:
+            raise ValueError("--outbox goes with --mqtt or --webhook")
+        return cls(
+            config, args.host, args.port, args.threads, args.access_log, args.forwarded_allow_ips,
+            sinks if sinks.any else None, outbox if sinks.any else None,
+        )  # fmt: skip
 
 
 def whole(value: float, unit: int) -> int:
@@ -373,3 +396,53 @@ def kept_labels(keep: str | None, max_gb: float | None, folder: str | None) -> f
     if max_gb is None or max_gb <= 0:
         raise ValueError("--keep needs --keep-max-gb N (> 0): the kept photos' disk budget in GB")
     return labels
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    """`winclip watch`: the folder, profile and outputs (a validated LineConfig), the sinks, the metrics port."""
+
+    config: LineConfig
+    sinks: SinkOptions
+    metrics_port: int | None
+    metrics_host: str
+    threads: int | None
+    model: ModelRequest
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> WatchRequest:
+        from ..line.run import LineConfig
+
+        if args.metrics is not None and not 1 <= args.metrics <= 65535:
+            raise ValueError(f"--metrics must be a port in 1..65535, got {args.metrics}")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        config = LineConfig(
+            inbox=Path(args.inbox), out=Path(args.out), profile=Path(args.profile), after=args.after, db_url=args.db,
+            settle_s=args.settle_seconds, queue=args.queue, batch_size=args.batch_size, outbox_max=args.outbox_max,
+            sync_interval_s=args.sync_interval, min_area=args.min_area, max_pixels=round(args.max_megapixels * MEGA),
+            save_maps=args.save_maps, inotify=not args.poll,
+        )  # fmt: skip
+        return cls(config, sink_options(args), args.metrics, args.metrics_host, args.threads, ModelRequest.of(args))
+
+
+def sink_options(args: argparse.Namespace) -> SinkOptions:
+    """`--mqtt ...` and `--webhook ...` (shared by watch and serve), their files read and checked."""
+    from ..line.mqtt import MqttTarget
+    from ..line.publish import SinkOptions
+    from ..line.webhook import check_url, read_secret
+
+    mqtt_files = (args.mqtt_credentials, args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
+    if args.mqtt is None and any(mqtt_files):
+        raise ValueError("--mqtt-credentials, --mqtt-ca, --mqtt-cert and --mqtt-key go with --mqtt URL")
+    if args.webhook is None and args.webhook_secret_file:
+        raise ValueError("--webhook-secret-file goes with --webhook URL")
+    mqtt = None
+    if args.mqtt is not None:
+        mqtt = MqttTarget.parse(
+            args.mqtt, credentials=args.mqtt_credentials, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
+            key_file=args.mqtt_key,
+        )  # fmt: skip
+    webhook = None if args.webhook is None else check_url(args.webhook)
+    secret = read_secret(args.webhook_secret_file) if args.webhook_secret_file else None
+    return SinkOptions(mqtt, webhook, secret)

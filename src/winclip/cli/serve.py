@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..images import DEFAULT_MEMORY_BUDGET
 from .common import add_command, add_model_options, add_runtime_options, finite_float
 from .requests import GIGA, KEY_ENV, MiB, ServeRequest
+from .watch import add_sink_options
 
 if TYPE_CHECKING:  # the service is imported inside `run` (the command line parses without it)
     from ..service.config import ServiceConfig
@@ -94,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="load balancers trusted to set X-Forwarded-Proto and X-Forwarded-For (comma-separated addresses; "
         "default: 127.0.0.1, or $FORWARDED_ALLOW_IPS)",
     )
+    add_sink_options(p)
+    p.add_argument(
+        "--outbox",
+        metavar="FILE",
+        help="with --mqtt/--webhook: the messages' outbox (default <profiles>/outbox-PORT.sqlite)",
+    )
     add_model_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run)
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401 - the server
     except ImportError as exc:
         raise ValueError(
-            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install 'winclip[serve]'"
+            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install \"winclip-anomaly[serve]\""
         ) from None
     return serve(ServeRequest.of(args))
 
@@ -164,7 +171,13 @@ def serve(request: ServeRequest) -> int:
 
     if request.threads is not None:
         torch.set_num_threads(request.threads)
-    app = create_app(config, recorder, keeper=keeper, on_fatal=stop)
+    publisher = None
+    if request.sinks is not None and request.outbox is not None:
+        from ..line.publish import Publisher
+
+        publisher = Publisher(request.outbox, request.sinks.sinks())
+        print(f"winclip serve: results to the line through {request.outbox}", file=sys.stderr)
+    app = create_app(config, recorder, keeper=keeper, on_fatal=stop, on_recorded=publisher)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -182,7 +195,11 @@ def serve(request: ServeRequest) -> int:
         "API docs /docs",
         file=sys.stderr,
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        if publisher is not None:
+            publisher.close()
     if fatal:
         print(f"winclip: error: {fatal[0]}", file=sys.stderr)
         return 2

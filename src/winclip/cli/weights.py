@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .common import EXIT_FAILED, PRETRAINED_HELP, HelpFormatter, add_command
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "weights", __doc__)
     verbs = p.add_subparsers(title="verbs", metavar="VERB", required=True)
 
-    def verb(name: str, help: str, func) -> argparse.ArgumentParser:
+    def verb(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         v = verbs.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
         v.set_defaults(func=func)
         return v

@@ -5,6 +5,6 @@
 - `predict`: the driver of `predict --ray`: chunks out, outcomes back, written by `ResultWriter`.
 - `encode`: the encoder `evaluate(..., encoder=...)` calls in place of `feature_cache.encode_files`.
 
-Ray is an optional extra (`pip install 'winclip[ray]'`) and is imported only by functions that
+Ray is an optional extra (`pip install "winclip-anomaly[ray]"`) and is imported only by functions that
 need it, never by importing these modules.
 """

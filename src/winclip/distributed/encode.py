@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..images import ImageError
 from ..model import WinCLIP
 from ..paper.feature_cache import FeatureCache, feature_settings
+from ..progress import Bar
 from .pool import ClusterError, GaveUp, WorkerPool
 
 
@@ -39,7 +38,7 @@ class RayEncoder:
         self.chunk_size = chunk_size
 
     def __call__(
-        self, model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm
+        self, model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: Bar
     ) -> tuple[int, dict[str, ImageError]]:
         crops = model.options.multi_crop  # the caller's model says whether these files need their crops
         todo = {sha: path for path, sha in files if not cache.complete(sha, crops)}

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import NamedTuple
-
-from tqdm.auto import tqdm
+from typing import Any, NamedTuple
 
 from .. import __version__
+from ..progress import plural, say
 
-INSTALL_HINT = "--ray needs Ray: pip install 'winclip[ray]'"
+INSTALL_HINT = '--ray needs Ray: pip install "winclip-anomaly[ray]"'
 IN_FLIGHT = 2  # chunks queued on each actor, so it never waits for the driver between chunks
 MAX_RESTARTS = 3  # times Ray restarts an actor whose process died
 MAX_ATTEMPTS = 3  # failures after which a single input is given up
@@ -120,14 +118,14 @@ class Done(NamedTuple):
     """A chunk an actor finished: its inputs, what the actor returned, and which worker it was."""
 
     items: tuple
-    result: object
+    result: Any  # what worker.<method>(chunk) returned, through Ray: the caller of `run` knows its type
     worker: int
 
 
 class GaveUp(NamedTuple):
     """An input no worker could finish after MAX_ATTEMPTS tries."""
 
-    item: object
+    item: Any  # one of the items given to `run`
     reason: str
 
 
@@ -135,7 +133,7 @@ class GaveUp(NamedTuple):
 class Worker:
     """One actor as the driver sees it."""
 
-    handle: object
+    handle: Any  # a Ray actor handle: its methods are reached by name (`handle.ready.remote()`)
     state: str = "starting"  # starting, ready, lost (restarting), dead
     info: dict = field(default_factory=dict)
     probes: int = 0
@@ -207,7 +205,7 @@ class WorkerPool:
         """A call failed because the worker's process died: probe it until Ray has restarted it."""
         worker = self.workers[index]
         if worker.state == "ready":
-            tqdm.write(f"ray: worker {index} ({self._where(index)}) died; its chunks go to the others", file=sys.stderr)
+            say(f"ray: worker {index} ({self._where(index)}) died; its chunks go to the others")
             worker.state = "lost"
             self.restarts += 1
             self.probes[worker.handle.ready.remote()] = index
@@ -259,7 +257,7 @@ class WorkerPool:
         per = ", ".join(f"worker {i} ({self._where(i)}) {self.images[i]}" for i in used)
         return (
             f"ray: {len(used)} of {len(self.workers)} workers used; images per worker: {per or 'none'}; "
-            f"{self.restarts} restarted, {self.retried} images retried"
+            f"{self.restarts} restarted, {plural(self.retried, 'image')} retried"
         )
 
     def _where(self, index: int) -> str:

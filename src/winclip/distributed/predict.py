@@ -10,13 +10,11 @@ results once (a failed chunk is retried whole), and an input no worker could fin
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..inspection.folder_run import InputImage, Outcome, ResultWriter, Summary
+from ..progress import progress_bar
 from .pool import ClusterError, Done, GaveUp, WorkerPool
 
 
@@ -51,7 +49,7 @@ def run_predict_ray(
     wire = [(path, str(item.rel)) for path, item in originals.items()]
     with (
         writer,
-        tqdm(total=len(todo), unit="img", desc="predict (ray)", disable=not progress, file=sys.stderr) as bar,
+        progress_bar(len(todo), "predict (ray)", enabled=progress) as bar,
     ):
         for event in pool.run("inspect", wire, chunk_size):
             for outcome in _outcomes(event, originals):

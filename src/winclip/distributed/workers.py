@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..inspection.folder_run import InputImage, Outcome, header_record, inspect_items
@@ -25,6 +24,7 @@ from ..method.features import Features
 from ..model import WinCLIP, build_model
 from ..options import MethodOptions, ModelSpec
 from ..paper.feature_cache import Encoded, FeatureCache, encode_files, feature_settings
+from ..progress import NoProgress
 from .pool import worker_identity
 
 STARTUP_ERRORS = (ValueError, OSError, RuntimeError, ImportError)  # a worker that cannot start reports these
@@ -66,6 +66,7 @@ class ProfilePayload:
     def unpack(self) -> Profile:
         roi = None
         if self.roi is not None:
+            assert self.roi_shape is not None  # pack sets both
             h, w = self.roi_shape
             roi = np.unpackbits(np.frombuffer(self.roi, dtype=np.uint8), count=h * w).reshape(h, w).astype(bool)
         return Profile.from_json(self.meta, load_tensors(self.tensors), roi)
@@ -149,7 +150,10 @@ class EncodedFile:
 
     def encoded(self) -> Encoded:
         """The features as `FeatureCache.save` takes them."""
-        return Encoded(Features.from_tensors(load_tensors(self.data)), self.size)
+        assert self.data is not None and self.size is not None  # not a decode error
+        features = Features.from_tensors(load_tensors(self.data))
+        assert features is not None  # the worker wrote them with _tensor_bytes
+        return Encoded(features, self.size)
 
 
 def _tensor_bytes(features: Features) -> bytes:
@@ -179,7 +183,7 @@ class EncodeWorker:
         errors: dict = {}
         for crops in sorted({c for _, _, c in files}):
             group = [(Path(p), sha) for p, sha, c in files if c == crops]
-            errors |= encode_files(self.model, cache, group, tqdm(disable=True), crops=crops)[1]
+            errors |= encode_files(self.model, cache, group, NoProgress(), crops=crops)[1]
         out = [EncodedFile(sha, _tensor_bytes(item.features), item.size) for sha, item in cache.items.items()]
         return out + [EncodedFile(sha, reason=e.reason) for sha, e in errors.items()]
 

@@ -5,6 +5,10 @@
 - confidence scale = the robust spread of the good scores, IQR / 1.349 (at least 1e-4).
 - With bad images: the F1-best threshold (over all observed scores, `score >= t` = anomalous)
   and the recall and false-positive rate at the chosen threshold are reported.
+- Too few good images: n good scores cannot measure a rate below 1/n. When n · rate < 1 the
+  quantile still sits between the two highest good scores (numpy interpolates), so one or more
+  held-out good images score above the threshold; `note` says so, with how many images the rate
+  needs (`support_note`), and the report and `winclip profile calibrate` print it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import f1_max_threshold
+from ..progress import plural
 
 IQR_TO_SIGMA = 1.349  # IQR of a normal distribution in units of its standard deviation
 MIN_CONFIDENCE_SCALE = 1e-4
@@ -46,6 +51,19 @@ class Calibration:
     recall: float | None  # fraction of bad scores >= threshold
     f1_threshold: float | None
     f1: float | None
+    note: str = ""  # the rates the good images cannot support, and what the thresholds are instead
+
+    @classmethod
+    def from_json(cls, data: dict) -> Calibration:
+        """The inverse of `dataclasses.asdict` (profile.json's "calibration")."""
+        return cls(
+            **{
+                **data,
+                "good": tuple(CalibrationImage(**c) for c in data["good"]),
+                "bad": tuple(CalibrationImage(**c) for c in data["bad"]),
+                "skipped": tuple(tuple(s) for s in data["skipped"]),
+            }
+        )
 
     def report(self, bins: int = HISTOGRAM_BINS, width: int = HISTOGRAM_WIDTH) -> str:
         """A text report: thresholds, rates and a histogram of good (#) and bad (x) scores."""
@@ -64,6 +82,8 @@ class Calibration:
             lines.append(f"F1-best threshold {self.f1_threshold:.6f} (F1 {self.f1:.3f})")
         for kind, name, reason in self.skipped:
             lines.append(f"skipped {kind} image {name}: {reason}")
+        if self.note:
+            lines.append(f"warning: {self.note}")
         lines.append(score_histogram(good, bad, self.threshold, self.review_threshold, bins=bins, width=width))
         return "\n".join(lines)
 
@@ -84,6 +104,20 @@ def f1_best_threshold(good_scores: np.ndarray, bad_scores: np.ndarray) -> tuple[
     return f1_max_threshold(scores, labels)
 
 
+def support_note(good: np.ndarray, rate: float, threshold: float, what: str = "threshold") -> str:
+    """ "" when len(good) · rate >= 1; else what so few good scores mean for a `rate` quantile (module docstring)."""
+    n = len(good)
+    if n * rate >= 1.0:
+        return ""
+    needed = int(np.ceil(1.0 / rate - 1e-9))
+    above = int((good >= threshold).sum())
+    return (
+        f"{plural(n, 'good image')} cannot support a false-alarm rate of {rate:.2%} (that needs at least {needed}): "
+        f"the {what} {threshold:.6f} is numpy's quantile at {1 - rate:g}, interpolated between the highest good "
+        f"scores, and {above} of the {n} score at or above it; add held-out good images"
+    )
+
+
 def robust_scale(good_scores: np.ndarray) -> float:
     """IQR / 1.349 of the good scores, at least MIN_CONFIDENCE_SCALE: the confidence's logistic scale."""
     q75, q25 = np.quantile(good_scores, [0.75, 0.25])
@@ -102,6 +136,11 @@ def calibrate(
     g = np.array([c.score for c in good])
     b = np.array([c.score for c in bad])
     threshold = min(max(fpr_threshold(g, target_fpr), np.nextafter(0.0, 1.0)), 1.0)
+    review = None
+    notes = [support_note(g, target_fpr, threshold)]
+    if review_fpr is not None:
+        review = fpr_threshold(g, review_fpr)
+        notes.append(support_note(g, review_fpr, review, "review threshold"))
     f1_t, f1 = f1_best_threshold(g, b) if len(b) else (None, None)
     return Calibration(
         target_fpr=float(target_fpr),
@@ -110,11 +149,12 @@ def calibrate(
         bad=tuple(bad),
         skipped=tuple(skipped),
         threshold=threshold,
-        review_threshold=None if review_fpr is None else fpr_threshold(g, review_fpr),
+        review_threshold=review,
         fpr=float((g >= threshold).mean()),
         recall=float((b >= threshold).mean()) if len(b) else None,
         f1_threshold=f1_t,
         f1=f1,
+        note="; ".join(n for n in notes if n),
     )
 
 

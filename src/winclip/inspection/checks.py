@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard
 
 import numpy as np
-import torch
 
+ArrayLike = Any  # a numpy array or a CPU torch tensor: read through np.asarray, so no torch is imported here
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PROTOTYPES = ("prototype.normal", "prototype.anomalous")
 REFERENCE = "reference."
@@ -33,27 +34,32 @@ def _need(ok: bool, message: str) -> None:
         raise ProfileFormatError(message)
 
 
-def _finite(x: object) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _field(meta: dict, path: str, check: Callable[[object], bool], what: str, prefix: str = "") -> object:
-    """`meta[a][b]` for path "a.b" (named `prefix` + path in messages), refused unless `check(value)`."""
+def _field(meta: dict, path: str, check: Callable[[object], bool], what: str, prefix: str = "") -> Any:
+    """`meta[a][b]` for path "a.b" (named `prefix` + path in messages), refused unless `check(value)`.
+
+    Returns the JSON value as parsed (Any, like json.loads): `check` is what vouches for its type.
+    """
     value: object = meta
     for key in path.split("."):
-        _need(isinstance(value, dict) and key in value, f"{prefix}{path} is missing")
+        if not (isinstance(value, dict) and key in value):
+            raise ProfileFormatError(f"{prefix}{path} is missing")
         value = value[key]
     _need(check(value), f"{prefix}{path} must be {what}, got {str(value)[:80]!r}")
     return value
 
 
-def _strings(value: object) -> bool:
+def _strings(value: object) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(s, str) for s in value)
 
 
 def check_decision(threshold: object, review: object, scale: object) -> None:
     """Thresholds in (0, 1], review in [0, threshold] (or None), confidence scale finite and > 0."""
-    _need(_finite(threshold) and 0.0 < threshold <= 1.0, f"threshold must be in (0, 1], got {threshold}")
+    if not (_finite(threshold) and 0.0 < threshold <= 1.0):
+        raise ProfileFormatError(f"threshold must be in (0, 1], got {threshold}")
     _need(
         review is None or (_finite(review) and 0.0 <= review <= threshold),
         f"review threshold must be in [0, threshold {threshold}] or null, got {review}",
@@ -92,6 +98,10 @@ def _check_meta(meta: dict) -> None:
     check_decision(meta["threshold"], meta["review_threshold"], meta["confidence_scale"])
     _field(meta, "roi", lambda v: v is None or isinstance(v, dict), "an object or null")
     _field(meta, "calibration", lambda v: v is None or isinstance(v, dict), "an object or null")
+    if meta.get("model_config") is not None:
+        config = _field(meta, "model_config", lambda v: isinstance(v, dict), "an object (a model config)")
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
+        _need(not missing, f"model_config lacks {', '.join(missing)}")
 
 
 def patch_grid(image_size: Sequence[int], patches: int) -> tuple[int, int]:
@@ -103,15 +113,16 @@ def patch_grid(image_size: Sequence[int], patches: int) -> tuple[int, int]:
     return h, w
 
 
-def _check_tensor(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+def _check_tensor(name: str, tensor: ArrayLike, shape: tuple[int | None, ...]) -> None:
+    t = np.asarray(tensor)
     want = "x".join("?" if s is None else str(s) for s in shape)
     ok = t.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, t.shape, strict=True))
     _need(ok, f"tensor {name} has shape {'x'.join(map(str, t.shape)) or 'scalar'}, expected {want}")
-    _need(t.dtype == torch.float32, f"tensor {name} is {t.dtype}, expected float32")
-    _need(bool(torch.isfinite(t).all()), f"tensor {name} holds NaN or infinite values")
+    _need(t.dtype == np.float32, f"tensor {name} is {t.dtype}, expected float32")
+    _need(bool(np.isfinite(t).all()), f"tensor {name} holds NaN or infinite values")
 
 
-def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+def _check_tensors(meta: dict, tensors: dict[str, ArrayLike]) -> None:
     refs, scales = meta["references"], meta["options"]["scales"]
     expected = set(PROTOTYPES)
     if refs:
@@ -120,17 +131,17 @@ def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         _need(False, f"tensor {name} is missing ({len(refs)} reference(s), window scales {scales})")
     for name in sorted(set(tensors) - expected):
         _need(False, f"unexpected tensor {name} ({len(refs)} reference(s), window scales {scales})")
-    normal = tensors[PROTOTYPES[0]]
+    normal = np.asarray(tensors[PROTOTYPES[0]])
     _need(normal.ndim == 1, f"tensor {PROTOTYPES[0]} must be one vector, got shape {tuple(normal.shape)}")
     dim = normal.shape[0]
     for name in PROTOTYPES:
         _check_tensor(name, tensors[name], (dim,))
-        _need(float(tensors[name].norm()) > 0, f"tensor {name} is all zeros")
+        _need(bool(np.any(np.asarray(tensors[name]) != 0)), f"tensor {name} is all zeros")
     if not refs:
         return
     views = sum(r["views"] for r in refs)
     _check_tensor(f"{REFERENCE}image", tensors[f"{REFERENCE}image"], (views, dim))
-    patches = tensors[f"{REFERENCE}patches"]
+    patches = np.asarray(tensors[f"{REFERENCE}patches"])
     _check_tensor(f"{REFERENCE}patches", patches, (views, None, None))
     h, w = patch_grid(meta["preprocess"]["image_size"], patches.shape[1])
     for k in scales:
@@ -140,7 +151,7 @@ def _check_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
-def check_profile(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray | None) -> None:
+def check_profile(meta: dict, tensors: dict[str, ArrayLike], roi: np.ndarray | None) -> None:
     """ProfileFormatError naming the first inconsistent, non-finite or out-of-range part (module docstring)."""
     _check_meta(meta)
     _check_tensors(meta, tensors)
@@ -149,4 +160,5 @@ def check_profile(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray 
         height = _field(spec, "height", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
         width = _field(spec, "width", lambda v: isinstance(v, int) and v > 0, "a positive integer", "roi.")
         _need(roi is not None and roi.shape == (height, width), f"roi.png is not {width}x{height} as recorded")
+        assert roi is not None  # refused just above
         _need(bool(roi.any()), "roi.png is empty (no pixel inside)")

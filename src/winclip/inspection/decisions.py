@@ -12,6 +12,9 @@
 - regions: 8-connected components (`scipy.ndimage.label`) of `map >= threshold`, each with its
   bounding box (x, y, width, height), area in pixels and peak map value; components smaller
   than `min_area` pixels are dropped; sorted by peak, highest first.
+- note: an anomalous label without any region says why (`region_note`): the image score reached
+  the threshold but the map's peak did not (the image-level and the pixel-level evidence differ),
+  or every region was smaller than `min_area`.
 """
 
 from __future__ import annotations
@@ -77,6 +80,15 @@ def apply_roi(score: float, score_map: np.ndarray, roi: np.ndarray | None) -> tu
     peak = float(score_map.max())
     ratio = 1.0 if peak <= 0.0 else float(masked.max()) / peak
     return score * ratio, masked
+
+
+def region_note(label: str, regions: tuple[Region, ...], peak: float, threshold: float, min_area: int = 0) -> str:
+    """Why an anomalous label has no region ("" when it has one, or is not anomalous)."""
+    if label != "anomalous" or regions:
+        return ""
+    if peak >= threshold:
+        return f"no region of at least {min_area} pixels (--min-area) above the threshold"
+    return f"no region above the threshold: the image score reaches it, the map's peak ({peak:.4f}) does not"
 
 
 def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 0) -> tuple[Region, ...]:

@@ -3,9 +3,11 @@
 Outputs under `out/` (each tree mirrors the input folders; a loose file or glob match lands at
 the top):
 
-- `overlays/<rel>.png`: the photo at its own size blended with the anomaly map on the fixed
-  colour scale of winclip.inspection.render (yellow exactly at the threshold); regions outlined in white.
-- `masks/<rel>.png`: 0/255, 255 where map >= threshold.
+- `composites/<rel>.png`: for people: photo | heat | mask side by side at a readable size, the
+  label, score and threshold written on it, a colour bar (winclip.inspection.composite).
+- `overlays/<rel>.png`: for machines: the photo at its own size blended with the anomaly map on the
+  fixed colour scale of winclip.inspection.render (yellow exactly at the threshold); regions outlined.
+- `masks/<rel>.png`: 0/255, 255 where map >= threshold. Every PNG carries a `winclip-output` text chunk.
 - `maps/<rel>.tiff` with `save_maps`: the raw float32 map (Pillow mode "F"), MVTec layout.
 - `results.jsonl`: a header record (provenance) then one record per image, flushed as each
   is done; `results.csv`: the same rows; `errors.csv`: path, reason of every failure.
@@ -20,127 +22,55 @@ refused.
 
 Every file the writer creates is listed in `out/.winclip-written` before it is written, and
 `overwrite` removes exactly those (and the files named by an older results.jsonl), never
-anything else a user put in the folder. An output folder inside an input folder is refused (a
-resumed run would read its own overlays as photos). Photos over `max_pixels` pixels (read from
-the header, before decoding), folders named like images, broken or looping symbolic links, and
-linked folders that lead back above themselves (others are searched: winclip.files.walk) get
-an error row. Nothing is written through a link: an `out` that is one, or one inside it where
-a file is written or removed, is refused in one line (winclip.files.write_new, open_new).
+anything else a user put in the folder. Inputs are found by winclip.inspection.inputs. Photos over
+`max_pixels` pixels (read from the header, before decoding), folders named like images, broken or
+looping symbolic links, and linked folders that lead back above themselves (others are searched:
+winclip.files.walk) get an error row like any unreadable photo. A row's `note` says why an
+anomalous label has no region (winclip.inspection.decisions.region_note). Nothing is written
+through a link: an `out` that is one, or one inside it where a file is written or removed, is
+refused in one line (winclip.files.write_new, open_new).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .. import __version__
-from ..files import LinkError, check_no_links, open_new, walk, write_new
-from ..images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, image_size
+from ..files import LinkError, check_no_links, open_new, write_new
+from ..images import DEFAULT_MAX_PIXELS, ImageError, image_size
+from ..progress import plural, progress_bar, say
 from ..spreadsheet import safe_cell
+from .composite import composite
+from .inputs import InputImage, input_key
+from .inputs import check_out_not_inside as check_out_not_inside  # re-exported: callers of the run's checks
+from .inputs import discover as discover
 from .inspector import Inspection, Inspector
-from .render import mask_image, overlay
+from .render import mask_image, overlay, png_bytes
 
 OUTPUT_TABLES = ("results.jsonl", "results.csv", "errors.csv")
-OUTPUT_TREES = ("overlays", "masks", "maps")
+OUTPUT_TREES = ("composites", "overlays", "masks", "maps")
 MANIFEST = ".winclip-written"  # every file the writer made, one relative path a line
 CSV_COLUMNS = (
     "path", "score", "threshold", "label", "confidence", "n_regions", "regions",
-    "model_score", "zero_shot", "width", "height", "overlay", "mask", "map",
+    "model_score", "zero_shot", "width", "height", "overlay", "mask", "map", "composite", "note",
 )  # fmt: skip
+RANDOM_WARNING = "RANDOM WEIGHTS: score and map are meaningless"
 RESUME_KEYS = ("profile_digest", "min_area", "save_maps")  # header fields a resumed run must share
 
 
 class OutputExistsError(FileExistsError, ValueError):
     """The output folder already holds results and neither overwrite nor resume was asked for."""
-
-
-@dataclass(frozen=True)
-class InputImage:
-    """One input file and where its outputs go: `rel` is its relative output path without suffix."""
-
-    path: Path
-    rel: PurePosixPath
-    problem: str | None = None  # why it cannot be inspected, found while searching (a link loop)
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """Inputs found, in order, and the arguments that matched nothing."""
-
-    images: tuple[InputImage, ...]
-    unmatched: tuple[str, ...]
-
-
-def _searched(path: Path, top: Path) -> bool:
-    """An entry a folder search yields: an image name (file or not: a folder or a broken link gets an error
-    row), not hidden."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in path.relative_to(top).parts)
-
-
-def discover(inputs: Sequence[str]) -> Discovery:
-    """Expand files, folders (recursed, image names only, hidden entries skipped) and globs.
-
-    Raises ValueError when two inputs would write the same output (e.g. `a.png` and `a.jpg`).
-    """
-    found: list[InputImage] = []
-    unmatched: list[str] = []
-    for arg in inputs:
-        path = Path(arg)
-        if path.is_dir():
-            for p, why in sorted((p, why) for p, why in walk(path) if why is not None or _searched(p, path)):
-                found.append(InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix()), why))
-        elif path.exists() or path.is_symlink() or not glob.has_magic(arg):
-            found.append(InputImage(path, PurePosixPath(path.stem)))  # a missing file becomes an error row
-        else:
-            matches = sorted(
-                Path(m) for m in glob.glob(arg, recursive=True)
-                if Path(m).is_file() or Path(m).suffix.lower() in IMAGE_EXTENSIONS
-            )  # fmt: skip
-            if not matches:
-                unmatched.append(arg)
-            found += [InputImage(m, PurePosixPath(m.stem)) for m in matches]
-    unique = list({_key(item.path): item for item in found}.values())
-    seen: dict[PurePosixPath, Path] = {}
-    for item in unique:
-        other = seen.setdefault(item.rel, item.path)
-        if other != item.path:
-            raise ValueError(f"{other} and {item.path} would both write outputs named {item.rel}; rename one")
-    return Discovery(tuple(unique), tuple(unmatched))
-
-
-def _key(path: Path | str, base: str | None = None) -> str:
-    """The identity of an input: its resolved path (relative paths taken from `base`, else the current folder)."""
-    path = Path(path)
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
-    return os.path.realpath(path)  # Path.resolve raises on a symbolic link loop
-
-
-def check_out_not_inside(out: Path, inputs: Sequence[str]) -> None:
-    """ValueError when `out` is an input folder or lies inside one (or inside the folder a `**` glob searches)."""
-    target = Path(out).resolve()
-    for arg in inputs:
-        folder = Path(arg) if Path(arg).is_dir() else None
-        if folder is None and glob.has_magic(arg) and "**" in arg:
-            folder = Path(arg[: arg.index("**")] or ".")
-        if folder is not None and (target == folder.resolve() or folder.resolve() in target.parents):
-            raise ValueError(
-                f"--out {out} is inside the input folder {arg}: its overlays would be read as photos; "
-                "choose an output folder outside the inputs"
-            )
 
 
 # -- outcomes: one input's result, ready to write ------------------------------------------------
@@ -156,25 +86,33 @@ class Outcome:
     error: str | None = None
 
 
-def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+def _tiff(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format="TIFF")
     return buffer.getvalue()
 
 
-def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
-    """The record of one inspected image and its overlay, mask (and float map) as file bytes."""
+def render(item: InputImage, r: Inspection, save_maps: bool, warning: str = "") -> Outcome:
+    """The record of one inspected image and its composite, overlay, mask (and float map) as file bytes."""
+    assert r.image is not None and r.map is not None and r.threshold is not None  # only decided images come here
+    assert r.score is not None and r.label is not None
     paths = {
         "overlay": f"overlays/{item.rel}.png",
         "mask": f"masks/{item.rel}.png",
-        "map": f"maps/{item.rel}.tiff" if save_maps else None,
+        "composite": f"composites/{item.rel}.png",
     }
+    map_path = f"maps/{item.rel}.tiff" if save_maps else None
+    picture = composite(
+        r.image, r.map, score=r.score, threshold=r.threshold, label=r.label, review_threshold=r.review_threshold,
+        regions=r.regions, title=str(item.path), note=r.note, warning=warning,
+    )  # fmt: skip
     files = {
-        paths["overlay"]: _png(overlay(r.image, r.map, r.threshold, r.regions)),
-        paths["mask"]: _png(mask_image(r.map, r.threshold)),
+        paths["composite"]: png_bytes(picture, "composite"),
+        paths["overlay"]: png_bytes(overlay(r.image, r.map, r.threshold, r.regions), "overlay"),
+        paths["mask"]: png_bytes(mask_image(r.map, r.threshold), "mask"),
     }
-    if save_maps:
-        files[paths["map"]] = _png(Image.fromarray(r.map.astype(np.float32)), "TIFF")
+    if map_path is not None:
+        files[map_path] = _tiff(Image.fromarray(r.map.astype(np.float32)))
     record = {
         "type": "result",
         "path": str(item.path),
@@ -187,7 +125,9 @@ def render(item: InputImage, r: Inspection, save_maps: bool) -> Outcome:
         "zero_shot": r.zero_shot,
         "width": int(r.map.shape[1]),
         "height": int(r.map.shape[0]),
+        "note": r.note,
         **paths,
+        "map": map_path,
     }
     return Outcome(item, record, files)
 
@@ -216,6 +156,7 @@ def inspect_items(
     A file over `max_pixels` (from its header) or not a regular file is an error outcome and never decoded.
     """
     step = batch_size or inspector.model.batch_size
+    warning = RANDOM_WARNING if inspector.model.info.checkpoint is None else ""
     for start in range(0, len(items), step):
         chunk = items[start : start + step]
         problems = [size_problem(item, max_pixels) for item in chunk]
@@ -226,7 +167,7 @@ def inspect_items(
                 yield Outcome(item, error=problem)
                 continue
             r = next(results)
-            yield Outcome(item, error=r.error.reason) if r.error is not None else render(item, r, save_maps)
+            yield Outcome(item, error=r.error.reason) if r.error is not None else render(item, r, save_maps, warning)
 
 
 # -- the writer ---------------------------------------------------------------------------
@@ -263,7 +204,7 @@ def csv_row(record: dict) -> list:
         "n_regions": len(record["regions"]),
         "regions": json.dumps(record["regions"], separators=(",", ":")),
     }
-    return ["" if row[c] is None else safe_cell(row[c]) for c in CSV_COLUMNS]
+    return ["" if row.get(c) is None else safe_cell(row[c]) for c in CSV_COLUMNS]  # older runs lack a few
 
 
 def read_records(path: Path) -> tuple[dict | None, list[dict]]:
@@ -296,7 +237,8 @@ class Summary:
         counts = ", ".join(f"{self.labels[k]} {k}" for k in ("normal", "review", "anomalous"))
         done = sum(self.labels.values())
         rate = f", {done / self.seconds:.2f} images/s" if self.seconds > 0 and done else ""
-        return f"{done} images: {counts}; {self.failed} failed; {self.resumed} resumed ({self.seconds:.1f} s{rate})"
+        took = f"{self.seconds:.1f} s{rate}"
+        return f"{plural(done, 'image')}: {counts}; {self.failed} failed; {self.resumed} resumed ({took})"
 
 
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
@@ -329,7 +271,7 @@ def written_files(out: Path) -> list[str]:
 def remove_written(out: Path) -> None:
     """Delete the files an earlier run wrote (and folders left empty by that), nothing else."""
     root = out.resolve()
-    folders = set()
+    folders: set[Path] = set()
     for name in (names := written_files(out)):
         check_no_links(out, name)  # a link there was not made by winclip: refused before anything is removed
     for name in names:
@@ -345,10 +287,14 @@ def remove_written(out: Path) -> None:
 class ResultWriter:
     """Writes outcomes under `out` as they come: pictures, a results.jsonl line, a results.csv row, errors.csv.
 
-    Use as a context manager; `done` holds the records kept from an earlier run (resume).
+    Use as a context manager; `done` holds the records kept from an earlier run (resume), which must share the
+    header's `resume_keys`; `errors`: (path, reason) rows kept in errors.csv (a watched folder's, never retried).
     """
 
-    def __init__(self, out: str | Path, header: dict, *, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(
+        self, out: str | Path, header: dict, *, overwrite: bool = False, resume: bool = False,
+        resume_keys: Sequence[str] = RESUME_KEYS, errors: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
         self.out = Path(out)
         check_output(self.out, overwrite=overwrite, resume=resume)
         if overwrite:
@@ -359,12 +305,13 @@ class ResultWriter:
         self._base = header["cwd"]
         if resume and jsonl.exists():
             old, self.done = read_records(jsonl)
-            changed = [k for k in RESUME_KEYS if old and old[k] != header[k]]
+            changed = [k for k in resume_keys if old and old[k] != header[k]]
             if changed:
                 raise ValueError(
                     f"{jsonl}: earlier results differ in {', '.join(changed)}; use --overwrite to start again"
                 )
             self._base = (old or {}).get("cwd", self._base)
+        self._kept_errors = list(errors)
         self._manifest = open_new(self.out, MANIFEST, "a")
         self._note(*OUTPUT_TABLES)
         lines = "".join(json.dumps(r) + "\n" for r in [header, *self.done])  # drops a cut-off line
@@ -378,8 +325,8 @@ class ResultWriter:
 
     def todo(self, images: Iterable[InputImage]) -> list[InputImage]:
         """The inputs without a finished record (compared as resolved paths)."""
-        finished = {_key(r["path"], self._base) for r in self.done}
-        return [item for item in images if _key(item.path) not in finished]
+        finished = {input_key(r["path"], self._base) for r in self.done}
+        return [item for item in images if input_key(item.path) not in finished]
 
     def __enter__(self) -> ResultWriter:
         self._jsonl = open_new(self.out, "results.jsonl", "a")
@@ -389,6 +336,7 @@ class ResultWriter:
         self._table.writerow(CSV_COLUMNS)
         self._table.writerows(csv_row(r) for r in self.done)
         self._errors.writerow(("path", "reason"))
+        self._errors.writerows((safe_cell(path), reason) for path, reason in self._kept_errors)
         self._started = time.perf_counter()
         return self
 
@@ -403,11 +351,12 @@ class ResultWriter:
     def write(self, outcome: Outcome) -> None:
         """One outcome: an error line and row, or the pictures and the record (each flushed at once)."""
         if outcome.error is not None:
-            tqdm.write(f"winclip: {outcome.item.path}: {outcome.error}", file=sys.stderr)
+            say(f"winclip: {outcome.item.path}: {outcome.error}")
             self._errors.writerow((safe_cell(str(outcome.item.path)), outcome.error))
             self._err_file.flush()
             self.summary.failed += 1
             return
+        assert outcome.record is not None  # no error: rendered
         self._note(*outcome.files)
         for rel, data in outcome.files.items():
             write_new(self.out, rel, data, replace=True)
@@ -440,7 +389,7 @@ def run_predict(
     todo = writer.todo(images)
     with (
         writer,
-        tqdm(total=len(todo), unit="img", desc="predict", disable=not progress, file=sys.stderr) as bar,
+        progress_bar(len(todo), "predict", enabled=progress) as bar,
     ):
         for outcome in inspect_items(
             inspector, todo, save_maps=save_maps, batch_size=batch_size, max_pixels=max_pixels

@@ -3,8 +3,9 @@
 Each `Inspection` has `index`, `source`, the decoded `image`, and either `error`
 (`ImageError`) or: `score` (final image score, ROI applied), `model_score`, `zero_shot`,
 `label` ("normal" / "review" / "anomalous"), `confidence`, `regions` (tuple of `Region`),
-`map` (float32 `(H, W)` numpy array at the image's own size, ROI applied), and the
-`threshold`, `review_threshold` and `confidence_scale` the decision was made at (winclip.inspection.decisions).
+`map` (float32 `(H, W)` numpy array at the image's own size, ROI applied), `note` (why an
+anomalous label has no region, else ""), and the `threshold`, `review_threshold` and
+`confidence_scale` the decision was made at (winclip.inspection.decisions).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image
 
 from ..images import ImageError, ImageInput
 from ..model import WinCLIP
-from .decisions import Region, apply_roi, confidence, find_regions, label_of
+from .decisions import Region, apply_roi, confidence, find_regions, label_of, region_note
 from .profile import Profile
 
 
@@ -37,6 +38,7 @@ class Inspection:
     threshold: float | None = None
     review_threshold: float | None = None
     confidence_scale: float | None = None
+    note: str = ""
     image: Image.Image | None = None
     error: ImageError | None = None
 
@@ -54,19 +56,22 @@ def decide(
 ) -> Inspection:
     """ROI, label, confidence and regions of one model result under a profile's thresholds (pure)."""
     final, masked = apply_roi(score, score_map.astype(np.float32, copy=False), profile.roi)
+    label = label_of(final, profile.threshold, profile.review_threshold)
+    regions = find_regions(masked, profile.threshold, min_area)
     return Inspection(
         index=index,
         source=source,
         score=final,
         model_score=score,
         zero_shot=zero_shot,
-        label=label_of(final, profile.threshold, profile.review_threshold),
+        label=label,
         confidence=confidence(final, profile.threshold, profile.confidence_scale),
-        regions=find_regions(masked, profile.threshold, min_area),
+        regions=regions,
         map=masked,
         threshold=profile.threshold,
         review_threshold=profile.review_threshold,
         confidence_scale=profile.confidence_scale,
+        note=region_note(label, regions, float(masked.max(initial=0.0)), profile.threshold, min_area),
         image=image,
     )
 
@@ -94,6 +99,7 @@ class Inspector:
             if r.error is not None:
                 yield Inspection(r.index, r.source, error=r.error)
             else:
+                assert r.score is not None and r.zero_shot is not None and r.map is not None  # no error: scored
                 yield decide(
                     profile,
                     r.index,

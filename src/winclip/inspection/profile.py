@@ -4,10 +4,11 @@ A `Profile` pins the model it was made with and carries everything scoring needs
 one encodes nothing:
 
 - backbone: `backbone` (= `model.info.name`), `pretrained` (tag or file asked for), `weights_id`
-  (the identity of the checkpoint actually loaded);
-- preprocessing: `image_size`, `mean`, `std`, and the method options in `options`
-  (`MethodOptions`: temperature, scales, image_scale, aggregation, resize, tile_overlap,
-  tile_reduce, smooth_sigma);
+  (the identity of the checkpoint actually loaded), `model_config` (the content of the model-config
+  `.json` it was built from, None for open_clip's own names: later commands rebuild it from this,
+  without the file);
+- preprocessing: `image_size`, `mean`, `std`, and every method option in `options`
+  (`MethodOptions`, all of its fields);
 - prompts: `object_name`, `object_phrase`, `normal_states`, `anomalous_states`, `templates`
   (the full lists used) and the two text `prototypes` `(D,)`;
 - references: `references` = the raw `Features` of every reference view (K views for
@@ -39,7 +40,6 @@ winclip.inspection.calibration, running images through a profile in winclip.insp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -57,11 +57,13 @@ from ..method.features import Features
 from ..method.prompts import PromptSet, object_phrase
 from ..model import WinCLIP
 from ..options import MethodOptions
+from ..progress import plural
 from .calibration import Calibration, CalibrationImage, calibrate, check_rates, robust_scale
-from .checks import ProfileFormatError, check_decision, check_profile
+from .checks import check_decision
 from .decisions import DEFAULT_CONFIDENCE_SCALE, DEFAULT_THRESHOLD, apply_roi
 from .references import References, image_digest, roi_array
-from .store import FORMAT, FORMAT_VERSION, ROI_FILE, read_folder, write_folder
+from .show import content_digest, read_checked, summary
+from .store import FORMAT, FORMAT_VERSION, ROI_FILE, write_folder
 
 
 class CalibrationChangedWarning(UserWarning):
@@ -100,6 +102,7 @@ class Profile:
     calibration: Calibration | None = None
     version: str = __version__
     created: str = ""
+    model_config: str | None = None  # canonical JSON of the model-config file the backbone was built from
 
     # -- making one ----------------------------------------------------------------------
 
@@ -119,6 +122,7 @@ class Profile:
         prompt_set = model.prompts.extended(normal_states, anomalous_states)
         model.set_object(object_name, normal_states=normal_states, anomalous_states=anomalous_states)
         refs = References.encode(model, good) if len(good) else None
+        assert model.prototypes_ is not None  # set_object above
         return cls.assemble(model, object_name, prompt_set, model.prototypes_, refs, roi=roi, threshold=threshold)
 
     @classmethod
@@ -139,9 +143,9 @@ class Profile:
             backbone=info.name,
             pretrained=info.pretrained,
             weights_id=info.weights_id,
-            image_size=tuple(info.image_size),
-            mean=tuple(info.mean),
-            std=tuple(info.std),
+            image_size=info.image_size,
+            mean=info.mean,
+            std=info.std,
             options=model.options,
             object_name=object_name,
             object_phrase=object_phrase(object_name),
@@ -156,10 +160,18 @@ class Profile:
             roi=roi_array(roi),
             threshold=float(threshold),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model_config=info.model_config,
         )
         profile._check_thresholds()
         profile.apply(model)
         return profile
+
+    def __repr__(self) -> str:
+        return (
+            f"Profile(object={self.object_name!r}, backbone={self.backbone!r}, pretrained={self.pretrained!r}, "
+            f"shots={self.shots}, threshold={self.threshold:.6g}, review_threshold={self.review_threshold!r}, "
+            f"calibrated={self.calibration is not None})"
+        )
 
     @property
     def shots(self) -> int:
@@ -187,6 +199,11 @@ class Profile:
                 f"the profile was made with {self.backbone} ({self.weights_id}) but the loaded model is {there}; load "
                 f"the same backbone and checkpoint (--backbone {self.backbone} "
                 f"--pretrained {self.pretrained or 'none'})"
+            )
+        if self.model_config and info.model_config and info.model_config != self.model_config:
+            raise ProfileMismatchError(
+                f"the profile's model config of {self.backbone} differs from the one loaded; leave --backbone out to "
+                "use the profile's own"
             )
         if (tuple(info.image_size), tuple(info.mean), tuple(info.std)) != (self.image_size, self.mean, self.std):
             raise ProfileMismatchError(f"the profile's preprocessing differs from the loaded model {there}")
@@ -233,8 +250,8 @@ class Profile:
         changed = [c.name for c in (*cal.good, *cal.bad) if Path(c.name).is_file() and file_sha256(c.name) != c.sha256]
         if changed:
             warnings.warn(
-                f"{len(changed)} calibration image(s) changed on disk since calibration and are re-scored as they "
-                f"are now: {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}",
+                f"{plural(len(changed), 'calibration image')} changed on disk since calibration; re-scored as found "
+                f"now: {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}",
                 CalibrationChangedWarning,
                 stacklevel=2,
             )
@@ -269,6 +286,7 @@ class Profile:
                 if r.error is not None:
                     skipped.append((kind, r.source, r.error.reason))
                     continue
+                assert r.score is not None and r.map is not None  # no error: scored
                 score, _ = apply_roi(r.score, r.map.numpy(), self.roi)
                 scored[kind].append(CalibrationImage(r.source, image_digest(images[r.index], r.image), score))
         calibration = calibrate(scored["good"], scored["bad"], skipped, target_fpr, review_fpr)
@@ -283,7 +301,8 @@ class Profile:
     # -- the one JSON form and its tensors -------------------------------------------------
 
     def to_json(self) -> dict:
-        """profile.json's content: everything but the tensors and the ROI pixels."""
+        """profile.json's content: everything but the tensors and the ROI pixels (a model config only when given)."""
+        config = {} if self.model_config is None else {"model_config": json.loads(self.model_config)}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -317,6 +336,7 @@ class Profile:
             "review_threshold": self.review_threshold,
             "confidence_scale": self.confidence_scale,
             "calibration": None if self.calibration is None else dataclasses.asdict(self.calibration),
+            **config,
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -328,18 +348,11 @@ class Profile:
         return out
 
     @classmethod
-    def from_json(cls, meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray | None) -> Profile:
+    def from_json(
+        cls, meta: dict, tensors: dict[str, np.ndarray] | dict[str, torch.Tensor], roi: np.ndarray | None
+    ) -> Profile:
         """The inverse of `to_json` and `tensors` (KeyError/TypeError/ValueError on malformed input)."""
-        cal = meta["calibration"]
-        if cal is not None:
-            cal = Calibration(
-                **{
-                    **cal,
-                    "good": tuple(CalibrationImage(**c) for c in cal["good"]),
-                    "bad": tuple(CalibrationImage(**c) for c in cal["bad"]),
-                    "skipped": tuple(tuple(s) for s in cal["skipped"]),
-                }
-            )
+        cal = None if meta["calibration"] is None else Calibration.from_json(meta["calibration"])
         p, pre, refs = meta["prompts"], meta["preprocess"], meta["references"]
         return cls(
             backbone=meta["backbone"],
@@ -354,8 +367,8 @@ class Profile:
             normal_states=tuple(p["normal_states"]),
             anomalous_states=tuple(p["anomalous_states"]),
             templates=tuple(p["templates"]),
-            prototypes=(tensors["prototype.normal"], tensors["prototype.anomalous"]),
-            references=Features.from_tensors(tensors, "reference."),
+            prototypes=(torch.as_tensor(tensors["prototype.normal"]), torch.as_tensor(tensors["prototype.anomalous"])),
+            references=Features.from_tensors({k: torch.as_tensor(v) for k, v in tensors.items()}, "reference."),
             reference_views=tuple(r["views"] for r in refs),
             reference_names=tuple(r["name"] for r in refs),
             reference_hashes=tuple(r["sha256"] for r in refs),
@@ -366,18 +379,16 @@ class Profile:
             calibration=cal,
             version=meta["version"],
             created=meta["created"],
+            model_config=None if meta.get("model_config") is None else json.dumps(meta["model_config"], sort_keys=True),
         )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """`tensors()` as numpy arrays (what a profile folder holds)."""
+        return {k: v.numpy() for k, v in self.tensors().items()}
 
     def digest(self) -> str:
         """`sha256:<hex>` of the content (metadata but its creation time, tensors, ROI): its identity in provenance."""
-        meta = {k: v for k, v in self.to_json().items() if k != "created"}
-        h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-        for name, t in sorted(self.tensors().items()):
-            h.update(name.encode())
-            h.update(t.numpy().tobytes())
-        if self.roi is not None:
-            h.update(np.packbits(self.roi).tobytes())
-        return f"sha256:{h.hexdigest()}"
+        return content_digest(self.to_json(), self.arrays(), self.roi)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the folder `path` (profile.json, tensors.safetensors, roi.png); refuses to overwrite unless asked."""
@@ -388,30 +399,12 @@ class Profile:
         """Read a profile folder: JSON and safetensors only (nothing is unpickled, executed or encoded); one-line
         ValueError naming the folder and the first inconsistent, non-finite or out-of-range part (profile_checks)."""
         folder = Path(path)
-        meta, tensors, roi = read_folder(folder)
+        meta, tensors, roi = read_checked(folder)
         try:
-            check_profile(meta, tensors, roi)
             return cls.from_json(meta, tensors, roi)
         except (KeyError, TypeError, ValueError) as exc:
-            detail = str(exc) if isinstance(exc, ProfileFormatError) else f"{type(exc).__name__}: {exc}"
-            raise ValueError(f"{folder}: malformed profile ({detail})") from None
+            raise ValueError(f"{folder}: malformed profile ({type(exc).__name__}: {exc})") from None
 
     def summary(self) -> str:
-        """A few lines describing the profile (for `winclip profile show`)."""
-        names = zip(self.reference_names, self.reference_hashes, strict=True)
-        refs = "".join(f"\n  {n}  sha256:{h[:16]}..." for n, h in names)
-        roi = "none" if self.roi is None else f"{self.roi.shape[1]}x{self.roi.shape[0]}, {self.roi.mean():.1%} inside"
-        review = "" if self.review_threshold is None else f", review from {self.review_threshold:.6f}"
-        lines = [
-            f"object: {self.object_name!r} (phrase {self.object_phrase!r}); {len(self.normal_states)} normal and "
-            f"{len(self.anomalous_states)} anomalous states x {len(self.templates)} templates",
-            f"model: {self.backbone}, pretrained {self.pretrained or 'none (random weights)'}, "
-            f"weights {self.weights_id}",
-            f"options: {self.options}",
-            f"references: {self.shots} image(s), {sum(self.reference_views)} view(s){refs}",
-            f"roi: {roi}",
-            f"threshold: {self.threshold:.6f}{review}; confidence scale {self.confidence_scale:.6g}",
-            f"made with winclip {self.version} on {self.created or 'unknown date'}; digest {self.digest()}",
-            self.calibration.report() if self.calibration else "calibration: none (run `winclip profile calibrate`)",
-        ]
-        return "\n".join(lines)
+        """A few lines describing the profile (what `winclip profile show` prints, winclip.inspection.show)."""
+        return summary(self.to_json(), self.arrays(), self.roi)

@@ -1,7 +1,8 @@
 """A profile on disk: one folder with `profile.json`, `tensors.safetensors` and an optional `roi.png`.
 
 Nothing here knows what a profile means (winclip.inspection.profile does); this module reads and writes
-the three files without pickle.
+the three files without pickle, and reads them without torch (tensors come back as numpy arrays), so
+`winclip profile show` answers at once.
 
 Saving is atomic for the whole folder: the new version is written into a hidden sibling
 `.<name>.tmp-<random>/` (every file fsynced; anything else the old folder holds, such as the
@@ -26,13 +27,15 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_bytes
+from safetensors.numpy import load as safetensors_load
+
+if TYPE_CHECKING:
+    import torch
 
 from ..files import NotRegularError, read_regular
 from ..images import DEFAULT_MAX_PIXELS, ImageError, check_pixels
@@ -138,6 +141,8 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 
 def profile_files(meta: dict, tensors: dict[str, torch.Tensor], roi: np.ndarray | None) -> dict[str, bytes]:
     """The bytes of each file of a profile folder."""
+    from safetensors.torch import save as safetensors_bytes
+
     files = {
         TENSORS_FILE: safetensors_bytes(tensors, metadata={"format": FORMAT}),
         PROFILE_JSON: (json.dumps(meta, indent=2) + "\n").encode(),
@@ -185,8 +190,8 @@ def _read(folder: Path, name: str) -> bytes:
         raise ValueError(f"{folder}: malformed profile ({name}: {reason})") from None
 
 
-def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor], np.ndarray | None]:
-    """profile.json (format checked), the tensors and the ROI (bool `(H, W)` or None) of a profile folder."""
+def read_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray | None]:
+    """profile.json (format checked), the tensors (numpy) and the ROI (bool `(H, W)` or None) of a profile folder."""
     if not os.path.lexists(folder / PROFILE_JSON):
         raise FileNotFoundError(f"{folder}: not a winclip profile (no {PROFILE_JSON})")
     try:
@@ -200,9 +205,10 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor], np.ndarray
         )
     if not os.path.lexists(folder / TENSORS_FILE):
         raise FileNotFoundError(f"{folder}: {TENSORS_FILE} is missing")
+    data = _read(folder, TENSORS_FILE)  # a FIFO, device or loop: one line already
     try:
-        tensors = safetensors_load(_read(folder, TENSORS_FILE))
-    except (SafetensorError, OSError) as exc:
+        tensors = safetensors_load(data)
+    except (SafetensorError, OSError, TypeError, ValueError) as exc:
         raise ValueError(f"{folder}: malformed profile ({TENSORS_FILE}: {type(exc).__name__}: {exc})") from None
     roi = None
     if meta.get("roi") is not None:

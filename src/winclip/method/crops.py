@@ -1,8 +1,17 @@
 """Ten-crop views for multi-crop classification (docs/method.md §3; AlexNet's [13] prediction). Pure functions.
 
 A view of input size S is resized to R = round(S·256/224) (240 → 274); the crops are S×S at the
-four corners and the centre, then the horizontal mirror of each: ten in all, in torchvision's
-TenCrop order (top-left, top-right, bottom-left, bottom-right, centre, then mirrored).
+four corners and the centre (top-left, top-right, bottom-left, bottom-right, centre; the centre's
+corner at round((R − S) / 2), Python's rounding, as torchvision's `center_crop`), then the
+horizontal mirror image of each of those five, in the same order: ten in all.
+
+torchvision's `TenCrop` differs in two ways. It mirrors the whole image and then cuts its five
+crops, so its mirrored corners come in another order (its sixth crop, the top-left of the mirrored
+image, is our seventh, the mirror of our top-right) and its mirrored centre crop starts at
+R − S − round((R − S) / 2) in our image: the same crop when the margin R − S is even (240 → 274 and
+224 → 256, the backbones we evaluate: 34 and 32 pixels), one pixel to the right of ours when it is
+odd (e.g. 200 → 229). The score is the mean over the ten crops, so the order never matters and
+only an odd margin changes it (`tests/method/test_crops.py` checks both against torchvision).
 """
 
 from __future__ import annotations

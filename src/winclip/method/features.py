@@ -53,7 +53,8 @@ class Features:
         """Concatenate along the view axis (crops kept only when every part has them)."""
         if not parts:
             raise ValueError("Features.cat needs at least one part")
-        crops = None if any(p.crops is None for p in parts) else torch.cat([p.crops for p in parts])
+        crops_parts = [p.crops for p in parts if p.crops is not None]
+        crops = torch.cat(crops_parts) if len(crops_parts) == len(parts) else None
         return Features(
             torch.cat([p.image for p in parts]),
             {k: torch.cat([p.windows[k] for p in parts]) for k in parts[0].windows},

@@ -114,6 +114,7 @@ class Scorer:
             total = torch.zeros(size, device=grid_maps.device)
             count = torch.zeros(size, device=grid_maps.device)
             for m, t in zip(grid_maps, tiles, strict=True):
+                assert t is not None  # tiled: every view is a tile
                 total[t.top : t.top + t.side, t.left : t.left + t.side] += upsample(m[None], (t.side, t.side))[0]
                 count[t.top : t.top + t.side, t.left : t.left + t.side] += 1.0
             full = total / count

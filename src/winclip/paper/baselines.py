@@ -22,6 +22,7 @@ Each is a `WinCLIP` whose encoding or scoring differs, so `winclip eval` runs it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ from PIL import Image
 from ..backbones.openclip import Backbone
 from ..method.features import Features
 from ..method.few_shot import ReferenceMemory
+from ..method.prompts import PromptSet
 from ..method.scorer import GridScores
+from ..method.tiling import Tile
 from ..method.windows import window_indices
 from ..method.zero_shot import ascore0, gaussian_smooth, upsample
 from ..model import EncodedImages, WinCLIP
@@ -51,8 +54,9 @@ class PatchTokenBaseline(WinCLIP):
     def feature_key(self) -> dict:
         return {"baseline": self.method}
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         feats = self.backbone.encode(x, ())
+        assert self.backbone.projection is not None  # make_baseline refuses runtimes without it
         proj = self.backbone.projection.to(feats.patches.device, torch.float32)
         return Features(feats.image, {1: feats.patches @ proj}, feats.patches)
 
@@ -89,7 +93,7 @@ class ImageTilingBaseline(WinCLIP):
         feats = Features(base.features.image, windows, base.features.patches, base.features.crops)
         return EncodedImages(feats, base.owner, base.tiles, base.sizes)
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         feats = self.backbone.encode(x, ())
         return Features(feats.image, {}, feats.patches)
 
@@ -108,11 +112,12 @@ class PatchCoreBaseline(WinCLIP):
         layers = self.hidden_layers()
         return {"baseline": self.method, "layers": list(layers)} if layers else {}
 
-    def encode(self, x: torch.Tensor) -> Features:
+    def encode_batch(self, x: torch.Tensor) -> Features:
         layers = self.hidden_layers()
         feats = self.backbone.encode(x, self.options.scales)
         if not layers:
             return feats
+        assert isinstance(self.backbone, Backbone)  # make_baseline: hidden layers need the torch backbone
         return Features(feats.image, feats.windows, self.backbone.hidden_tokens(x, layers))
 
     def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -144,7 +149,7 @@ class PatchCoreBaseline(WinCLIP):
         zero = ascore0(feats.image, *self.prototypes_, self.options.temperature)
         return GridScores(distances.amax(dim=1), zero, distances.view(len(feats), *self.backbone.grid))
 
-    def full_map(self, grid_maps: torch.Tensor, tiles, size: tuple[int, int]) -> torch.Tensor:
+    def full_map(self, grid_maps: torch.Tensor, tiles: Sequence[Tile | None], size: tuple[int, int]) -> torch.Tensor:
         fine = gaussian_smooth(upsample(grid_maps, self.info.image_size), PATCHCORE_SIGMA)
         return self.scorer.full_map(fine, tiles, size)
 
@@ -153,7 +158,8 @@ class PatchCoreHiddenBaseline(PatchCoreBaseline):
     method = "patchcore-hidden"
 
     def hidden_layers(self) -> tuple[int, ...]:
-        depth = len(self.clip.visual.transformer.resblocks)
+        visual: Any = self.clip.visual  # open_clip's VisionTransformer, used by attribute
+        depth = len(visual.transformer.resblocks)
         return tuple(dict.fromkeys((max(1, depth // 2), max(1, depth * 3 // 4))))
 
 
@@ -167,10 +173,21 @@ def squared_nearest(queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor
     return best.view(queries.shape[:2])
 
 
+class _Shared(TypedDict):
+    """What every baseline takes from the model it is built on."""
+
+    temperature: float
+    resize: str
+    tile_overlap: float
+    tile_reduce: str
+    batch_size: int
+    prompts: PromptSet
+
+
 def make_baseline(kind: str, model: WinCLIP) -> WinCLIP:
     """The baseline `kind` (BASELINES) on `model`'s backbone with its views, temperature, batch size and prompts."""
     opt = model.options
-    common = {
+    common: _Shared = {
         "temperature": opt.temperature,
         "resize": opt.resize,
         "tile_overlap": opt.tile_overlap,

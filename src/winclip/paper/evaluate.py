@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..files import atomic_write, digest, write_file
 from ..images import file_sha256
@@ -31,6 +30,7 @@ from ..method.prompts import OBJECT_NAME_MAPS, TASK_STATES
 from ..metrics import PixelMetricAccumulator, image_metrics
 from ..model import WinCLIP
 from ..options import DEFAULT_EVAL_RESOLUTION
+from ..progress import Bar, progress_bar
 from .data import Sample
 from .feature_cache import (
     CACHE_FORMAT,
@@ -184,7 +184,7 @@ class _ClassState:
         }
 
     def encode(
-        self, encoder: Callable[..., tuple[int, dict]], model: WinCLIP, cache: FeatureCache, crops: bool, bar: tqdm
+        self, encoder: Callable[..., tuple[int, dict]], model: WinCLIP, cache: FeatureCache, crops: bool, bar: Bar
     ) -> tuple[int, dict]:
         """Encode what the pending runs need and the cache lacks with `encoder` (encode_files' contract):
         (images encoded, decode errors by sha). Test images get their multi-crop embeddings when `crops`
@@ -203,16 +203,20 @@ def _class_states(plan: EvalPlan, rows_dir: Path, base: dict, progress: bool) ->
     for run in plan.runs:
         by_class.setdefault(run.data.name, []).append(run)
     states = []
-    for runs in tqdm(list(by_class.values()), desc="hash", unit="class", disable=not progress):
-        data = runs[0].data
-        paths = (
-            [s.path for s in data.test]
-            + [m for s in data.test for m in s.masks]
-            + [p for r in runs for p in r.references]
-        )
-        hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
-        states.append(_ClassState(runs, hashes, rows_dir, base, plan.root))
+    with progress_bar(len(by_class), "hash", "class", enabled=progress) as bar:
+        for runs in by_class.values():
+            states.append(_class_state(runs, rows_dir, base, plan.root))
+            bar.update(1)
     return states
+
+
+def _class_state(runs: list[Run], rows_dir: Path, base: dict, root: Path) -> _ClassState:
+    """One class's file hashes and row keys."""
+    data = runs[0].data
+    paths = [s.path for s in data.test] + [m for s in data.test for m in s.masks]
+    paths += [p for r in runs for p in r.references]
+    hashes = {p: file_sha256(p) for p in dict.fromkeys(paths)}
+    return _ClassState(runs, hashes, rows_dir, base, root)
 
 
 def evaluate(
@@ -252,8 +256,8 @@ def evaluate(
     rows: list[RowResult] = []
     encoded = reused = 0
     encode_seconds = score_seconds = 0.0
-    encode_bar = tqdm(total=len(missing), desc="encode", unit="img", disable=not progress, position=0)
-    row_bar = tqdm(total=len(plan.runs), desc="evaluate", unit="row", disable=not progress, position=1)
+    encode_bar = progress_bar(len(missing), "encode", enabled=progress, position=0)
+    row_bar = progress_bar(len(plan.runs), "evaluate", "row", enabled=progress, position=1)
     try:
         for st in states:
             pending, finished = st.pending(), st.finished()
@@ -269,7 +273,7 @@ def evaluate(
             errors += [str(e) for e in bad.values()]
             samples = [s for s in st.data.test if st.hashes[s.path] not in bad]
             test = ViewSet.load(features, [st.hashes[s.path] for s in samples])
-            masks = {} if resolution is not None else None
+            masks: dict[Path, np.ndarray] | None = {} if resolution is not None else None
             for i in pending:
                 run = st.runs[i]
                 if any(st.hashes[p] in bad for p in run.references):
@@ -284,20 +288,30 @@ def evaluate(
                     model, run, test, samples, refs, resolution, masks, plan.root, object_names, task_states
                 )
                 score_seconds += time.perf_counter() - start
-                atomic_write(st.row_paths[i], lambda tmp, row=row: tmp.write_text(json.dumps(row.to_json())))
+                atomic_write(st.row_paths[i], functools.partial(Path.write_text, data=json.dumps(row.to_json())))
                 rows.append(row)
                 row_bar.update(1)
     finally:
         encode_bar.close()
         row_bar.close()
-    rows = _write_outputs(out, plan, model, rows, errors, settings)
+    ordered = _write_outputs(out, plan, model, rows, errors, settings)
     if model.rescorable:  # what `winclip report` needs to score the rows again (run_record, report_html)
         set_object = functools.partial(_set_object, model, object_names=object_names, task_states=task_states)
-        _record_run(out, plan, model, rows, features.folder, resolution, settings, _notes(model, errors), set_object)
-    return EvalResult(rows, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
+        _record_run(out, plan, model, ordered, features.folder, resolution, settings, _notes(model, errors), set_object)
+    return EvalResult(ordered, out, encoded, reused, encode_seconds, score_seconds, tuple(errors))
 
 
-def _record_run(out, plan, model, rows, folder, resolution, settings, notes, set_object) -> None:
+def _record_run(
+    out: Path,
+    plan: EvalPlan,
+    model: WinCLIP,
+    rows: Sequence[RowResult],
+    folder: Path,
+    resolution: int | None,
+    settings: Sequence[tuple[str, str]],
+    notes: Sequence[str],
+    set_object: Callable[[str], object],
+) -> None:
     """run.json, prototypes.safetensors and report.html (winclip.paper.run_record, winclip.paper.report.page)."""
     save_run(
         out, plan, model, resolution=resolution, cache=folder, rows=rows, settings=settings, notes=notes,

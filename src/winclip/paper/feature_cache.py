@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from ..files import atomic_write, digest, write_file
 from ..images import ImageError
 from ..method.features import Features
 from ..model import WinCLIP
+from ..progress import Bar
 
 CACHE_FORMAT = 1
 
@@ -113,11 +113,14 @@ class FeatureCache:
         path = self.path(sha)
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata()
-        return Encoded(Features.from_tensors(load_file(str(path))), (int(meta["height"]), int(meta["width"])))
+        features = Features.from_tensors(load_file(str(path)))
+        if features is None:
+            raise ValueError(f"{path}: not a feature cache entry (no image features)")
+        return Encoded(features, (int(meta["height"]), int(meta["width"])))
 
 
 def encode_files(
-    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: tqdm, *, crops: bool | None = None
+    model: WinCLIP, cache: FeatureCache, files: Sequence[tuple[Path, str]], bar: Bar, *, crops: bool | None = None
 ) -> tuple[int, dict[str, ImageError]]:
     """Encode the (path, sha) files not yet cached, ``model.batch_size`` images at a time.
 

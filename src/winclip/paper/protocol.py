@@ -7,15 +7,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..method.prompts import OBJECT_NAME_MAPS, TASK_STATES
-from ..method.tiling import square_tiles
+from ..method.tiling import Tile, square_tiles
 from ..model import WinCLIP
-from ..options import DEFAULT_SEEDS, DEFAULT_SHOTS
+from ..options import DEFAULT_SEEDS, DEFAULT_SHOTS, MethodOptions
 from .data import ClassData, DatasetError, Sample, load_dataset, load_mask, resize_mask, sample_references
 
 
@@ -95,7 +96,17 @@ def scoring_settings(
     }
 
 
-def image_map(model: WinCLIP, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
+class MapMaker(Protocol):
+    """What `image_map` reads of a model: its options and full_map (a `WinCLIP` or a `Scorer`)."""
+
+    @property
+    def options(self) -> MethodOptions: ...
+    def full_map(
+        self, grid_maps: torch.Tensor, tiles: Sequence[Tile | None], size: tuple[int, int]
+    ) -> torch.Tensor: ...
+
+
+def image_map(model: MapMaker, grid_maps: torch.Tensor, size: tuple[int, int], resolution: int | None) -> torch.Tensor:
     """An image's map at the evaluation resolution from its view maps on the patch grid `(V, h, w)` → `(H', W')`.
 
     Squash: bilinear upsampling of the grid map straight to the evaluation size.

@@ -29,6 +29,7 @@ from ..files import write_file
 from ..method.prompts import PROMPT_SETS
 from ..model import WinCLIP
 from ..options import DEFAULT_EVAL_RESOLUTION, ModelSpec
+from ..progress import plural
 from .baselines import make_baseline
 from .evaluate import evaluate
 from .protocol import EvalPlan
@@ -118,7 +119,7 @@ class _Models:
     def backbone(self, table: Table, row: TableRow) -> Encoder:
         if row.backbone is None:
             return self.base.backbone
-        wanted = row.backbone
+        wanted: tuple[str, str | None] = row.backbone
         if self.overrides:
             runnable = [r for r in table.rows if r.runs and r.backbone is not None]
             wanted = self.overrides[runnable.index(row)]
@@ -132,10 +133,11 @@ class _Models:
     def model(self, table: Table, row: TableRow) -> tuple[WinCLIP, WinCLIP]:
         """The row's model and the one encoding its features (itself, or with all scales for a scale ablation)."""
         opt = self.base.options
-        view = {"resize": opt.resize, "tile_overlap": opt.tile_overlap, "tile_reduce": opt.tile_reduce}
         model = WinCLIP(
             self.backbone(table, row),
-            **view,
+            resize=opt.resize,
+            tile_overlap=opt.tile_overlap,
+            tile_reduce=opt.tile_reduce,
             **dict(row.options),
             batch_size=self.base.batch_size,
             prompts=PROMPT_SETS[row.prompts],
@@ -199,16 +201,18 @@ def run_table(
         random = random or info.checkpoint is None
         outcomes.append(RowOutcome(row, result.rows, None, f"{info.name} ({info.pretrained or 'random'})"))
         timed.append(row_model)
-    notes = []
+    notes: list[str] = []
+    where = None
     if table.timed:
         first = plan.classes[0]
         images = [model.load(s.path) for s in first.test[:timing_images]]
         times = iter(time_per_image(timed, images, first.name))
         outcomes = [dataclasses.replace(o, time_ms=next(times)) if o.row.runs else o for o in outcomes]
         where = device_name(model.device)
-        notes.append(f"times: {len(images)} images of {first.name}, one at a time, rows taking turns, on {where}")
+        shown = plural(len(images), "image")
+        notes.append(f"times: {shown} of {first.name}, one at a time, rows taking turns, on {where}")
     if random:
         notes.append("**RANDOM WEIGHTS (--pretrained none): every figure of ours is meaningless.**")
     path = out / f"table{key}.md"
-    write_file(path, table_markdown(table, tuple(outcomes), plan.dataset, notes).encode())
+    write_file(path, table_markdown(table, tuple(outcomes), plan.dataset, notes, device=where).encode())
     return TableRun(path, tuple(outcomes))

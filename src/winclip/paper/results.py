@@ -14,14 +14,25 @@ from __future__ import annotations
 import csv
 import functools
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ..files import open_new, write_file
-from .tables import IMAGE_METRICS, PIXEL_METRICS, TIME_METRIC, PaperValue, Table, paper_figure, paper_figures
+from .tables import (
+    IMAGE_METRICS,
+    PIXEL_METRICS,
+    TIME_METRIC,
+    PaperValue,
+    Table,
+    TableRow,
+    paper_figure,
+    paper_figures,
+)
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS
 METRIC_NAMES = {
@@ -33,6 +44,7 @@ METRIC_NAMES = {
     "pixel_f1max": "pixel F1-max",
 }
 PAPER_DATASETS = ("mvtec", "visa")
+PAPER_TIME_DEVICE = "T4 GPU"  # where the paper timed Table 8
 ZERO_SHOT_SEED = -1  # the seed stored in scores.npz for zero-shot rows (seeds do not apply)
 
 
@@ -116,9 +128,10 @@ def paper_value(
     if paper_classes and set(classes) == paper_classes:
         return table.get((dataset, metric, "mean", shots))
     values = [table.get((dataset, metric, c, shots)) for c in classes]
-    if not values or any(v is None for v in values):
+    present = [v for v in values if v is not None]
+    if not values or len(present) < len(values):
         return None
-    return PaperValue(float(np.mean([v.mean for v in values])), None)
+    return PaperValue(float(np.mean([v.mean for v in present])), None)
 
 
 def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> None:
@@ -149,13 +162,13 @@ def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> No
 def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
     """Every per-image score as flat arrays (no pickle): class, path, defect, label, shots, seed, score, zero_shot."""
 
-    def column(get, dtype) -> np.ndarray:
+    def column(get: Callable[[RowResult], Sequence[object]], dtype: npt.DTypeLike) -> np.ndarray:
         return np.array([v for row in rows for v in get(row)], dtype=dtype)
 
     buffer = io.BytesIO()
     np.savez(
         buffer,
-        **{
+        **{  # type: ignore[arg-type]  # mypy matches these arrays against allow_pickle: bool; no key is that
             "class": column(lambda r: [r.cls] * len(r.paths), np.str_),
             "path": column(lambda r: r.paths, np.str_),
             "defect": column(lambda r: r.defects, np.str_),
@@ -284,22 +297,34 @@ def summary_markdown(
 # -- tableN.md: one of the paper's tables, ours beside its figures (winclip.paper.reproduce) --------------
 
 
+class Outcome(Protocol):
+    """What tableN.md reads of one row's outcome (winclip.paper.reproduce.RowOutcome)."""
+
+    @property
+    def row(self) -> TableRow: ...
+    @property
+    def results(self) -> Sequence[RowResult]: ...
+    @property
+    def time_ms(self) -> tuple[float, float] | None: ...
+
+
 def _paper_only(paper: PaperValue | None, ours: str = "—") -> str:
     if paper is None:
         return ours
     return f"{ours} ({paper.mean:.1f}" + (f" ± {paper.std:.1f})" if paper.std else ")")
 
 
-def _time_cell(time_ms: tuple[float, float] | None, paper: PaperValue | None) -> str:
-    if time_ms is None:
-        return _paper_only(paper)
-    cell = f"{time_ms[0]:.1f} ± {time_ms[1]:.1f}"
-    if paper is None:
-        return cell
-    return f"{cell} ({paper.mean:.1f} ± {paper.std:.1f}, {time_ms[0] - paper.mean:+.1f})"
+def _time_cells(time_ms: tuple[float, float] | None, paper: PaperValue | None) -> list[str]:
+    """Table 8's two time columns: ours on our device, the paper's on its T4 GPU (never their difference)."""
+    ours = "—" if time_ms is None else f"{time_ms[0]:.1f} ± {time_ms[1]:.1f}"
+    theirs = "—" if paper is None else f"{paper.mean:.1f}" + (f" ± {paper.std:.1f}" if paper.std else "")
+    return [ours, theirs]
 
 
-def _row_cells(table: Table, outcome, dataset: str | None, figures) -> list[str]:
+Figures = Mapping[tuple[str, str, str, str, str, int], PaperValue]
+
+
+def _row_cells(table: Table, outcome: Outcome, dataset: str | None, figures: Figures) -> list[str]:
     """The figure cells of one row in the table's layout (ours with the paper's beside)."""
     row, results = outcome.row, outcome.results
 
@@ -321,12 +346,15 @@ def _row_cells(table: Table, outcome, dataset: str | None, figures) -> list[str]
     cells = [cell(m, row.shots[0]) for m in table.metrics]
     if table.timed:
         paper = paper_figure(figures, table, row, dataset, TIME_METRIC, 0) if dataset else None
-        cells.append(_time_cell(outcome.time_ms, paper))
+        cells += _time_cells(outcome.time_ms, paper)
     return cells
 
 
-def table_markdown(table: Table, outcomes: Sequence, dataset: str, notes: Sequence[str] = ()) -> str:
-    """``tableN.md``: the paper's layout, each cell ours (its figure, our difference in points)."""
+def table_markdown(
+    table: Table, outcomes: Sequence[Outcome], dataset: str, notes: Sequence[str] = (), device: str | None = None
+) -> str:
+    """``tableN.md``: the paper's layout, each cell ours (its figure, our difference in points); Table 8's time
+    per image in two columns, ours on `device` and the paper's on a T4 GPU."""
     figures = paper_figures()
     paper_dataset = dataset if table.dataset in ("both", dataset) else None
     ours = sorted({r.cls for o in outcomes for r in o.results})
@@ -352,7 +380,8 @@ def table_markdown(table: Table, outcomes: Sequence, dataset: str, notes: Sequen
     elif table.layout == "classes":
         head += [*table.classes, "Mean"]
     else:
-        head += [METRIC_NAMES[m] for m in table.metrics] + (["Time (ms)"] if table.timed else [])
+        head += [METRIC_NAMES[m] for m in table.metrics]
+        head += [f"ms/image, ours ({device or 'this run'})", f"ms/image, paper ({PAPER_TIME_DEVICE})"] * table.timed
     lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for o in outcomes:
         label = o.row.label + ("" if o.row.runs else " †")

@@ -141,6 +141,7 @@ def save_run(
     tensors, objects = {}, {}
     for data in plan.classes:
         (set_object or model.set_object)(data.name)
+        assert model.object_ is not None and model.prototypes_ is not None  # set_object above
         objects[data.name] = model.object_
         normal, anomalous = model.prototypes_
         tensors[f"{data.name}/normal"] = normal.detach().to("cpu", torch.float32).contiguous()
@@ -152,7 +153,7 @@ def save_run(
         paths_root=(plan.root.parent if plan.root.is_file() else plan.root).absolute(),
         classes=tuple(c.name for c in plan.classes),
         options=model.options,
-        grid=tuple(model.backbone.grid),
+        grid=model.backbone.grid,
         resolution=resolution,
         backbone=model.info.name,
         weights=model.info.weights_id,

@@ -15,6 +15,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 PER_CLASS_CSV = "paper_winclip_per_class.csv"
 TABLES_CSV = "paper_tables.csv"
@@ -49,7 +50,7 @@ class TableRow:
     setup: str = ""
     marks: tuple[str, ...] = ()
     method: str = "winclip"
-    options: tuple[tuple[str, object], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()  # WinCLIP keyword options: their types vary, WinCLIP checks them
     prompts: str = "winclip"
     shots: tuple[int, ...] = (0,)
     task_states: bool = False

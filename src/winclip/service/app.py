@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
@@ -47,14 +48,14 @@ from .. import __version__
 from .batcher import Batcher
 from .budget import BudgetError
 from .config import ServiceConfig
-from .db import Recorder
+from .db import Record, Recorder
 from .metrics import MetricsMiddleware
 from .retention import Keeper
 from .routes import health, inspections, metrics, predict, profiles
 from .schemas import Detail
 from .security import BrowserGuard
 from .state import AppState, authorized
-from .station import Station
+from .station import Served, Station
 from .sync import follow
 from .uploads import RequestLimit, UploadError
 
@@ -73,16 +74,18 @@ def create_app(
     *,
     keeper: Keeper | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    on_recorded: Callable[[Served, Record, int], None] | None = None,
 ) -> FastAPI:
     """The FastAPI app; the lifespan loads the model on the worker thread and drains it on shutdown.
 
     The record and the keep folder are opened by the lifespan unless given (the command line opens them first, to
-    fail before serving). `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded.
+    fail before serving). `on_fatal(message)` is called (from the worker thread) when the model cannot be loaded;
+    `on_recorded(served, record, id)` after each recorded result (the line's publisher, `serve --mqtt/--webhook`).
     """
     state = AppState(config, keeper=keeper)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config.profiles.mkdir(parents=True, exist_ok=True)
         state.recorder = recorder or Recorder.of(config)
         if config.keep and state.keeper is None:
@@ -95,6 +98,7 @@ def create_app(
             batch_size=config.batch_size,
             min_area=config.min_area,
             reserved=config.reserved_names,
+            on_recorded=on_recorded,
         )
         state.batcher = Batcher(
             state.station.predict_batch, window_s=config.window_ms / 1000.0, max_batch=config.max_batch
@@ -125,9 +129,10 @@ def create_app(
     # before anything reads the body: Host, Origin and the key, from the headers; every response's headers
     app.add_middleware(BrowserGuard, loopback_only=config.loopback_only, api_key=config.api_key)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: times and counts every refusal too
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(UploadError, _upload_error)
-    app.add_exception_handler(BudgetError, _budget_error)
+    # starlette types a handler as taking any Exception; each is called with its own (Kludex/starlette#2417)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(UploadError, _upload_error)  # type: ignore[arg-type]
+    app.add_exception_handler(BudgetError, _budget_error)  # type: ignore[arg-type]
     app.include_router(health.router)
     for module in (profiles, predict, inspections, metrics):
         app.include_router(module.router, dependencies=[Depends(authorized)], responses={401: {"model": Detail}})
@@ -138,9 +143,10 @@ def create_app(
 
 def _watch(state: AppState) -> None:
     """The metrics read when scraped: queue, memory budget, profiles, kept photos."""
-    station, keeper = state.station, state.keeper
+    station, keeper, batcher = state.station, state.keeper, state.batcher
+    assert station is not None and batcher is not None  # the lifespan built them just before
     state.metrics.watch(
-        queue=lambda: state.batcher.depth,
+        queue=lambda: batcher.depth,
         memory=lambda: state.budget.in_flight,
         served=lambda: (len(station.profiles), len(station.refused)),
     )
@@ -149,9 +155,10 @@ def _watch(state: AppState) -> None:
         state.metrics.kept_files.set_function(lambda: keeper.count)
 
 
-def _loaded(state: AppState, future, on_fatal: Callable[[str], None] | None) -> None:
+def _loaded(state: AppState, future: Future, on_fatal: Callable[[str], None] | None) -> None:
     """The end of loading, on the worker thread: ready, or the fatal error."""
     station = state.station
+    assert station is not None  # the lifespan built it before loading
     if future.exception() is None:
         state.ready = True
         print(

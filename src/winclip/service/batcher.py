@@ -175,6 +175,7 @@ class Batcher(Generic[T, R]):
                 if job.future.set_running_or_notify_cancel():
                     stepping.append(job)
                 continue
+            assert isinstance(job, _Item)  # the only other kind of job
             batch = [job]
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:

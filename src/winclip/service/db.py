@@ -28,17 +28,24 @@ import csv
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..spreadsheet import safe_cell
+from .config import ServiceConfig
 from .migrate import SchemaError, upgrade
+
+if TYPE_CHECKING:
+    from ..inspection.inspector import Inspection
 
 metadata = sa.MetaData()
 KEPT_CHARS = 1024  # the longest path of a kept photo
@@ -95,6 +102,24 @@ class Record(BaseModel, frozen=True):
     latency_ms: float
     kept: str | None = None
 
+    @classmethod
+    def of(cls, now: datetime, profile: str, upload: tuple[str, str, float], r: Inspection) -> Record:
+        """The row of one decided inspection of an upload (file name, sha256, time.perf_counter when received)."""
+        assert r.score is not None and r.threshold is not None and r.label is not None and r.confidence is not None
+        filename, sha256, received = upload
+        return cls(
+            time=now,
+            profile=profile,
+            filename=filename,
+            image_sha256=sha256,
+            score=float(r.score),
+            threshold=float(r.threshold),
+            label=r.label,
+            confidence=float(r.confidence),
+            regions=[g.as_dict() for g in r.regions],
+            latency_ms=(time.perf_counter() - received) * 1000.0,
+        )
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -141,7 +166,7 @@ class Recorder:
     """Writes and pages through inspection records in one database (module docstring)."""
 
     @classmethod
-    def of(cls, config) -> Recorder:
+    def of(cls, config: ServiceConfig) -> Recorder:
         """The record a `ServiceConfig` names, with its timeouts."""
         return cls(
             config.database, connect_timeout_s=config.db_connect_timeout_s, busy_timeout_ms=config.db_busy_timeout_ms
@@ -278,7 +303,7 @@ class Recorder:
         """Release the connection pool."""
         self.engine.dispose()
 
-    def _sqlite_pragmas(self, dbapi_connection, _record) -> None:
+    def _sqlite_pragmas(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")

@@ -19,12 +19,14 @@ import re
 import time
 from collections.abc import Callable
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .security import HttpMiddleware
 
@@ -92,7 +94,7 @@ class Metrics:
         return encode(self.registry), content_type
 
 
-def api_templates(app) -> list[tuple[str, re.Pattern]]:
+def api_templates(app: FastAPI) -> list[tuple[str, re.Pattern]]:
     """The path templates of the app's API (its OpenAPI paths) with their regular expressions."""
     return [(path, compile_path(path)[0]) for path in app.openapi()["paths"]]
 
@@ -100,12 +102,12 @@ def api_templates(app) -> list[tuple[str, re.Pattern]]:
 class MetricsMiddleware(HttpMiddleware):
     """ASGI middleware: each request's duration, and its status, by route template (module docstring)."""
 
-    def __init__(self, app, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         super().__init__(app)
         self.metrics = metrics
         self._templates: list[tuple[str, re.Pattern]] | None = None
 
-    def route_template(self, scope) -> str:
+    def route_template(self, scope: Scope) -> str:
         """The template of the route that served a request, or would have: a refusal by a middleware comes before
         routing, so its path is matched against the API's templates; UNMATCHED when none matches."""
         route = scope.get("route")
@@ -115,11 +117,11 @@ class MetricsMiddleware(HttpMiddleware):
             self._templates = api_templates(scope["app"])
         return next((t for t, pattern in self._templates if pattern.match(scope["path"])), UNMATCHED)
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = SERVER_ERROR  # unless a response starts
 
-        async def watched(message) -> None:
+        async def watched(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

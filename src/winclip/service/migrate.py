@@ -48,7 +48,10 @@ def config(connection: sa.Connection | None = None) -> Config:
 
 def head() -> str:
     """The newest revision this winclip knows."""
-    return ScriptDirectory.from_config(config()).get_current_head()
+    current = ScriptDirectory.from_config(config()).get_current_head()
+    if current is None:
+        raise SchemaError(f"{SCRIPTS}: no schema migrations in this winclip installation")
+    return current
 
 
 def revision(engine: sa.Engine) -> str | None:

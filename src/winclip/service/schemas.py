@@ -165,6 +165,9 @@ class PredictResult(BaseModel):
     def of(cls, filename: str, sha256: str, scored: Scored, pictures: dict[str, str]) -> PredictResult:
         """An answer from one recorded Inspection: every field of the same snapshot of the profile."""
         r = scored.inspection
+        assert r.map is not None and r.label is not None and r.confidence_scale is not None  # recorded: decided
+        assert r.score is not None and r.model_score is not None and r.zero_shot is not None
+        assert r.threshold is not None and r.confidence is not None
         return cls(
             id=scored.record_id,
             filename=filename,
@@ -200,6 +203,7 @@ class Ready(BaseModel):
     version: str
     backbone: str
     weights_id: str
+    random_weights: bool  # --pretrained none: every score is meaningless (the page shows a banner)
     device: str
     precision: str
     database: str
@@ -208,11 +212,11 @@ class Ready(BaseModel):
     batching: Batching
 
 
-class InspectionRow(Record):
+class InspectionRow(Record, frozen=True):
     """A recorded inspection as the API returns it: with its id, the time in ISO 8601 (UTC)."""
 
     id: int
-    time: str
+    time: str  # type: ignore[assignment]  # the API's ISO 8601 text where the record holds a datetime
 
 
 class InspectionPage(BaseModel):

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import sys
+from typing import TextIO
 from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_SITE = frozenset({"same-origin", "none"})  # Sec-Fetch-Site values of a same-origin or typed-in request
@@ -125,16 +127,16 @@ def csp_for(path: str) -> str:
 class HttpMiddleware:
     """A pure ASGI middleware: lifespan and websocket traffic passes through, `http` handles each request."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         await self.http(scope, receive, send)
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
 
 
@@ -148,13 +150,15 @@ class BrowserGuard(HttpMiddleware):
     """ASGI middleware: same-origin changes only, loopback Host without a key, the key on /v1 and /metrics,
     security headers (module docstring)."""
 
-    def __init__(self, app, *, loopback_only: bool, api_key: str | None = None, log=sys.stderr) -> None:
+    def __init__(
+        self, app: ASGIApp, *, loopback_only: bool, api_key: str | None = None, log: TextIO = sys.stderr
+    ) -> None:
         super().__init__(app)
         self.loopback_only = loopback_only
         self.api_key = api_key
         self.log = log
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         extra = [
             (b"x-content-type-options", b"nosniff"),
             (b"content-security-policy", csp_for(scope["path"]).encode()),
@@ -164,7 +168,7 @@ class BrowserGuard(HttpMiddleware):
 
         started = False
 
-        async def with_headers(message) -> None:
+        async def with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,6 +19,7 @@ from .budget import RETRY_AFTER_S, MemoryBudget
 from .config import ServiceConfig
 from .db import DatabaseUnavailableError, Recorder
 from .metrics import Metrics
+from .names import check_name
 from .retention import Keeper
 from .security import key_matches
 from .station import (
@@ -29,8 +30,9 @@ from .station import (
     Served,
     Station,
     UnknownProfileError,
-    check_name,
 )
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(
     auto_error=False, description="the API key given to `winclip serve` (--api-key-file or WINCLIP_API_KEY)"
@@ -104,7 +106,7 @@ class AppState:
             raise HTTPException(503, str(exc)) from None
 
 
-async def outcome(future: Future) -> object:
+async def outcome(future: Future[T]) -> T:
     """Await a worker future; map the station's errors to HTTP statuses."""
     try:
         return await asyncio.shield(asyncio.wrap_future(future))

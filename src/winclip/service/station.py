@@ -30,13 +30,13 @@ import math
 import os
 import shutil
 import sys
-import time
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -169,9 +169,11 @@ class Station:
         batch_size: int,
         min_area: int = 0,
         reserved: frozenset[str] = frozenset(),
-        log=sys.stderr,
+        on_recorded: Callable[[Served, Record, int], None] | None = None,
+        log: TextIO = sys.stderr,
     ) -> None:
         self.folder = Path(folder)
+        self.on_recorded = on_recorded  # called with each recorded result (winclip.line.publish), on the worker
         self.spec = spec
         self.batch_size = batch_size
         self.recorder = recorder
@@ -210,6 +212,7 @@ class Station:
                 profile = Profile.load(folder)
                 digest = profile.digest()
                 stored = row.stored if row.stored and row.stored.digest == digest else row.write(digest)
+            assert self.base is not None  # load() built it first
             served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
         except Exception as exc:  # noqa: BLE001 - one profile's failure (torch's included) refuses it alone
@@ -253,24 +256,31 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
+        serving: dict[str, Served] = {}
         for name, indices in groups.items():
             served = self.profiles.get(name)
             if served is not None:
+                serving[name] = served
                 self._inspect(served, [(i, items[i]) for i in indices], results)
         now = datetime.now(timezone.utc)
-        records = [
-            _record(now, items[i].profile, items[i], r) for i, r in enumerate(results) if isinstance(r, Inspection)
-        ]
+        done = [(i, r) for i, r in enumerate(results) if isinstance(r, Inspection)]
+        records = [Record.of(now, items[i].profile, (items[i].filename, items[i].sha256, items[i].received), r)
+                   for i, r in done]  # fmt: skip
+        served_by = [serving[items[i].profile] for i, _ in done]
         try:
-            ids = iter(self.recorder.record(records))
+            ids = self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
             failure = RecordingError(f"the inspections were not recorded, so none is answered: {one_line(exc)}")
             print(f"winclip serve: {len(records)} inspection(s) refused (503): {failure}", file=self.log)
             self.metrics.not_recorded.inc(len(records))
             return [failure if isinstance(r, Inspection) else r for r in results]
-        for r in records:
-            self.metrics.images.labels(r.profile, r.label).inc()
-        return [Scored(r, next(ids), now) if isinstance(r, Inspection) else r for r in results]
+        for record in records:
+            self.metrics.images.labels(record.profile, record.label).inc()
+        if self.on_recorded is not None:
+            for owner, record, record_id in zip(served_by, records, ids, strict=True):
+                self.on_recorded(owner, record, record_id)
+        row_ids = iter(ids)
+        return [Scored(r, next(row_ids), now) if isinstance(r, Inspection) else r for r in results]
 
     def _inspect(self, served: Served, items: list[tuple[int, PredictItem]], results: list) -> None:
         """One profile's images of a batch into `results` (by index): each its Inspection or its own error."""
@@ -284,7 +294,7 @@ class Station:
             return
         for (i, item), r in zip(items, inspected, strict=True):
             numbers = (r.score, r.model_score, r.zero_shot, r.confidence, *(g.peak for g in r.regions))
-            if r.error is None and not all(math.isfinite(x) for x in numbers):
+            if r.error is None and not all(x is not None and math.isfinite(x) for x in numbers):
                 results[i] = InspectionError(
                     f"{item.filename}: profile {served.name!r} gave a score that is not a number"
                 )
@@ -371,6 +381,7 @@ class Station:
             profile = change.apply(base)
             profile.save(served.folder, overwrite=True)
             revision = row.write(profile.digest()).revision
+        assert self.base is not None  # load() built it first
         updated = Served.of(name, profile, served.folder, self.base, self.min_area, revision)
         self._serve(updated)
         return updated
@@ -386,6 +397,7 @@ class Station:
                 profile = Profile.load(self.folder / check_name(name, self.reserved))
                 if profile.digest() != stored.digest:
                     continue  # between two saves, or changed outside the service: the next poll reads it again
+                assert self.base is not None  # load() built it first
                 fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
                 if served is None:
                     self._warm(fresh)
@@ -431,19 +443,3 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, (ValueError, OSError)):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:
-    """The database row of one inspection."""
-    return Record(
-        time=now,
-        profile=name,
-        filename=item.filename,
-        image_sha256=item.sha256,
-        score=float(r.score),
-        threshold=float(r.threshold),
-        label=r.label,
-        confidence=float(r.confidence),
-        regions=[g.as_dict() for g in r.regions],
-        latency_ms=(time.perf_counter() - item.received) * 1000.0,
-    )

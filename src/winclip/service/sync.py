@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from functools import partial
+from typing import TextIO
 
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +24,7 @@ from .db import one_line
 from .state import AppState
 
 
-async def follow(state: AppState, interval_s: float, log=sys.stderr) -> None:
+async def follow(state: AppState, interval_s: float, log: TextIO = sys.stderr) -> None:
     """Poll and refresh until cancelled (module docstring); failures are logged once, and polling goes on."""
     failing: str | None = None
     while True:

@@ -24,6 +24,7 @@ from typing import TypeVar
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..images import IMAGE_FORMATS, ImageError, check_size, load_image
 from .budget import RETRY_AFTER_S, MemoryBudget, estimate_bytes
@@ -58,9 +59,12 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 def probe_upload(data: bytes, name: str, *, min_size: int, max_pixels: int, include: frozenset[str]) -> tuple[int, str]:
     """(bytes of memory it will take, Pillow format) of one upload from its header alone (budget.estimate_bytes,
     plus the upload itself); UploadError 415/413/422 naming `name`."""
-    return _opened(
-        data, name, min_size, max_pixels, lambda image: (estimate_bytes(image, include) + len(data), image.format)
-    )
+
+    def probe(image: Image.Image) -> tuple[int, str]:
+        assert image.format is not None  # Image.open names the plugin that read the file
+        return estimate_bytes(image, include) + len(data), image.format
+
+    return _opened(data, name, min_size, max_pixels, probe)
 
 
 def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> Image.Image:
@@ -182,7 +186,7 @@ class RequestLimit(HttpMiddleware):
     It also stamps the arrival time into the scope (`winclip.received`) for the recorded latency.
     """
 
-    def __init__(self, app, *, limit: int, in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, in_flight: int) -> None:
         super().__init__(app)
         self.limit = limit
         self.in_flight_limit = in_flight
@@ -196,7 +200,7 @@ class RequestLimit(HttpMiddleware):
             f"{self.in_flight_limit:,}; retry in {RETRY_AFTER_S} s"
         )
 
-    async def http(self, scope, receive, send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["winclip.received"] = time.perf_counter()  # latency is measured from here
         declared = dict(scope["headers"]).get(b"content-length", b"")
         length = None  # the server itself refuses a Content-Length that is not a number
@@ -214,7 +218,7 @@ class RequestLimit(HttpMiddleware):
         self.in_flight += held
         seen = 0
 
-        async def counted():
+        async def counted() -> Message:
             nonlocal seen, held
             message = await receive()
             seen += len(message.get("body", b""))

@@ -14,13 +14,10 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import open_clip
+from typing import Any
 
 from ... import __version__
 from ...images import file_sha256
-from ..openclip import register_config
-from .checkpoints import SAFETENSORS, TORCH_LOAD, TORCHSCRIPT, choose_setup, config_name, is_torchscript, source_config
 from .locate import (
     HF_CONFIG,
     Candidate,
@@ -34,6 +31,8 @@ from .locate import (
     split_source,
     url_cache,
 )
+from .registry import openclip_version, register_config
+from .setup import SAFETENSORS, TORCH_LOAD, TORCHSCRIPT, choose_setup, config_name, is_torchscript, source_config
 
 MANIFEST = "winclip-weights.json"
 MANIFEST_VERSION = "winclip-weights/1"
@@ -120,12 +119,14 @@ def _write_entry(name: str, pretrained: str, c: Candidate, path: Path, out: str 
         "pretrained": pretrained,
         "source": f"hf-hub:{c.repo}/{c.filename}" if c.repo else c.url or c.path,
         "files": [_record(root, Path(f).absolute()) for f in files],
-        "open_clip": open_clip.__version__,
+        "open_clip": openclip_version(),
         "winclip": __version__,
         "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     manifest_path = root / MANIFEST
-    manifest = read_manifest(root) if manifest_path.is_file() else {"format": MANIFEST_VERSION, "entries": []}
+    manifest: dict[str, Any] = (
+        read_manifest(root) if manifest_path.is_file() else {"format": MANIFEST_VERSION, "entries": []}
+    )
     keep = [e for e in manifest["entries"] if (e["backbone"], e["pretrained"]) != (name, pretrained)]
     manifest["entries"] = [*keep, entry]
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -152,6 +153,7 @@ def recorded_files(folder: str | Path) -> list[dict]:
 
     entries = manifest.get("entries")
     need(isinstance(entries, list), "entries must be a list")
+    assert isinstance(entries, list)  # need() raised otherwise
     files = []
     for i, entry in enumerate(entries):
         need(isinstance(entry, dict) and isinstance(entry.get("files"), list), f"entries[{i}].files must be a list")

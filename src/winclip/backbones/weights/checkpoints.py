@@ -7,29 +7,24 @@ and plain containers only); a TorchScript archive (OpenAI's release format, whic
 tensors and refuses every other global, so no TorchScript or Python code runs.
 
 `fit_problem` names the first tensor that does not fit a model; `guess_backbones` names the
-open_clip configs whose vision tower has a state dict's shapes; `known_tag` finds the
-open_clip tag a file is, by the sha256 that open_clip's download URLs carry; `choose_setup`
-decides the activation and mean/std a checkpoint runs with, and says why.
+open_clip configs whose vision tower has a state dict's shapes. How a checkpoint runs (activation,
+mean/std) is decided without torch in `setup`.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
-from open_clip.pretrained import get_pretrained_cfg
 
-from .locate import Located, split_source
+from .setup import SAFETENSORS, TORCH_LOAD, TORCHSCRIPT, is_torchscript
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's defaults, OpenAI's normalisation
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-SAFETENSORS, TORCH_LOAD, TORCHSCRIPT = "safetensors", "torch.load(weights_only=True)", "TorchScript archive"
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32,
     "HalfStorage": torch.float16,
@@ -43,7 +38,6 @@ STORAGE_DTYPES = {
     "BoolStorage": torch.bool,
 }
 JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's archives keep these beside the weights
-MIN_DIGEST_CHARS = 8  # mlfoundations URLs carry the first 8 hex digits of the sha256
 
 
 class UnsafeCheckpointError(ValueError):
@@ -65,7 +59,15 @@ class _ScriptObject:
         self.attributes = dict(state)
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> torch.Tensor:
+def _rebuild_tensor(
+    storage: torch.Tensor,
+    offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool = False,
+    hooks: object = None,
+    metadata: object = None,
+) -> torch.Tensor:
     return storage.as_strided(size, stride, offset).clone()
 
 
@@ -76,7 +78,7 @@ class _ScriptUnpickler(pickle.Unpickler):
         super().__init__(archive.open(f"{prefix}data.pkl"))
         self.archive, self.prefix = archive, prefix
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> object:
         if module.startswith("__torch__.") or module == "__torch__":
             return _ScriptObject
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -89,7 +91,7 @@ class _ScriptUnpickler(pickle.Unpickler):
             return list
         raise UnsafeCheckpointError(f"refused to unpickle {module}.{name}")
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: tuple[Any, ...]) -> torch.Tensor:  # pid: as the archive wrote it
         kind, dtype, key, _location, numel = pid
         if kind != "storage" or not isinstance(dtype, torch.dtype):
             raise UnsafeCheckpointError(f"unknown persistent id {kind!r}")
@@ -107,14 +109,6 @@ def _flatten(obj: _ScriptObject, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def is_torchscript(path: Path) -> bool:
-    """A zip archive with `constants.pkl`: TorchScript (torch.load's own test)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/")[-1] == "constants.pkl" for n in z.namelist())
-
-
 def read_torchscript(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a TorchScript archive by attribute path, without running any of its code."""
     with zipfile.ZipFile(path) as z:
@@ -129,6 +123,7 @@ def read_torchscript(path: Path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """The state dict of a checkpoint file (unwrapped from {"state_dict": ...} and "module." prefixes)."""
+    state: object  # whatever the file holds: checked below
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -195,75 +190,3 @@ def guess_backbones(state: dict[str, torch.Tensor]) -> list[str]:
         ):
             found.append(name)
     return found
-
-
-def known_tag(sha256: str) -> tuple[str, str, dict] | None:
-    """(model, tag, pretrained cfg) of the open_clip download whose URL carries this sha256, if any."""
-    for model, tag in open_clip.list_pretrained():
-        cfg = get_pretrained_cfg(model, tag)
-        url = cfg.get("url", "")
-        if "openaipublic" in url:
-            digest = url.split("/")[-2]
-        elif "mlfoundations" in url:
-            digest = Path(url).stem.split("-")[-1]
-        else:
-            continue
-        if len(digest) >= MIN_DIGEST_CHARS and sha256.startswith(digest.lower()):
-            return model, tag, cfg
-    return None
-
-
-@dataclass(frozen=True)
-class Setup:
-    """How a checkpoint is run: QuickGELU or not, preprocessing mean/std, and where that was read."""
-
-    quick_gelu: bool
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    reason: str
-
-
-def source_config(found: Located | None) -> dict:
-    """open_clip_config.json of an hf-hub: repo or local-dir: folder ({} when there is none)."""
-    if found is None or found.config is None:
-        return {}
-    try:
-        cfg = json.loads(found.config.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{found.config}: unreadable open_clip config ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
-        raise ValueError(f"{found.config}: an open_clip config needs a 'model_cfg' object")
-    return cfg
-
-
-def config_name(model_cfg: dict, pretrained: str, preferred: str) -> str:
-    """The open_clip name whose config is `model_cfg` (QuickGELU aside; `preferred` first), else the source's own.
-
-    The source's own name does not depend on where it lies: `hf-hub:ORG/REPO`, `local-dir:<folder name>`.
-    """
-    plain = {k: v for k, v in model_cfg.items() if k != "quick_gelu"}
-    for name in [preferred, *open_clip.list_models()]:
-        cfg = open_clip.get_model_config(name) or {}
-        if {k: v for k, v in cfg.items() if k != "quick_gelu"} == plain:
-            return name
-    kind, rest = split_source(pretrained)
-    return f"local-dir:{Path(rest).name}" if kind == "local-dir" else pretrained
-
-
-def choose_setup(name: str, pretrained: str, found: Located, source_cfg: dict, fmt: str, sha: str) -> Setup:
-    """Activation and mean/std for a checkpoint: its tag, its config, its known sha256, its format, else defaults."""
-    model_qg = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
-    tag = get_pretrained_cfg(name, pretrained) if not split_source(pretrained)[0] else {}
-    if tag:
-        reason = f"pretrained tag {pretrained}"
-    elif source_cfg:
-        tag = {**source_cfg.get("preprocess_cfg", {}), "quick_gelu": source_cfg["model_cfg"].get("quick_gelu", False)}
-        reason = f"{found.config}"
-    elif sha and (known := known_tag(sha)):
-        tag, reason = known[2], f"sha256 is open_clip's {known[0]}/{known[1]}"
-    elif fmt == TORCHSCRIPT:
-        tag, reason = {"quick_gelu": True}, "TorchScript archive: OpenAI's release format"
-    else:
-        return Setup(model_qg, OPENAI_MEAN, OPENAI_STD, f"no config with the checkpoint: {name}'s own")
-    mean, std = tuple(tag.get("mean", OPENAI_MEAN)), tuple(tag.get("std", OPENAI_STD))
-    return Setup(model_qg or bool(tag.get("quick_gelu", False)), mean, std, reason)

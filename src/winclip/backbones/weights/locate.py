@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+from .registry import get_pretrained_cfg, list_pretrained_tags_by_model
 
 PROBE_TIMEOUT_S = 5.0  # how long an offline machine waits before it is told so
 HF_WEIGHTS = "open_clip_pytorch_model.bin"  # open_clip.constants.HF_WEIGHTS_NAME

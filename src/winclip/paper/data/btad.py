@@ -33,7 +33,8 @@ def _btad_masks(folder: Path, defects: list[Path]) -> tuple[dict[Path, tuple[Pat
     by_stem: dict[str, list[Path]] = {}
     for mask in images(folder):
         by_stem.setdefault(mask.stem, []).append(mask)
-    masks, problems = {}, []
+    masks: dict[Path, tuple[Path, ...]] = {}
+    problems: list[str] = []
     for image in defects:
         candidates = by_stem.get(image.stem, [])
         if len(candidates) == 1:

@@ -60,7 +60,8 @@ def find_mvtec(root: Path) -> tuple[list[Found], list[str]]:
 
 def _mvtec_masks(folder: Path, defects: list[Path]) -> tuple[dict[Path, tuple[Path, ...]], list[str]]:
     """``<folder>/<stem>_mask.png`` for each image."""
-    masks, problems = {}, []
+    masks: dict[Path, tuple[Path, ...]] = {}
+    problems: list[str] = []
     for image in defects:
         mask = folder / f"{image.stem}_mask.png"
         if mask.is_file():

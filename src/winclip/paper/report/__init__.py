@@ -1,1 +1,1 @@
-"""winclip.paper.report."""
+"""report.html of a finished evaluation run: `collect` gathers what it shows, `page` draws it."""

@@ -176,7 +176,8 @@ class _Source:
                 f"(e.g. {lost[0]}): its pixel curves and gallery are left out"
             )
             return None
-        return samples, ViewSet.load(self.cache, [shas[p] for p in paths])
+        present = [s for s in samples if s is not None]  # all of them: none was lost
+        return present, ViewSet.load(self.cache, [shas[p] for p in paths])
 
     def references(self, row: RowResult, notes: list[str]) -> ViewSet | None:
         """The row's cached reference features (None for zero-shot); LookupError, after a note, when lost."""
@@ -187,11 +188,13 @@ class _Source:
         if len(shas) != len(paths) or not row.references:
             notes.append(f"{row.cls} {setting_name(row)}: its references are gone or changed since the run")
             raise LookupError(row.cls)
+        assert self.cache is not None  # test_views found it first
         return ViewSet.load(self.cache, [shas[p] for p in paths])
 
     def _shas(self, paths: Sequence[Path]) -> dict[Path, str]:
         """sha256 of each file that exists and whose features are in the cache."""
         shas = {p: file_sha256(p) for p in paths if p.is_file()}
+        assert self.cache is not None  # test_views checked it
         return {p: sha for p, sha in shas.items() if self.cache.has(sha)}
 
 

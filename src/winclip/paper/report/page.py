@@ -17,11 +17,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 from ...files import atomic_write
 from ...inspection.render import colorize
@@ -45,7 +49,7 @@ GOOD_COLOUR, DEFECT_COLOUR = "#1c7ed6", "#e03131"
 JPEG_QUALITY = 85
 HISTOGRAM_BINS = 20
 AXES_MARGINS = (0.6, 0.25)  # inches left of the first and right of the last axes (fixed: no layout engine)
-SVG_STYLE = {"svg.hashsalt": "winclip-report", "svg.fonttype": "none", "font.size": 9}
+SVG_STYLE: dict[RcKeyType, Any] = {"svg.hashsalt": "winclip-report", "svg.fonttype": "none", "font.size": 9}
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #212529; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }

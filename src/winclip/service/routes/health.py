@@ -73,13 +73,16 @@ async def ready(state: State) -> Ready | JSONResponse:
         await run_in_threadpool(state.database().check)
     except DatabaseUnavailableError as exc:
         return JSONResponse({"detail": f"not ready: the record is unavailable: {exc}"}, status_code=503)
+    assert state.batcher is not None  # ready: the lifespan built it
     station, stats = state.station, state.batcher.stats
     base = station.base
+    assert base is not None  # ready: loaded
     return Ready(
         status="ready",
         version=__version__,
         backbone=base.info.name,
         weights_id=base.info.weights_id,
+        random_weights=base.info.checkpoint is None,
         device=str(base.device),
         precision=base.backbone.precision,
         database=state.database().dialect,

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...inspection.decisions import LABELS
 from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line, utc
-from ..schemas import Detail, InspectionPage
+from ..names import check_name
+from ..schemas import Detail, InspectionPage, InspectionRow
 from ..state import AppState, app_state, unavailable
-from ..station import check_name
 
 router = APIRouter(prefix="/v1", tags=["inspections"], responses={422: {"model": Detail}, 503: {"model": Detail}})
 State = Annotated[AppState, Depends(app_state)]
@@ -67,7 +67,10 @@ async def list_inspections(
     def query() -> InspectionPage:
         try:
             return InspectionPage(
-                total=rec.count(f), limit=limit, offset=offset, items=rec.page(f, limit=limit, offset=offset)
+                total=rec.count(f),
+                limit=limit,
+                offset=offset,
+                items=[InspectionRow.model_validate(row) for row in rec.page(f, limit=limit, offset=offset)],
             )
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseUnavailableError(f"the record cannot be read: {one_line(exc)}") from None

@@ -14,7 +14,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ...inspection.inspector import Inspection
-from ...inspection.render import map_image, mask_image, overlay
+from ...inspection.render import map_image, mask_image, overlay, png_info
+from ...inspection.render import png_bytes as marked_png
 from ..budget import PICTURES
 from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
@@ -29,29 +30,30 @@ router = APIRouter(prefix="/v1/profiles", tags=["predict"], responses={503: {"mo
 State = Annotated[AppState, Depends(app_state)]
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """An image as PNG bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+def png_bytes(image: Image.Image, kind: str) -> bytes:
+    """A picture as PNG bytes, marked as winclip's `kind` (overlay, mask, map: `profile add-good` refuses them)."""
+    return marked_png(image, kind, compress_level=PNG_COMPRESS_LEVEL)
 
 
-def png_base64(draw: Callable[[], Image.Image]) -> str:
-    """The picture `draw()` makes as PNG, as base64 text (the picture is freed once encoded, the PNG never copied)."""
+def png_base64(draw: Callable[[], Image.Image], kind: str) -> str:
+    """The picture `draw()` makes as a marked PNG (png_bytes), as base64 text (the picture is freed once encoded, the
+    PNG never copied)."""
     buffer = io.BytesIO()
-    draw().save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    draw().save(buffer, format="PNG", pnginfo=png_info(kind), compress_level=PNG_COMPRESS_LEVEL)
     with buffer.getbuffer() as png:
         return base64.b64encode(png).decode("ascii")
 
 
 def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str, str]:
     """The base64 PNGs asked for, drawn at the threshold the decision was made at, one after the other."""
+    score_map, threshold = r.map, r.threshold
+    assert score_map is not None and threshold is not None  # a recorded inspection is a decided one
     makers = {
-        "mask": lambda: mask_image(r.map, r.threshold),
-        "overlay": lambda: overlay(upload.image, r.map, r.threshold, r.regions),
-        "map": lambda: map_image(r.map),
+        "mask": lambda: mask_image(score_map, threshold),
+        "overlay": lambda: overlay_of(upload, r),
+        "map": lambda: map_image(score_map),
     }
-    return {k: png_base64(makers[k]) for k in INCLUDES if k in include}
+    return {k: png_base64(makers[k], k) for k in INCLUDES if k in include}
 
 
 @router.post(
@@ -95,20 +97,28 @@ async def predict(
         return PredictOut(profile=name, results=await run_in_threadpool(render))
 
 
+def overlay_of(upload: Upload, r: Inspection) -> Image.Image:
+    """The photo with its map and regions, at the threshold the decision was made at."""
+    assert r.map is not None and r.threshold is not None  # a recorded inspection is a decided one
+    return overlay(upload.image, r.map, r.threshold, r.regions)
+
+
 def keep(state: AppState, profile: str, uploads: list[Upload], results: list[Scored]) -> None:
     """Keep the photos with a kept label and their overlays (winclip.service.retention), and point their rows at
     them; rows of photos removed for the budget are pointed at none. A failure is logged and counted: the
     inspection stands, recorded, without its photo."""
     keeper, metrics = state.keeper, state.metrics
+    assert keeper is not None  # predict keeps photos only with a keeper
     kept = [(u, s) for u, s in zip(uploads, results, strict=True) if s.inspection.label in keeper.labels]
-    drawn = [png_bytes(overlay(u.image, s.inspection.map, s.inspection.threshold, s.inspection.regions))
-             for u, s in kept]  # fmt: skip
+    drawn = [png_bytes(overlay_of(u, s.inspection), "overlay") for u, s in kept]
     pointers: dict[int, str | None] = {}
     with keeper.pointing:  # pointers reach the database in the order photos were kept and evicted
         for (u, s), picture in zip(kept, drawn, strict=True):
+            label = s.inspection.label
+            assert label is not None  # kept: one of the keeper's labels
             try:
                 path, evicted = keeper.keep(
-                    record_id=s.record_id, time=s.time, profile=profile, label=s.inspection.label, filename=u.name,
+                    record_id=s.record_id, time=s.time, profile=profile, label=label, filename=u.name,
                     photo=(u.data, u.extension), overlay=picture,
                 )  # fmt: skip
             except OSError as exc:

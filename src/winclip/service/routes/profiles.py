@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Reque
 from fastapi.responses import FileResponse
 
 from ..config import ServiceConfig
+from ..names import MEDIA_TYPES, check_name
 from ..schemas import Detail, ProfileList, ProfileOut, Thresholds
 from ..state import AppState, app_state, outcome
-from ..station import MEDIA_TYPES, ThresholdChange, check_name
+from ..station import ThresholdChange
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"], responses={503: {"model": Detail}})
@@ -115,6 +116,7 @@ async def create_profile(
     station = state.live_station()
     if name in station.profiles or name in station.refused or (station.folder / name).exists():
         raise HTTPException(409, f"profile {name!r} exists already")
+    assert station.base is not None  # live: loaded
     async with AsyncExitStack() as stack:
         uploads = await stack.enter_async_context(
             read_uploads(good or [], "good", state.config, state.budget, station.base.min_size, at_least=0)

@@ -1,9 +1,12 @@
 // winclip inspection station page: vanilla JS, no build step, no network beyond this server.
-// The threshold slider relabels and recolours on the client: label = score >= threshold
-// (review band kept below it), confidence recomputed with the answer's confidence scale,
-// overlay = photo blended with the threshold-anchored colour scale of `winclip predict`
-// applied to the returned grayscale map (pixel = round(255 * map)); the server's regions are
-// shown only at the threshold the answer was made at and are marked stale elsewhere.
+// The threshold slider relabels and redraws on the client: label = score >= threshold
+// (review band kept below it), confidence recomputed with the answer's confidence scale, and
+// each answer's picture is `winclip predict`'s composite (winclip.inspection.composite):
+// photo | heat | mask, the heat leaving the photo untouched below the threshold and colouring
+// the rest with HEAT (= winclip.inspection.render.HEAT_COLORMAP) over (m - t) / (1 - t), from
+// the returned grayscale map (pixel = round(255 * map)); the server's regions are shown only at
+// the threshold the answer was made at and are marked stale elsewhere. Clicking a picture shows
+// the original photo; clicking a history row shows its record.
 // With an API key, the page asks for it once (kept in sessionStorage for this tab) and sends
 // it as `Authorization: Bearer`; pictures and the CSV are fetched with it (blob URLs).
 "use strict";
@@ -11,12 +14,16 @@
 const $ = (sel) => document.querySelector(sel);
 const PAGE = 25;
 const KEY_STORE = "winclip-api-key";
-// Same stops and blend as winclip.inspection.render.COLORMAP / OVERLAY_ALPHA.
-const COLORMAP = [[0.0, [20, 30, 140]], [0.3, [30, 110, 230]], [0.45, [90, 200, 220]],
-                  [0.5, [255, 230, 0]], [0.75, [255, 120, 0]], [1.0, [200, 0, 0]]];
-const ALPHA = 0.5;
+// Same stops and blend as winclip.inspection.render.HEAT_COLORMAP / HEAT_ALPHA (a test compares them).
+const HEAT = [[0.0, [66, 10, 104]], [0.125, [106, 23, 110]], [0.25, [147, 38, 103]], [0.375, [188, 55, 84]],
+              [0.5, [221, 81, 58]], [0.625, [243, 120, 25]], [0.75, [252, 165, 10]], [0.875, [246, 215, 70]],
+              [1.0, [252, 255, 164]]];
+const HEAT_ALPHA = 0.7;
+// The layout of winclip.inspection.composite (panel sizes, margins, text sizes).
+const LAYOUT = { min: 256, max: 512, maxWidth: 768, margin: 12, gap: 10, footer: 50, title: 18, text: 13 };
+const LABEL_COLOURS = { normal: "#2a8a4a", review: "#c98a00", anomalous: "#c0262d" };
 
-const state = { profiles: [], current: null, results: [], offset: 0, total: 0 };
+const state = { profiles: [], current: null, results: [], offset: 0, total: 0, names: new Map() };
 
 // -- the API key ---------------------------------------------------------------------------
 
@@ -76,11 +83,19 @@ function message(el, text, error) {
 
 async function waitReady() {
   const status = $("#status");
+  status.textContent = "connecting…";
+  status.classList.remove("hidden");
   for (;;) {
     try {
       const ready = await api("/health/ready");
       status.textContent = `ready · ${ready.backbone} · ${ready.device}`;
       status.className = "status ready";
+      if (ready.random_weights) {
+        const banner = $("#banner");
+        banner.textContent = `RANDOM WEIGHTS: this station's model (${ready.backbone}) has random weights ` +
+          "(--pretrained none); every score, label and picture below is meaningless.";
+        banner.classList.remove("hidden");
+      }
       return ready;
     } catch (err) {
       status.textContent = err.message.slice(0, 80);
@@ -99,13 +114,17 @@ async function loadProfiles(select) {
   if (name) {
     sel.value = name;
     await showProfile(name);
+  } else {
+    $("#profile-info").textContent = "no profile yet: create one below";
   }
 }
 
 async function showProfile(name) {
   renderProfile(await api(`/v1/profiles/${encodeURIComponent(name)}`));
   setSlider(state.current.threshold);
+  for (const item of state.results) URL.revokeObjectURL(item.url);  // the originals of the cards removed
   state.results = [];
+  state.names = new Map();
   $("#results").replaceChildren();
   await refreshHistory();
 }
@@ -115,7 +134,7 @@ function renderProfile(p) {
   $("#profile-info").classList.remove("muted");
   $("#profile-info").innerHTML = [
     `<b>${escapeHtml(p.name)}</b>: ${escapeHtml(p.object_name)} · ${p.shots} reference(s) · ${escapeHtml(p.backbone)}`,
-    `threshold ${p.threshold.toFixed(4)}` + (p.review_threshold != null ? ` · review from ${p.review_threshold.toFixed(4)}` : "") +
+    thresholdText(p.threshold, p.review_threshold) +
       (p.calibration ? ` · calibrated at FPR ${p.calibration.target_fpr}` : " · not calibrated") + (p.roi ? " · ROI" : ""),
   ].join("<br>");
   $("#refs").replaceChildren(...p.references.map((r) => {
@@ -129,6 +148,15 @@ function renderProfile(p) {
       .catch(() => img.replaceWith(placeholder(title, "photo unavailable")));
     return img;
   }));
+}
+
+// "threshold 0.2382 · review from 0.2379": as many digits as it takes to tell the two apart; no review band, or one
+// at the threshold itself, is not shown.
+function thresholdText(t, review) {
+  if (review == null || review >= t) return `threshold ${t.toFixed(4)}`;
+  let digits = 4;
+  while (digits < 8 && t.toFixed(digits) === review.toFixed(digits)) digits += 1;
+  return `threshold ${t.toFixed(digits)} · review from ${review.toFixed(digits)}`;
 }
 
 // A reference the service did not store (profiles made with `winclip profile create`): its name, no picture.
@@ -208,39 +236,152 @@ function labelOf(score, t, review) {
   return "normal";
 }
 
-function colour(v) {
-  for (let i = 1; i < COLORMAP.length; i++) {
-    const [x1, c1] = COLORMAP[i];
-    if (v <= x1) {
-      const [x0, c0] = COLORMAP[i - 1];
-      const f = (v - x0) / (x1 - x0);
-      return c0.map((c, ch) => c + f * (c1[ch] - c));
+function heatColour(v) {
+  const x = Math.min(1, Math.max(0, v));
+  for (let i = 1; i < HEAT.length; i++) {
+    const [x1, c1] = HEAT[i];
+    if (x <= x1) {
+      const [x0, c0] = HEAT[i - 1];
+      const f = (x - x0) / (x1 - x0);
+      return c0.map((c, ch) => Math.round(c + f * (c1[ch] - c)));
     }
   }
-  return COLORMAP[COLORMAP.length - 1][1];
+  return HEAT[HEAT.length - 1][1];
 }
 
-function recolour(item, t) {
-  const { canvas, photo, map } = item;
+// winclip.inspection.composite.panel_size: a readable size, aspect ratio kept.
+function panelSize(width, height) {
+  const scale = Math.min(Math.max(LAYOUT.min, Math.min(LAYOUT.max, height)) / height, LAYOUT.maxWidth / width);
+  return [Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale))];
+}
+
+// Why an anomalous label has no region (winclip.inspection.decisions.region_note), from the returned map.
+function regionNote(label, score, t, peak) {
+  if (label !== "anomalous" || peak >= t) return "";
+  return `no region above the threshold: the image score reaches it, the map's peak (${peak.toFixed(4)}) does not`;
+}
+
+function font(size, weight = "") {
+  return `${weight} ${size}px system-ui, sans-serif`.trim();
+}
+
+function fit(ctx, text, width) {
+  if (ctx.measureText(text).width <= width) return text;
+  while (text && ctx.measureText(`${text}...`).width > width) text = text.slice(0, -1);
+  return `${text}...`;
+}
+
+// The heat's scale from the threshold (left) to 1 (right), the map's peak marked.
+function colourBar(ctx, x, y, width, t, peak) {
+  for (let i = 0; i < width; i++) {
+    ctx.fillStyle = `rgb(${heatColour(i / Math.max(1, width - 1)).join(",")})`;
+    ctx.fillRect(x + i, y, 1, 12);
+  }
+  ctx.strokeStyle = "#66728a";
+  ctx.strokeRect(x + 0.5, y + 0.5, width - 1, 12);
+  ctx.fillStyle = "#1d2430";
+  ctx.font = font(LAYOUT.text);
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillText(`${t.toFixed(3)} = threshold`, x, y + 15);
+  ctx.textAlign = "right";
+  ctx.fillText("1.0", x + width, y + 15);
+  ctx.textAlign = "left";
+  if (peak >= t) {
+    const px = x + Math.round((width - 1) * (peak - t) / Math.max(1 - t, 1e-12));
+    ctx.beginPath(); ctx.moveTo(px, y - 1); ctx.lineTo(px - 5, y - 8); ctx.lineTo(px + 5, y - 8); ctx.fill();
+  }
+  ctx.fillStyle = "#66728a";
+  const text = peak >= t ? `heat over the photo; map peak ${peak.toFixed(3)} (marked)` : `map peak ${peak.toFixed(3)} < threshold: nothing coloured`;
+  ctx.fillText(fit(ctx, text, width), x, y + 31);
+}
+
+// The composite of one answer at threshold t: photo | heat | mask, label, score, threshold and a colour bar.
+function drawComposite(item, t, label) {
+  const { canvas, result, pw, ph, photo, map } = item;
+  const { margin: M, gap: G, title: TS, text: XS } = LAYOUT;
+  const note = regionNote(label, result.score, t, item.peak);
+  const header = TS + 10 + (note ? XS + 6 : 0);
+  canvas.width = 2 * M + 3 * pw + 2 * G;
+  canvas.height = M + header + ph + G + LAYOUT.footer + M;
   const ctx = canvas.getContext("2d");
-  const out = ctx.createImageData(canvas.width, canvas.height);
-  const table = new Array(256);
-  for (let m = 0; m < 256; m++) {
-    const x = m / 255;
-    const v = x < t ? 0.5 * x / t : 0.5 + 0.5 * (x - t) / Math.max(1 - t, 1e-12);
-    table[m] = colour(Math.min(1, Math.max(0, v)));
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.textBaseline = "top";
+  ctx.font = font(TS, "600");
+  const chip = ` ${label.toUpperCase()} `;
+  const chipW = Math.round(ctx.measureText(chip).width);
+  ctx.fillStyle = LABEL_COLOURS[label];
+  ctx.fillRect(M, M, chipW, TS + 4);
+  ctx.fillStyle = "#fff";
+  ctx.fillText(chip, M, M + 2);
+  let verdict = `score ${result.score.toFixed(4)} ${result.score >= t ? "≥" : "<"} threshold ${t.toFixed(4)}`;
+  if (result.review_threshold != null && result.review_threshold < t) verdict += `  (review from ${result.review_threshold.toFixed(4)})`;
+  ctx.font = font(TS);
+  ctx.fillStyle = "#1d2430";
+  ctx.fillText(fit(ctx, verdict, canvas.width - 2 * M - chipW - 10), M + chipW + 10, M + 2);
+  if (note) {
+    ctx.font = font(XS);
+    ctx.fillStyle = "#b02a2a";
+    ctx.fillText(fit(ctx, note, canvas.width - 2 * M), M, M + TS + 10);
   }
-  for (let i = 0; i < out.data.length; i += 4) {
-    const c = table[map[i]];
-    for (let ch = 0; ch < 3; ch++) out.data[i + ch] = Math.round((1 - ALPHA) * photo[i + ch] + ALPHA * c[ch]);
-    out.data[i + 3] = 255;
+  const top = M + header;
+  const [x0, x1, x2] = [0, 1, 2].map((i) => M + i * (pw + G));
+  const heat = new ImageData(pw, ph);
+  const mask = new ImageData(pw, ph);
+  for (let i = 0; i < heat.data.length; i += 4) {
+    const m = map[i] / 255;
+    const above = m >= t;
+    const c = above ? heatColour((m - t) / Math.max(1 - t, 1e-12)) : null;
+    for (let ch = 0; ch < 3; ch++) {
+      heat.data[i + ch] = above ? Math.round((1 - HEAT_ALPHA) * photo[i + ch] + HEAT_ALPHA * c[ch]) : photo[i + ch];
+      mask.data[i + ch] = above ? 255 : 0;
+    }
+    heat.data[i + 3] = mask.data[i + 3] = 255;
   }
-  ctx.putImageData(out, 0, 0);
-  if (Math.abs(t - item.result.threshold) < 5e-4) {
+  ctx.putImageData(new ImageData(photo, pw, ph), x0, top);
+  ctx.putImageData(heat, x1, top);
+  ctx.putImageData(mask, x2, top);
+  if (Math.abs(t - result.threshold) < 5e-4) {  // the server's regions, at the threshold they were found at
     ctx.strokeStyle = "#fff";
-    ctx.lineWidth = Math.max(1, Math.round(Math.min(canvas.width, canvas.height) / 200));
-    for (const r of item.result.regions) ctx.strokeRect(r.x + 0.5, r.y + 0.5, r.width - 1, r.height - 1);
+    ctx.lineWidth = 2;
+    const sx = pw / result.width, sy = ph / result.height;
+    for (const r of result.regions) ctx.strokeRect(x1 + r.x * sx, top + r.y * sy, r.width * sx - 1, r.height * sy - 1);
   }
+  const below = top + ph + G;
+  ctx.font = font(XS);
+  ctx.fillStyle = "#66728a";
+  ctx.fillText(fit(ctx, `photo, ${result.width}x${result.height} px`, pw), x0, below);
+  ctx.fillText(fit(ctx, item.name, pw), x0, below + 17);
+  colourBar(ctx, x1, below + 2, pw, t, item.peak);
+  ctx.fillStyle = "#66728a";
+  ctx.font = font(XS);
+  const stale = Math.abs(t - result.threshold) >= 5e-4 ? " (stale)" : "";
+  ctx.fillText(fit(ctx, `mask: map ≥ threshold, ${result.regions.length} region(s)${stale}`, pw), x2, below);
+  return note;
+}
+
+// The legend: the heat scale from the threshold to 1, and what below the threshold looks like.
+function drawLegend() {
+  const canvas = $("#legend");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#9aa8bf";
+  ctx.fillRect(0, 4, 90, 14);
+  ctx.fillStyle = "#1d2430";
+  ctx.font = font(12);
+  ctx.textBaseline = "top";
+  ctx.fillText("below: photo", 0, 24);
+  const x = 100, width = canvas.width - x - 4;
+  for (let i = 0; i < width; i++) {
+    ctx.fillStyle = `rgb(${heatColour(i / (width - 1)).join(",")})`;
+    ctx.fillRect(x + i, 4, 1, 14);
+  }
+  ctx.fillStyle = "#1d2430";
+  ctx.fillText("threshold", x, 24);
+  ctx.textAlign = "right";
+  ctx.fillText("map value 1", x + width, 24);
+  ctx.textAlign = "left";
 }
 
 // Same as winclip.inspection.decisions.confidence: 0.5 at the threshold, the answer's own scale.
@@ -269,7 +410,7 @@ function relabel() {
     item.confidence.textContent = `confidence ${confidenceOf(r.score, t, r.confidence_scale).toFixed(3)}`;
     item.regions.textContent = regionText(r, t);
     item.regions.classList.toggle("stale", Math.abs(t - r.threshold) >= 5e-4);
-    recolour(item, t);
+    item.note.textContent = drawComposite(item, t, label);
   }
   drawHistograms();
 }
@@ -279,12 +420,27 @@ function setSlider(t) {
   relabel();
 }
 
-function pixels(img) {
+// An image's RGBA pixels drawn at width x height (resampled by the browser, smoothing on).
+function pixels(img, width, height) {
   const c = document.createElement("canvas");
-  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  c.width = width; c.height = height;
   const ctx = c.getContext("2d");
-  ctx.drawImage(img, 0, 0);
-  return ctx.getImageData(0, 0, c.width, c.height).data;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(img, 0, 0, width, height);
+  return ctx.getImageData(0, 0, width, height).data;
+}
+
+// Same-named files (two 000.png from two folders) told apart: the second is "000.png (2)".
+function uniqueName(name) {
+  const n = (state.names.get(name) || 0) + 1;
+  state.names.set(name, n);
+  return n === 1 ? name : `${name} (${n})`;
+}
+
+function showPhoto(item) {
+  $("#photo-full").src = item.url;
+  $("#photo-name").textContent = `${item.name} (${item.result.width}x${item.result.height}, sha256 ${item.result.sha256.slice(0, 12)})`;
+  $("#photo-dialog").showModal();
 }
 
 function loadImage(src) {
@@ -323,29 +479,37 @@ async function inspect(files) {
 }
 
 async function addCard(file, result) {
-  const url = URL.createObjectURL(file);
+  const url = URL.createObjectURL(file);  // kept for the original photo (revoked when the cards are cleared)
   const [photoImg, mapImg] = await Promise.all([loadImage(url), loadImage(`data:image/png;base64,${result.map}`)]);
   const card = document.createElement("div");
   card.className = "card";
   const canvas = document.createElement("canvas");
-  canvas.width = result.width; canvas.height = result.height;
+  canvas.title = "click: the original photo";
   const name = document.createElement("div");
-  name.className = "name"; name.textContent = result.filename; name.title = `sha256 ${result.sha256}`;
+  const shown = uniqueName(result.filename);
+  name.className = "name"; name.textContent = shown; name.title = `${result.filename} · sha256 ${result.sha256}`;
   const label = document.createElement("span");
   const verdict = document.createElement("div");
   const confidence = document.createElement("div");
   confidence.className = "small muted confidence";
   const regions = document.createElement("div");
   regions.className = "small muted regions";
-  card.append(canvas, name, label, verdict, confidence, regions);
+  const note = document.createElement("div");
+  note.className = "small note";
+  card.append(canvas, name, label, verdict, confidence, regions, note);
   $("#results").prepend(card);
-  // The photo as decoded by the browser, at the size the server decoded (EXIF orientation applied by both).
-  const photoCanvas = document.createElement("canvas");
-  photoCanvas.width = result.width; photoCanvas.height = result.height;
-  photoCanvas.getContext("2d").drawImage(photoImg, 0, 0, result.width, result.height);
-  const photo = photoCanvas.getContext("2d").getImageData(0, 0, result.width, result.height).data;
-  state.results.push({ result, canvas, photo, map: pixels(mapImg), label, verdict, confidence, regions });
-  URL.revokeObjectURL(url);
+  // The photo as decoded by the browser, at the size the server decoded (EXIF orientation applied by both),
+  // then at the composite's panel size; the map likewise; its peak from the full-size map.
+  const [pw, ph] = panelSize(result.width, result.height);
+  const full = pixels(mapImg, result.width, result.height);
+  let peak = 0;
+  for (let i = 0; i < full.length; i += 4) peak = Math.max(peak, full[i]);
+  const item = {
+    result, canvas, url, name: shown, pw, ph, peak: peak / 255, label, verdict, confidence, regions, note,
+    photo: pixels(photoImg, pw, ph), map: pixels(mapImg, pw, ph),
+  };
+  canvas.addEventListener("click", () => showPhoto(item));
+  state.results.push(item);
   relabel();
 }
 
@@ -454,6 +618,10 @@ async function refreshHistory() {
       if (i === 5) td.innerHTML = `<span class="label ${escapeHtml(r.label)}">${escapeHtml(r.label)}</span>`;
       tr.append(td);
     });
+    tr.tabIndex = 0;
+    tr.title = "open the record";
+    tr.addEventListener("click", () => showRecord(r));
+    tr.addEventListener("keydown", (e) => { if (e.key === "Enter") showRecord(r); });
     return tr;
   }));
   $("#page-info").textContent = page.total ? `${state.offset + 1}–${state.offset + page.items.length} of ${page.total}` : "no inspections";
@@ -462,6 +630,19 @@ async function refreshHistory() {
     state.recent = recent.items.map((r) => r.score);
   }
   drawHistograms();
+}
+
+// A history row's whole record, as the API returned it.
+function showRecord(r) {
+  const fields = Object.entries(r).map(([key, value]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    const dd = document.createElement("dd");
+    dd.textContent = value === null ? "—" : typeof value === "object" ? JSON.stringify(value) : String(value);
+    return [dt, dd];
+  });
+  $("#record-fields").replaceChildren(...fields.flat());
+  $("#record-dialog").showModal();
 }
 
 // -- wiring ------------------------------------------------------------------------------
@@ -485,6 +666,7 @@ function dropZone(input, onFiles) {
 
 async function main() {
   $("#key-form").addEventListener("submit", submitKey);
+  drawLegend();
   $("#csv").addEventListener("click", downloadCsv);
   await waitReady();
   dropZone($("#inspect-files"), (files) => inspect(files));
