@@ -22,7 +22,8 @@ def test_every_numeric_option_has_a_range():
      ("temperature", 1e9), ("smooth_sigma", math.nan), ("smooth_sigma", math.inf), ("smooth_sigma", 1e6),
      ("smooth_sigma", -0.5), ("tile_overlap", math.nan), ("tile_overlap", 1.0), ("tile_overlap", -math.inf),
      ("scales", (0, 2)), ("scales", (2, 10_000)), ("scales", (2, 2)), ("vision_scales", (5,)),
-     ("temperature", "0.07"), ("smooth_sigma", True), ("scales", (2.5,)), ("scales", "23")],
+     ("temperature", "0.07"), ("smooth_sigma", True), ("scales", (2.5,)), ("scales", "23"),
+     ("temperature", 10**400), ("scales", (2, 10**400))],  # integers beyond any float: JSON allows them
 )  # fmt: skip
 def test_out_of_range_or_non_finite_options_are_refused_naming_the_option(field, value):
     with pytest.raises(ValueError, match=field) as err:
