@@ -239,7 +239,12 @@ def test_serve_numbers_are_finite_and_bounded_and_name_the_option(tmp_path, opti
      ["eval", "--dataset", "mvtec", "--root", "r", "--temperature", "nan"],
      ["eval", "--dataset", "mvtec", "--root", "r", "--tile-overlap", "inf"],
      ["eval", "--dataset", "mvtec", "--root", "r", "--seeds", "-1"],
-     ["report", "r", "--gallery", "-3"]],
+     ["report", "r", "--gallery", "-3"],
+     ["watch", "in", "--profile", "p", "--out", "o", "--settle-seconds", "1e300"],
+     ["watch", "in", "--profile", "p", "--out", "o", "--sync-interval", "inf"],
+     ["watch", "in", "--profile", "p", "--out", "o", "--max-megapixels", "nan"],
+     ["watch", "in", "--profile", "p", "--out", "o", "--queue", "-1"],
+     ["watch", "in", "--profile", "p", "--out", "o", "--threads", "100000"]],
 )  # fmt: skip
 def test_every_float_option_is_finite_and_bounded_at_the_edge(args, capsys):
     with pytest.raises(SystemExit) as done:
