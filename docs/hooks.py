@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 PENDING = {
-    "security.md": ("Security", "the station's threat model, API keys, browsers, limits and what is logged"),
     "line.md": ("The line: watch folder and MQTT", "`winclip watch` and publishing results to the line"),
 }
 WIDTH = 100  # columns of the rendered help

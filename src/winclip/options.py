@@ -6,11 +6,15 @@ imports anything heavy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import NamedTuple
 
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e31"
 DEFAULT_BATCH_SIZE = 8
+MAX_BATCH = 4096  # images per forward pass or per batch, at most (`--batch-size`, `--max-batch`)
 # "auto" resolves per device (precision.resolve_precision) or by a profile's evidence; int8 = an int8 OpenVINO export
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino")  # what runs the vision tower (runtime.py for the exported)
@@ -89,6 +93,51 @@ class ModelSpec:
             object.__setattr__(self, "device", None)
 
 
+class Range(NamedTuple):
+    """The values a numeric option takes: `low`..`high`, `low` itself excluded when `low_open`; integers only
+    when `integer`. Every value must also be a finite number (never a bool or a string)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    integer: bool = False
+
+    def text(self) -> str:
+        """The range as written in messages, e.g. "a number in (0, 10]"."""
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+    def check(self, name: str, value: object) -> float | int:
+        """`value` as a float (or int), or ValueError naming `name` and the range."""
+        kind = Integral if self.integer else Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"{name} must be {self.text()}, got {str(value)[:40]!r}")
+        try:
+            number = float(value)  # exact for every value in range (integers here are at most MAX_WINDOW_SCALE)
+        except OverflowError:  # an integer beyond any float (JSON allows it)
+            number = math.inf
+        inside = (self.low < number if self.low_open else self.low <= number) and number <= self.high
+        if not math.isfinite(number) or not inside:
+            raise ValueError(f"{name} must be {self.text()}, got {str(value)[:40]!r}")
+        return int(number) if self.integer else number
+
+
+MAX_WINDOW_SCALE = 64  # window side in patches: larger than any patch grid the backbones have (15x15 at 240 px)
+# The Gaussian blur's radius is int(4σ + 0.5) pixels (method.zero_shot.gaussian_smooth); 15 keeps it at 60, below the
+# smallest model input (the tests' 64-pixel ViT; 224 and 240 for the real ones), so a profile's warm-up at its
+# input size always fits the reflect padding; photos smaller than that get a kernel cut to their size. It also
+# bounds the blur's cost (2 * 60 + 1 taps per pixel and axis).
+MAX_SMOOTH_SIGMA = 15.0
+# Every numeric method option and its one stated range (MethodOptions checks them; docs/security.md lists them).
+OPTION_RANGES: dict[str, Range] = {
+    "temperature": Range(0.0, 10.0, low_open=True),  # τ of Eq. 1 (0.07 in the paper)
+    "tile_overlap": Range(0.0, 0.9),  # beyond 0.9 a photo becomes hundreds of tiles
+    "smooth_sigma": Range(0.0, MAX_SMOOTH_SIGMA),
+    "scales": Range(1, MAX_WINDOW_SCALE, integer=True),  # each window scale
+    "vision_scales": Range(1, MAX_WINDOW_SCALE, integer=True),  # each, and among `scales`
+}
+
+
 @dataclass(frozen=True)
 class MethodOptions:
     """The WinCLIP options that change scores and maps (docs/method.md §1-§4); a profile pins them.
@@ -131,17 +180,21 @@ class MethodOptions:
     patch_features: str = "tokens"
 
     def __post_init__(self) -> None:
-        for name, cast in (
-            ("temperature", float),
-            ("image_scale", bool),
-            ("tile_overlap", float),
-            ("smooth_sigma", float),
-            ("multi_crop", bool),
-        ):
-            object.__setattr__(self, name, cast(getattr(self, name)))
-        object.__setattr__(self, "scales", tuple(int(k) for k in self.scales))
-        if self.vision_scales is not None:
-            object.__setattr__(self, "vision_scales", tuple(int(k) for k in self.vision_scales))
+        for name in ("temperature", "tile_overlap", "smooth_sigma"):
+            object.__setattr__(self, name, OPTION_RANGES[name].check(name, getattr(self, name)))
+        for name in ("scales", "vision_scales"):
+            value = getattr(self, name)
+            if value is None and name == "vision_scales":
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"{name} must be a list of window sizes, got {str(value)[:40]!r}")
+            sizes = tuple(OPTION_RANGES[name].check(f"{name} entry", k) for k in value)
+            if len(set(sizes)) != len(sizes):
+                raise ValueError(f"{name} must be distinct window sizes, got {list(sizes)}")
+            object.__setattr__(self, name, sizes)
+        for name in ("image_scale", "multi_crop"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {str(getattr(self, name))[:40]!r}")
         for name, value, allowed in (
             ("aggregation", self.aggregation, AGGREGATIONS),
             ("resize mode", self.resize, RESIZE_MODES),
@@ -152,16 +205,10 @@ class MethodOptions:
             ("patch features", self.patch_features, PATCH_FEATURES),
         ):
             if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
-            raise ValueError(f"window scales must be distinct positive sizes, got {list(self.scales)}")
+                raise ValueError(f"unknown {name} {str(value)[:40]!r}; use one of {', '.join(allowed)}")
         if self.vision_scales is not None and not set(self.vision_scales) <= set(self.scales):
-            raise ValueError(f"vision scales {list(self.vision_scales)} must be among the scales {list(self.scales)}")
+            raise ValueError(
+                f"vision_scales (vision scales) {list(self.vision_scales)} must be among the scales {list(self.scales)}"
+            )
         if not self.scales and not self.image_scale:
             raise ValueError("zero-shot maps need at least one window scale or the image scale")
-        if not 0.0 <= self.tile_overlap < 1.0:
-            raise ValueError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
-        if self.smooth_sigma < 0:
-            raise ValueError(f"smooth_sigma must be >= 0, got {self.smooth_sigma}")

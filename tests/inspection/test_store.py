@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import stat
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +197,51 @@ def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_profile(saved, 
             break
         assert n < 500
     assert n > 10 and digests == {old.digest(), new.digest()}
+
+
+# -- issue 22: FIFOs, devices and link loops in a profile folder ---------------------------------------
+
+
+def test_a_fifo_device_or_link_loop_in_a_profile_is_refused_at_once_in_one_line(saved, tmp_path):
+    cases = {}
+    for name in ("fifo_roi", "loop_json", "device_tensors", "fifo_json"):
+        folder = tmp_path / name
+        shutil.copytree(saved, folder)
+        cases[name] = folder
+    (cases["fifo_roi"] / "roi.png").unlink()
+    os.mkfifo(cases["fifo_roi"] / "roi.png")
+    (cases["loop_json"] / "profile.json").unlink()
+    os.symlink("profile.json", cases["loop_json"] / "profile.json")
+    (cases["device_tensors"] / "tensors.safetensors").unlink()
+    os.symlink("/dev/zero", cases["device_tensors"] / "tensors.safetensors")
+    (cases["fifo_json"] / "profile.json").unlink()
+    os.mkfifo(cases["fifo_json"] / "profile.json")
+    expected = {
+        "fifo_roi": "roi.png: a pipe, not a regular file",
+        "loop_json": "profile.json: symbolic link loop",
+        "device_tensors": "tensors.safetensors: a device, not a regular file",
+        "fifo_json": "profile.json: a pipe, not a regular file",
+    }
+    for name, folder in cases.items():
+        released = threading.Event()
+        threading.Thread(target=_release_fifos, args=(folder, released), daemon=True).start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(ValueError) as err:
+                Profile.load(folder)
+        finally:
+            released.set()
+        assert time.monotonic() - t0 < 3, f"{name}: waited on the file"
+        text = str(err.value)
+        assert expected[name] in text and "\n" not in text, (name, text)
+
+
+def _release_fifos(folder: Path, done: threading.Event) -> None:
+    """Open the folder's FIFOs for writing every 5 s, so a reader blocked on one (the bug) comes back."""
+    while not done.wait(5):
+        for path in folder.iterdir():
+            if stat.S_ISFIFO(path.lstat().st_mode):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass

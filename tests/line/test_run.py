@@ -240,3 +240,24 @@ def test_bad_settings_name_their_option(folders, tmp_path):
         LineConfig(inbox, out, profile, queue=0)
     with pytest.raises(ValueError, match="not a folder"):
         LineConfig(tmp_path / "missing", out, profile)
+
+
+def test_nothing_the_line_writes_goes_through_a_link(folders, model, tmp_path):
+    """Issue 22, 7 for `winclip watch`: results.jsonl and a failed photo's reason are never written through a link."""
+    inbox, out, profile = folders
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    failed = inbox.parent / "failed"
+    failed.mkdir()
+    (failed / "bad.png.reason.txt").symlink_to(precious)
+    out.mkdir()
+    (out / ".results.jsonl.tmp").symlink_to(precious)  # where results.jsonl used to be written first
+    log, sink = io.StringIO(), Capture()
+    with running(LineConfig(inbox, out, profile, settle_s=0.1), model, [sink], log=log):
+        drop(inbox, "bad.png", b"broken")
+        assert wait_until(lambda: len(sink.messages) == 1, 30)
+        assert wait_until(lambda: "its reason written" in log.getvalue(), 10), log.getvalue()
+    assert precious.read_text() == "keep me\n"
+    assert (failed / "bad.png").read_bytes() == b"broken"  # the photo is where it goes, its reason not through the link
+    assert "symbolic link" in log.getvalue()
+    assert json.loads((out / "results.jsonl").read_text().splitlines()[0])["type"] == "header"

@@ -49,3 +49,24 @@ def test_gaussian_smooth_keeps_constants_and_mass_location():
     out = gaussian_smooth(spike, 1.5)
     assert out[0].argmax().item() == 10 * 21 + 10
     assert out.sum().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_gaussian_smooth_takes_maps_smaller_than_its_kernel():
+    """Issue 22: a radius (4σ) wider than the map no longer fails the reflect padding: each axis's kernel is cut
+    to the map and renormalised, so constants stay constant and a map the kernel fits is smoothed as before."""
+    for shape in ((1, 8, 12), (2, 1, 30), (1, 3, 1)):
+        out = gaussian_smooth(torch.full(shape, 0.25), 5.0)
+        torch.testing.assert_close(out, torch.full(shape, 0.25))
+    wide = torch.rand(1, 40, 40)
+    narrow = wide[:, :5, :]
+    rows = gaussian_smooth(narrow, 3.0)  # radius 12 over 5 rows: cut to 4 rows, then the columns as before
+    assert rows.shape == narrow.shape and torch.isfinite(rows).all()
+    fits = gaussian_smooth(wide, 2.0)  # radius 8 < 40: the same numbers as a full reflect-padded blur
+    x = torch.arange(-8, 9, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / 2.0) ** 2)
+    k = k / k.sum()
+    ref = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(wide[:, None], (8, 8, 0, 0), mode="reflect"), k.view(1, 1, 1, -1)
+    )
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(ref, (0, 0, 8, 8), mode="reflect"), k.view(1, 1, -1, 1))
+    torch.testing.assert_close(fits, ref[:, 0])

@@ -440,7 +440,7 @@ def test_serve_command_refuses_bad_options_before_loading(tmp_path, capsys):
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--max-batch", "0"]) == 2
     assert "winclip: error: --max-batch (max_batch) must be >= 1, got 0" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--threads", "0"]) == 2
-    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert "--threads must be in 1..1024, got 0" in capsys.readouterr().err
     for option, value in (("--batch-window-ms", "inf"), ("--max-upload-mb", "nan"), ("--keep-max-gb", "inf")):
         with pytest.raises(SystemExit) as stop:
             main(["serve", "--profiles", str(tmp_path / "p"), option, value])
@@ -455,10 +455,17 @@ def test_the_service_config_validates_itself(tmp_path):
         ("max_batch", 0, "--max-batch (max_batch) must be >= 1, got 0"),
         ("batch_size", 0, "--batch-size (batch_size) must be >= 1"),
         ("window_ms", float("inf"), "--batch-window-ms (window_ms) must be a finite number, got inf"),
-        ("window_ms", 1e9, "--batch-window-ms (window_ms) must be <= 10000.0"),
+        ("window_ms", 1e9, "--batch-window-ms (window_ms) must be <= 10,000.0"),
         ("sync_interval_s", 0.0, "--sync-interval (sync_interval_s) must be > 0.0"),
         ("db_connect_timeout_s", float("nan"), "--db-timeout (db_connect_timeout_s) must be a finite number"),
-        ("max_pixels_in_flight", 10, "--megapixels-in-flight (max_pixels_in_flight) must be >= 50000000"),
+        ("max_bytes_in_flight", 10, "--memory-budget-mb (max_bytes_in_flight) must be >= 900,000,000"),
+        ("max_bytes_in_flight", 2**50, "--memory-budget-mb (max_bytes_in_flight) must be <= 1,099,511,627,776"),
+        ("max_file_bytes", 2**40, "--max-upload-mb (max_file_bytes) must be <= 4,294,967,296"),
+        ("max_pixels", 10**12, "--max-megapixels (max_pixels) must be <= 1,000,000,000"),
+        ("min_area", 10**12, "--min-area (min_area) must be <= 50,000,000"),
+        ("sync_interval_s", 1e9, "--sync-interval (sync_interval_s) must be <= 3,600"),
+        ("max_body_bytes_in_flight", 10, "--uploads-mb-in-flight (max_body_bytes_in_flight) must be >= 336,592,896"),
+        ("max_batch", True, "--max-batch (max_batch) must be a finite number, got True"),
         ("keep", frozenset({"bad"}), "--keep (keep): bad: give labels among normal, review, anomalous"),
         ("keep", frozenset({"anomalous"}), "--keep needs --keep-max-gb N (> 0)"),
     ):

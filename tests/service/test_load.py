@@ -20,6 +20,7 @@ from PIL import Image
 
 from helpers import make_model
 from helpers.service import Inspector, images, make_profiles, png_bytes, rss_bytes, start_server, stop_server
+from winclip.service.uploads import probe_upload
 
 httpx = pytest.importorskip("httpx")
 
@@ -33,9 +34,10 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def in_flight(url: str) -> float:
-    """The station's `winclip_pixels_in_flight`: decoded pixels of the requests it is serving now."""
+    """The station's `winclip_memory_in_flight_bytes`: the memory budget the requests it is serving now hold."""
     text = httpx.get(f"{url}/metrics", headers=AUTH).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("winclip_pixels_in_flight "))
+    gauge = "winclip_memory_in_flight_bytes "
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauge))
 
 
 def noise_png(seed: int, side: int) -> bytes:
@@ -159,7 +161,9 @@ def test_load_mixed_traffic(tmp_path):
     try:
         with ThreadPoolExecutor(CLIENTS) as pool_:
             futures = [pool_.submit(late, i) for i in range(CLIENTS)]
-            held = 2 * CLIENTS * 64 * 64  # decoded pixels of every late request, admitted and waiting
+            # the budget every late request holds, admitted and waiting: its two images, sized from their headers
+            held = CLIENTS * sum(probe_upload(pool[k], "p", min_size=1, max_pixels=10**6, include=frozenset())[0]
+                                 for k in range(2))  # fmt: skip
             deadline = time.monotonic() + 60
             while in_flight(url) < held:  # all arrived, all waiting in the 1.5 s batch window
                 assert time.monotonic() < deadline and not any(f.done() for f in futures), "not all in flight"

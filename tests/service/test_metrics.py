@@ -64,7 +64,7 @@ def test_metrics_count_what_the_replica_served(tmp_path):
     for status, n in (("401", 1), ("403", 1), ("404", 2), ("415", 1)):
         assert metric(m, "winclip_http_errors_total", status=status) == n, status
     assert metric(m, "winclip_queue_depth") == 0
-    assert metric(m, "winclip_pixels_in_flight") == 0
+    assert metric(m, "winclip_memory_in_flight_bytes") == 0
     assert (metric(m, "winclip_profiles", state="served"), metric(m, "winclip_profiles", state="refused")) == (3, 1)
     assert metric(m, "winclip_profile_revision", profile="bottle") == 1
     assert metric(m, "winclip_images_not_recorded_total") == 0

@@ -24,6 +24,7 @@ from winclip.inspection.render import map_image, mask_image, overlay
 from winclip.options import ModelSpec
 from winclip.service import security
 from winclip.service.app import create_app
+from winclip.service.budget import estimate_bytes
 from winclip.service.config import ServiceConfig
 
 KEY = "k3y-for-tests-0123456789abcdef"
@@ -91,7 +92,7 @@ def test_serve_refuses_a_network_address_without_a_key(tmp_path, capsys, monkeyp
         assert "--api-key-file FILE or WINCLIP_API_KEY" in err and "--insecure-no-auth" in err
     (tmp_path / "short").write_text("abc\n")
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--api-key-file", str(tmp_path / "short")]) == 2
-    assert "at least 16 printable characters" in capsys.readouterr().err
+    assert "at least 16 printable ASCII characters" in capsys.readouterr().err
     assert main(["serve", "--profiles", str(tmp_path / "p"), "--api-key-file", str(tmp_path / "none")]) == 2
     assert "cannot read it" in capsys.readouterr().err
     monkeypatch.setenv("WINCLIP_API_KEY", "short")
@@ -254,19 +255,23 @@ def test_a_pixel_bomb_is_refused_from_its_header(folder, tmp_path, monkeypatch):
 
 def test_the_budget_across_requests_answers_413_or_503_with_retry_after(folder, tmp_path):
     blob = images(7, 1)[0]  # 64 x 64
-    with app_for(folder, tmp_path / "c.sqlite", max_pixels=64 * 64, max_pixels_in_flight=3 * 64 * 64) as c:
+    one_image = estimate_bytes(Image.open(io.BytesIO(blob))) + len(blob)
+    limits = dict(max_pixels=64 * 64, max_bytes_in_flight=3 * one_image)
+    with app_for(folder, tmp_path / "c.sqlite", **limits) as c:
         wait_ready(c)
         budget = c.app.state.winclip.budget
         one = [("images", ("a.png", blob, "i"))]
         assert c.post("/v1/profiles/bottle/predict", files=one).status_code == 200
         r = c.post("/v1/profiles/bottle/predict", files=one * 4)
-        assert r.status_code == 413 and "16,384 decoded pixels in one request; the limit is 12,288" in r.text
-        with budget.reserve(2 * 64 * 64, "held"), budget.reserve(64 * 64, "held"):  # other requests in flight
+        assert (
+            r.status_code == 413 and f"{4 * one_image:,} bytes of memory" in r.text and f"{3 * one_image:,}" in r.text
+        )
+        with budget.reserve(2 * one_image, "held"), budget.reserve(one_image, "held"):  # other requests in flight
             r = c.post("/v1/profiles/bottle/predict", files=one)
             assert r.status_code == 503 and r.headers["retry-after"] == "2" and "memory budget" in r.text
             r = c.post("/v1/profiles", data={"name": "big", "object": "x"}, files=[("good", ("g.png", blob, "i"))])
             assert r.status_code == 503 and r.headers["retry-after"] == "2"
-        assert budget.in_flight == 0 and budget.peak == 3 * 64 * 64
+        assert budget.in_flight == 0 and budget.peak == 3 * one_image
         assert c.post("/v1/profiles/bottle/predict", files=one).status_code == 200
         assert budget.in_flight == 0  # released after each answer
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..files import LinkError, write_file
 from ..images import file_sha256
 from ..method.windows import window_indices
 from .encoder import Encoder
@@ -161,6 +162,8 @@ def export_backbone(backbone: Encoder, out: str | Path, fmt: str, scales: tuple[
     if backbone.device.type != "cpu":
         raise ValueError(f"exports are traced on the CPU; load the backbone with device cpu, not {backbone.device}")
     out = Path(out)
+    if out.is_symlink():
+        raise LinkError(f"--out {out}: is a symbolic link; give the folder itself (winclip never writes through links)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty folder")
     scales = tuple(sorted(set(int(k) for k in scales)))
@@ -185,7 +188,7 @@ def export_backbone(backbone: Encoder, out: str | Path, fmt: str, scales: tuple[
         for f in sorted(Path(tmp).iterdir()):
             shutil.move(str(f), out / f.name)
     meta = manifest(backbone, fmt, scales, out)
-    (out / EXPORT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    write_file(out / EXPORT_JSON, (json.dumps(meta, indent=2) + "\n").encode())
     return meta
 
 

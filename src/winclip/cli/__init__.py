@@ -2,6 +2,10 @@
 
 Parsing imports nothing heavy (no torch, no open_clip): each subcommand module imports the
 library inside its `run` function, so `winclip --help` answers at once.
+
+Every command ends with one of the statuses in winclip.cli.common (EXIT_*): a refused input or
+option is one line and status 2, a file that cannot be read or written (a full disk, no
+permission, ...) one line and status 3, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from .common import HelpFormatter
+from .common import EXIT_UNWRITABLE, EXIT_USAGE, HelpFormatter
 
 # Each subcommand lives in winclip/cli/<name>.py with `register(subparsers)`; the parser
 # it adds sets `func(args) -> int` as its default. What they share is in winclip/cli/common.py,
@@ -57,10 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("winclip: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if not isinstance(exc, usage_errors()):
-            raise
-        print(f"winclip: error: {exc}", file=sys.stderr)
-        return 2
+        if isinstance(exc, usage_errors()):
+            print(f"winclip: error: {exc}", file=sys.stderr)  # one line, or a list some errors make (layouts)
+            return EXIT_USAGE
+        if isinstance(exc, OSError):  # the file system: a full disk, no permission, a read-only folder, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"winclip: error: cannot read or write {where}{exc.strerror or one_line(exc)}", file=sys.stderr)
+            return EXIT_UNWRITABLE
+        raise
+
+
+def one_line(exc: Exception) -> str:
+    """The first line of an error's message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def usage_errors() -> tuple[type[Exception], ...]:

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..options import MethodOptions
-from .common import image_paths, interrupted, print_banner, unwritable
+from .common import EXIT_FAILED, image_paths, interrupted, print_banner, unwritable
 from .requests import EvalRequest, PredictRequest, RayRequest
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def predict_on_ray(request: PredictRequest, ray_request: RayRequest, found: Disc
             print(pool.report(), file=sys.stderr)
             pool.close()
     print(f"predict: {summary.text()}", file=sys.stderr)
-    return 1 if summary.failed or found.unmatched else 0
+    return EXIT_FAILED if summary.failed or found.unmatched else 0
 
 
 @contextmanager

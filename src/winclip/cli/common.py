@@ -9,9 +9,18 @@ import argparse
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..options import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_PRETRAINED, PRECISION_CHOICES, RUNTIME_CHOICES
+from ..options import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PRETRAINED,
+    MAX_BATCH,
+    OPTION_RANGES,
+    PRECISION_CHOICES,
+    RUNTIME_CHOICES,
+)
 from ..progress import plural
 
 if TYPE_CHECKING:
@@ -22,6 +31,11 @@ if TYPE_CHECKING:
     from ..options import MethodOptions
     from .requests import ModelRequest, PredictRequest
 
+# Exit statuses of every command (docs/security.md): 0 done; 1 done, but some inputs failed (predict, eval) or
+# something differs (weights verify, weights where); 2 a usage error or an input refused in one line; 3 a file
+# could not be read or written (a full disk, no permission, a read-only or missing folder): one line naming it.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_UNWRITABLE = 3  # results could not be written (disk full, no permission); finished ones are kept
 EXIT_INTERRUPTED = 130
 
@@ -48,6 +62,53 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number from `low` to `high` (either end excluded when open)."""
+
+    def parse(text: str) -> float:
+        value = finite_float(text)
+        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+def count(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+def method_option(name: str) -> Callable[[str], float | int]:
+    """argparse type of a method option, in the one range MethodOptions states for it (options.OPTION_RANGES)."""
+    allowed = OPTION_RANGES[name]
+
+    def parse(text: str) -> float | int:
+        try:
+            return allowed.check(name, int(text) if allowed.integer else finite_float(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+SHARE = number(0.0, 1.0, low_open=True, high_open=True)  # a rate: false-positive rates
+THRESHOLD = number(0.0, 1.0, low_open=True)  # a decision threshold
+REVIEW = number(0.0, 1.0)  # a review threshold
+MAX_COUNT = 10**9  # counts of things a command makes (regions' pixels, images, ...)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,7 +140,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, profile_defaults: bool
     g.add_argument("--cache-dir", help="open_clip / Hugging Face cache folder holding downloaded weights")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto = cuda when available)")
     g.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
-    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
+    g.add_argument("--batch-size", type=count(1, MAX_BATCH), default=DEFAULT_BATCH_SIZE, help="images per forward pass")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +155,20 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Ray cluster")
     g.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     g.add_argument(
-        "--ray-workers", type=int, metavar="N", help="Ray workers, each loading the model once (default: all that fit)"
+        "--ray-workers",
+        type=count(1, 100_000),
+        metavar="N",
+        help="Ray workers, each loading the model once (default: all that fit)",
     )
-    g.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs (torch threads) each")
     g.add_argument(
-        "--ray-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (0.5: two share one GPU)"
+        "--ray-cpus-per-worker", type=number(0, 1024, low_open=True), default=1.0, metavar="C", help="CPUs each"
+    )
+    g.add_argument(
+        "--ray-gpus-per-worker",
+        type=number(0, 64),
+        default=0.0,
+        metavar="G",
+        help="GPUs per worker (0.5: two share one GPU)",
     )
 
 

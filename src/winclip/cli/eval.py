@@ -32,7 +32,7 @@ from ..options import (
 from ..paper.data import LAYOUTS
 from ..progress import plural
 from .cluster import eval_encoder
-from .common import add_command, add_model_options, add_ray_options, load_model
+from .common import add_command, add_model_options, add_ray_options, count, load_model, method_option
 from .requests import EvalRequest
 
 if TYPE_CHECKING:
@@ -53,9 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--root", required=True, help="dataset root folder (the CSV file for --dataset manifest)")
     g.add_argument("--classes", nargs="+", metavar="CLASS", help="evaluate only these classes")
     g.add_argument(
-        "--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), metavar="K", help="few-shot K (0 = zero-shot)"
+        "--shots",
+        nargs="+",
+        type=count(0, 1000),
+        default=list(DEFAULT_SHOTS),
+        metavar="K",
+        help="few-shot K (0 = zero-shot)",
     )
-    g.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="reference draws per few-shot K, seeds 0..S-1")
+    g.add_argument(
+        "--seeds", type=count(1, 1000), default=DEFAULT_SEEDS, help="reference draws per few-shot K, seeds 0..S-1"
+    )
     g.add_argument("--out", required=True, help="output folder (results.csv, scores.npz, summary.md, report.html)")
     g.add_argument("--cache", help="feature cache folder (default: <out>/cache)")
     g.add_argument(
@@ -70,18 +77,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME:TAG",
         help="with --table 9: open_clip backbones for its ViT-B/16, ViT-B/16+ and ViT-L/14 rows (tag 'none' = random)",
     )
-    t.add_argument("--timing-images", type=int, default=5, help="with --table 8: test images timed per row")
+    t.add_argument(
+        "--timing-images", type=count(1, 10_000), default=5, help="with --table 8: test images timed per row"
+    )
     m = p.add_argument_group("method (the paper's ablations and open choices)")
-    m.add_argument("--scales", nargs="+", type=int, default=[2, 3], metavar="K", help="window sizes in patches")
+    m.add_argument(
+        "--scales", nargs="+", type=method_option("scales"), default=[2, 3], metavar="K", help="window sizes in patches"
+    )
     m.add_argument("--no-image-scale", action="store_true", help="leave the image score out of the zero-shot map")
     m.add_argument("--aggregation", default="harmonic", choices=AGGREGATIONS, help="window scores onto patches (Eq. 3)")
     m.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set (Table 3 rows)")
-    m.add_argument("--temperature", type=float, default=0.07, help="τ of Eq. 1")
+    m.add_argument("--temperature", type=method_option("temperature"), default=0.07, help="τ of Eq. 1")
     m.add_argument(
         "--multi-crop", action=argparse.BooleanOptionalAction, default=True, help="ten-crop image score (Table 3 d)"
     )
     m.add_argument("--resize", choices=RESIZE_MODES, help="non-square images (default: tile for VisA, else squash)")
-    m.add_argument("--tile-overlap", type=float, default=PAPER_TILE_OVERLAP, help="tiles: least overlap (paper 0.2)")
+    m.add_argument(
+        "--tile-overlap",
+        type=method_option("tile_overlap"),
+        default=PAPER_TILE_OVERLAP,
+        help="tiles: least overlap (paper 0.2)",
+    )
     m.add_argument("--tile-reduce", default=PAPER_TILE_REDUCE, choices=TILE_REDUCTIONS, help="tiles: image score")
     m.add_argument("--object-names", default="clean", choices=sorted(OBJECT_NAME_MAPS), help="VisA class names")
     m.add_argument(
@@ -89,7 +105,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--fewshot-score", default="both", choices=FEWSHOT_SCORES, help="Eq. 6 terms (Table 5)")
     m.add_argument(
-        "--vision-scales", nargs="*", type=int, metavar="K", help="window maps in Eq. 5 (Table 6; default all)"
+        "--vision-scales",
+        nargs="*",
+        type=method_option("vision_scales"),
+        metavar="K",
+        help="window maps in Eq. 5 (Table 6; default all)",
     )
     m.add_argument("--fewshot-aggregation", default="same", choices=FEWSHOT_AGGREGATIONS, help="window distances")
     m.add_argument("--fewshot-fusion", default="mean", choices=FEWSHOT_FUSIONS, help="final few-shot map")

@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..options import EXPORT_FORMATS
-from .common import add_command, add_model_options, image_paths, load_model
+from .common import add_command, add_model_options, image_paths, load_model, method_option
 from .requests import ExportRequest
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "export", __doc__)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (ONNX Runtime, OpenVINO) or openvino")
     p.add_argument("--out", required=True, help="new (or empty) folder to write")
-    p.add_argument("--scales", nargs="+", type=int, default=[2, 3], metavar="K", help="window sizes to export")
+    p.add_argument(
+        "--scales", nargs="+", type=method_option("scales"), default=[2, 3], metavar="K", help="window sizes to export"
+    )
     p.add_argument(
         "--calibration", nargs="*", default=[], metavar="IMAGE", help="with --precision int8: good photos of the part"
     )

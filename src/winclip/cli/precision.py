@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from .common import HelpFormatter, add_command, add_model_options, image_paths
-from .requests import PrecisionCheckRequest
+from .requests import ModelRequest
 
 PATH_NAMES = ("torch-bf16", "openvino-bf16", "openvino-int8")
+
+
+@dataclass(frozen=True)
+class PrecisionCheckRequest:
+    """`winclip precision check`: the profile, the photos to measure on (none = its own) and the paths (here, not in
+    requests.py, which is at the size limit: its only user)."""
+
+    profile: str
+    images: tuple[str, ...]
+    paths: tuple[str, ...]
+    model: ModelRequest
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> PrecisionCheckRequest:
+        return cls(args.profile, tuple(args.images), tuple(args.paths or ()), ModelRequest.of(args))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,9 +3,9 @@
 Inspect photos with a profile (winclip profile create) or an object name. Writes per photo a composite to
 look at (composites/: photo | heat | mask with the label, score, threshold and a colour bar) and, at the
 photo's own size, an overlay (colour scale fixed at the threshold: yellow = threshold) and a 0/255 mask,
-plus results.csv, results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error,
-3 the results could not be written (disk full, no permission: finished results are kept; rerun with --resume), 130
-interrupted (rerun with --resume).
+plus results.csv, results.jsonl and errors.csv. Exit status: 0 all fine, 1 some photos failed, 2 usage error
+(or a symbolic link in --out: nothing is written through one), 3 the results could not be written (disk full,
+no permission: finished results are kept; rerun with --resume), 130 interrupted (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -17,17 +17,23 @@ from pathlib import Path
 from ..images import DEFAULT_MAX_PIXELS
 from ..options import RESIZE_MODES, MethodOptions
 from .common import (
+    EXIT_FAILED,
+    MAX_COUNT,
+    REVIEW,
+    THRESHOLD,
     add_command,
     add_model_options,
     add_ray_options,
     add_runtime_options,
+    count,
     image_paths,
     interrupted,
     load_model,
+    number,
     print_banner,
     unwritable,
 )
-from .requests import MEGA, PredictRequest
+from .requests import MAX_MEGAPIXELS, MEGA, PredictRequest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,16 +48,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--good", nargs="*", default=[], metavar="IMAGE", help="with --object: good reference photos")
     src.add_argument("--roi", metavar="MASK", help="with --object: region-of-interest mask (nonzero = inspect)")
     src.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="with --object: non-square photos")
-    src.add_argument("--threshold", type=float, help="decision threshold (default: the profile's; 0.5 without one)")
-    src.add_argument("--review-threshold", type=float, help="lower threshold of a 'review' band")
+    src.add_argument("--threshold", type=THRESHOLD, help="decision threshold (default: the profile's; 0.5 without one)")
+    src.add_argument("--review-threshold", type=REVIEW, help="lower threshold of a 'review' band")
     out = p.add_argument_group("output")
     out.add_argument(
         "--save-maps", action="store_true", help="also write the float32 maps as TIFF (maps/, MVTec layout)"
     )
-    out.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
+    out.add_argument(
+        "--min-area", type=count(0, MAX_COUNT), default=0, help="drop regions smaller than this many pixels"
+    )
     out.add_argument(
         "--max-megapixels",
-        type=float,
+        type=number(0, MAX_MEGAPIXELS),
         default=DEFAULT_MAX_PIXELS / MEGA,
         help="photos larger than this (decoded) get an error row instead of being decoded",
     )
@@ -115,4 +123,4 @@ def predict(request: PredictRequest) -> int:
     except KeyboardInterrupt:
         return interrupted(request.out)
     print(f"predict: {summary.text()}", file=sys.stderr)
-    return 1 if summary.failed or found.unmatched else 0
+    return EXIT_FAILED if summary.failed or found.unmatched else 0

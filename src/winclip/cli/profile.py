@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..method.prompts import PROMPT_SETS
 from ..options import RESIZE_MODES, MethodOptions
-from .common import HelpFormatter, add_command, add_model_options, image_paths, load_model
+from .common import SHARE, THRESHOLD, HelpFormatter, add_command, add_model_options, image_paths, load_model
 from .requests import AddGoodRequest, CalibrateRequest, CreateRequest
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--normal-state", action="append", default=[], metavar="STATE", help="extra normal state with {o}")
     c.add_argument("--anomalous-state", action="append", default=[], metavar="STATE", help="e.g. '{o} with a dent'")
     c.add_argument("--roi", metavar="MASK", help="region-of-interest mask image (nonzero = inspect)")
-    c.add_argument("--threshold", type=float, default=0.5, help="threshold until calibrated")
+    c.add_argument("--threshold", type=THRESHOLD, default=0.5, help="threshold until calibrated")
     c.add_argument("--prompts", default="winclip", choices=sorted(PROMPT_SETS), help="prompt set")
     c.add_argument("--resize", default="squash", choices=RESIZE_MODES, help="non-square photos")
     c.add_argument("--overwrite", action="store_true", help="replace an existing profile folder")
@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     k.add_argument("profile", help="profile folder")
     k.add_argument("--good", nargs="+", required=True, metavar="IMAGE", help="held-out good photos (not references)")
     k.add_argument("--bad", nargs="*", default=[], metavar="IMAGE", help="held-out defective photos (recall and F1)")
-    k.add_argument("--target-fpr", type=float, default=0.01, help="false-alarm rate on good parts")
-    k.add_argument("--review-fpr", type=float, help="a second, lower threshold for a 'review' band at this rate")
+    k.add_argument("--target-fpr", type=SHARE, default=0.01, help="false-alarm rate on good parts")
+    k.add_argument("--review-fpr", type=SHARE, help="a second, lower threshold for a 'review' band at this rate")
     k.add_argument(
         "--precision-check",
         action=argparse.BooleanOptionalAction,
@@ -73,11 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def create(request: CreateRequest) -> int:
     """Encode prompts and references, save the profile."""
     from ..inspection.store import check_writable
+    from ..service.names import reserved
 
     good = image_paths(request.good, "--good", refuse_outputs=True)  # every file checked before torch is imported
     if request.roi:
         image_paths([request.roi], "--roi")
-    check_writable(Path(request.out), overwrite=request.overwrite)
+    out = Path(request.out)
+    if reserved(out.name):  # served from a profiles folder, it would take the place of the station's own files
+        raise ValueError(f"--out {out}: the name {out.name!r} is reserved for the inspection station's own files")
+    check_writable(out, overwrite=request.overwrite)  # before loading any model
     from ..inspection.profile import Profile
 
     model = load_model(request.model, MethodOptions(resize=request.resize), prompts=request.prompts)

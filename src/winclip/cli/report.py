@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_command
+from .common import add_command, count
 
 GALLERY = 3  # report_data.GALLERY_SIZE, not imported from there: the command line parses without torch
 
@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a finished winclip eval")
     p.add_argument("--out", help="where to write the page (default: RUN_DIR/report.html)")
     p.add_argument(
-        "--gallery", type=int, default=GALLERY, metavar="N", help="worst false positives / negatives per setting"
+        "--gallery",
+        type=count(0, 1000),
+        default=GALLERY,
+        metavar="N",
+        help="worst false positives / negatives per setting",
     )
     p.add_argument("--device", help="scores the maps again (default: the run's device when present, else cpu)")
     p.set_defaults(func=run)
@@ -32,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
     """Write the page; each note (a part left out and why) is one warning line."""
     from ..paper.report.page import write_report
 
-    if args.gallery < 0:
-        raise ValueError(f"--gallery must be >= 0, got {args.gallery}")
     report = write_report(args.run_dir, args.out, device=args.device, gallery=args.gallery)
     for line in report.notes:
         print(f"winclip: warning: {line}", file=sys.stderr)

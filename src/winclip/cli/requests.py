@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 MEGA = 1_000_000  # options in megapixels
 GIGA = 1_000_000_000  # options in GB
+MiB = 1 << 20  # options in MiB
+MAX_MEGAPIXELS = 1000.0  # --max-megapixels at most (the service's MAX_PIXELS)
+MAX_THREADS = 1024  # --threads at most
 
 
 class _Made(Protocol):
@@ -265,20 +268,6 @@ class CalibrateRequest:
 
 
 @dataclass(frozen=True)
-class PrecisionCheckRequest:
-    """`winclip precision check`: the profile, the photos to measure on (none = its own) and the paths."""
-
-    profile: str
-    images: tuple[str, ...]
-    paths: tuple[str, ...]
-    model: ModelRequest
-
-    @classmethod
-    def of(cls, args: argparse.Namespace) -> PrecisionCheckRequest:
-        return cls(args.profile, tuple(args.images), tuple(args.paths or ()), ModelRequest.of(args))
-
-
-@dataclass(frozen=True)
 class AddGoodRequest:
     """`winclip profile add-good`: photos to add to a profile's references."""
 
@@ -324,13 +313,13 @@ class ServeRequest:
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ServeRequest:
-        from ..service.config import MiB, ServiceConfig
+        from ..service.config import ServiceConfig
         from ..service.security import is_loopback
 
         if not 1 <= args.port <= 65535:
             raise ValueError(f"--port must be in 1..65535, got {args.port}")
-        if args.threads is not None and args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be in 1..{MAX_THREADS}, got {args.threads}")
         key = api_key(args.api_key_file)
         if key is None and not args.insecure_no_auth and not is_loopback(args.host):
             raise ValueError(
@@ -348,16 +337,19 @@ class ServeRequest:
             window_ms=args.batch_window_ms,
             max_batch=args.max_batch,
             max_images=args.max_images,
-            max_file_bytes=round(args.max_upload_mb * MiB),
-            max_pixels=round(args.max_megapixels * MEGA),
-            max_pixels_in_flight=round(args.megapixels_in_flight * MEGA),
+            max_file_bytes=whole(args.max_upload_mb, MiB),
+            max_body_bytes_in_flight=None
+            if args.uploads_mb_in_flight is None
+            else whole(args.uploads_mb_in_flight, MiB),
+            max_pixels=whole(args.max_megapixels, MEGA),
+            max_bytes_in_flight=whole(args.memory_budget_mb, MiB),
             min_area=args.min_area,
             db_connect_timeout_s=args.db_timeout,
             api_key=key,
             insecure_no_auth=args.insecure_no_auth,
             sync_interval_s=args.sync_interval,
             keep=kept_labels(args.keep, args.keep_max_gb, args.keep_dir),
-            keep_max_bytes=round((args.keep_max_gb or 0) * GIGA),
+            keep_max_bytes=whole(args.keep_max_gb or 0, GIGA),
             keep_dir=Path(args.keep_dir) if args.keep_dir else None,
         )
         sinks = sink_options(args)
@@ -368,6 +360,12 @@ class ServeRequest:
             config, args.host, args.port, args.threads, args.access_log, args.forwarded_allow_ips,
             sinks if sinks.any else None, outbox if sinks.any else None,
         )  # fmt: skip
+
+
+def whole(value: float, unit: int) -> int:
+    """A finite option value in `unit`s as a whole number (clamped to ±2**63, so ServiceConfig's bounds name the
+    option rather than the conversion overflowing)."""
+    return round(max(-(2.0**63), min(float(value) * unit, 2.0**63)))
 
 
 def api_key(key_file: str | None) -> str | None:

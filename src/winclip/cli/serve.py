@@ -15,8 +15,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from ..images import DEFAULT_MEMORY_BUDGET
 from .common import add_command, add_model_options, add_runtime_options, finite_float
-from .requests import GIGA, KEY_ENV, ServeRequest
+from .requests import GIGA, KEY_ENV, MiB, ServeRequest
 from .watch import add_sink_options
 
 if TYPE_CHECKING:  # the service is imported inside `run` (the command line parses without it)
@@ -71,10 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=finite_float, default=20.0, help="size limit per uploaded file in MiB")
     p.add_argument("--max-megapixels", type=finite_float, default=50.0, help="decoded size limit per image")
     p.add_argument(
-        "--megapixels-in-flight",
+        "--memory-budget-mb",
         type=finite_float,
-        default=100.0,
-        help="memory budget: decoded megapixels of all requests served at once (over it: 503 + Retry-After)",
+        default=DEFAULT_MEMORY_BUDGET / MiB,
+        help="memory budget in MiB: decoded images, maps and pictures of all requests served at once, estimated from "
+        "each image's header (over it: 503 + Retry-After)",
+    )
+    p.add_argument(
+        "--uploads-mb-in-flight",
+        type=finite_float,
+        help="request bodies being received at once, in MiB (over it: 503 + Retry-After; default: twice the "
+        "largest request, --max-images x --max-upload-mb)",
     )
     p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
     p.add_argument(

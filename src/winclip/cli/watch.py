@@ -16,8 +16,10 @@ import sys
 import threading
 
 from ..images import DEFAULT_MAX_PIXELS
-from .common import add_command, add_model_options, add_runtime_options, finite_float, load_model
-from .requests import MEGA, WatchRequest
+from .common import MAX_COUNT, add_command, add_model_options, add_runtime_options, count, load_model, number
+from .requests import MAX_MEGAPIXELS, MAX_THREADS, MEGA, WatchRequest
+
+MAX_SECONDS = 3600.0  # --settle-seconds and --sync-interval at most
 
 
 def add_sink_options(parser: argparse.ArgumentParser) -> None:
@@ -46,21 +48,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--db", metavar="URL", help="the record: sqlite:///FILE or postgresql://... (default: OUT/inspections.sqlite)"
     )
-    p.add_argument("--settle-seconds", type=finite_float, default=1.0,
+    p.add_argument("--settle-seconds", type=number(0, MAX_SECONDS), default=1.0,
                    help="a file unchanged this long is complete (without a close or rename event)")  # fmt: skip
     p.add_argument("--poll", action="store_true", help="no inotify: completion by --settle-seconds alone")
-    p.add_argument("--queue", type=int, default=64, help="complete photos held in memory; more wait on disk, in order")
-    p.add_argument("--outbox-max", type=int, default=100_000,
+    p.add_argument(
+        "--queue",
+        type=count(1, MAX_COUNT),
+        default=64,
+        help="complete photos held in memory; more wait on disk, in order",
+    )
+    p.add_argument("--outbox-max", type=count(1, MAX_COUNT), default=100_000,
                    help="messages kept while the line is unreachable; when full, scoring waits")  # fmt: skip
-    p.add_argument("--sync-interval", type=finite_float, default=1.0,
+    p.add_argument("--sync-interval", type=number(0, MAX_SECONDS, low_open=True), default=1.0,
                    help="seconds between two checks of the profile for changes (folder or station)")  # fmt: skip
-    p.add_argument("--metrics", type=int, metavar="PORT", help="serve Prometheus figures on this port")
+    p.add_argument("--metrics", type=count(1, 65535), metavar="PORT", help="serve Prometheus figures on this port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics")
-    p.add_argument("--min-area", type=int, default=0, help="drop regions smaller than this many pixels")
-    p.add_argument("--max-megapixels", type=finite_float, default=DEFAULT_MAX_PIXELS / MEGA,
+    p.add_argument("--min-area", type=count(0, MAX_COUNT), default=0, help="drop regions smaller than this many pixels")
+    p.add_argument("--max-megapixels", type=number(0, MAX_MEGAPIXELS, low_open=True), default=DEFAULT_MAX_PIXELS / MEGA,
                    help="photos larger than this (decoded) fail instead of being decoded")  # fmt: skip
     p.add_argument("--save-maps", action="store_true", help="also write the float32 maps as TIFF")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=count(1, MAX_THREADS), help="torch CPU threads (default: torch's)")
     add_sink_options(p)
     add_model_options(p, profile_defaults=True)
     add_runtime_options(p)

@@ -4,7 +4,7 @@
 sha256, activation, mean/std), downloading nothing; exit 1 when the weights are not here. `fetch` downloads, on a
 connected machine, the files open_clip would load into --out (a cache layout) and records them with their sha256 in
 winclip-weights.json; copy the folder and pass --cache-dir FOLDER offline. `verify FOLDER` checks every recorded
-file's size and sha256 (exit 1 on any difference).
+file's size and sha256 (exit 1 on any difference; 2 for a malformed, empty or outward-pointing manifest).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
-from .common import PRETRAINED_HELP, HelpFormatter, add_command
+from .common import EXIT_FAILED, PRETRAINED_HELP, HelpFormatter, add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def run_where(args: argparse.Namespace) -> int:
     found = where(args.backbone, args.pretrained, args.cache_dir)
     for label, value in found.lines:
         print(f"{label:<11} {value}")
-    return 0 if found.found else 1
+    return 0 if found.found else EXIT_FAILED
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -79,4 +79,4 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{status:<6} {path}" if status == "ok" else f"{path}: {status}")
     bad = sum(status != "ok" for _, status in results)
     print(f"verify: {len(results) - bad} of {len(results)} files match", file=sys.stderr)
-    return 1 if bad else 0
+    return EXIT_FAILED if bad else 0

@@ -24,8 +24,11 @@ Every file the writer creates is listed in `out/.winclip-written` before it is w
 `overwrite` removes exactly those (and the files named by an older results.jsonl), never
 anything else a user put in the folder. Inputs are found by winclip.inspection.inputs. Photos over
 `max_pixels` pixels (read from the header, before decoding), folders named like images, broken or
-looping symbolic links get an error row like any unreadable photo. A row's `note` says why an
-anomalous label has no region (winclip.inspection.decisions.region_note).
+looping symbolic links, and linked folders that lead back above themselves (others are searched:
+winclip.files.walk) get an error row like any unreadable photo. A row's `note` says why an
+anomalous label has no region (winclip.inspection.decisions.region_note). Nothing is written
+through a link: an `out` that is one, or one inside it where a file is written or removed, is
+refused in one line (winclip.files.write_new, open_new).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
+from ..files import LinkError, check_no_links, open_new, write_new
 from ..images import DEFAULT_MAX_PIXELS, ImageError, image_size
 from ..progress import plural, progress_bar, say
 from ..spreadsheet import safe_cell
@@ -133,6 +137,8 @@ def render(item: InputImage, r: Inspection, save_maps: bool, warning: str = "", 
 
 def size_problem(item: InputImage, max_pixels: int | None) -> str | None:
     """Why a file cannot be inspected before decoding it (not a regular file, over `max_pixels`), or None."""
+    if item.problem is not None:
+        return item.problem
     try:
         image_size(item.path, max_pixels)
     except ImageError as err:
@@ -247,6 +253,8 @@ def check_output(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
     """The winclip outputs already in `out`; OutputExistsError if there are some and neither flag is set."""
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other")
+    if out.is_symlink():
+        raise LinkError(f"--out {out}: is a symbolic link; give the folder itself (winclip never writes through links)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     existing = [n for n in (*OUTPUT_TABLES, *OUTPUT_TREES, MANIFEST) if (out / n).exists()]
@@ -272,12 +280,12 @@ def remove_written(out: Path) -> None:
     """Delete the files an earlier run wrote (and folders left empty by that), nothing else."""
     root = out.resolve()
     folders: set[Path] = set()
-    for name in written_files(out):
-        target = out / name
-        if root not in target.resolve().parents or not (target.is_file() or target.is_symlink()):
-            continue  # never outside the output folder, never a folder
-        target.unlink()
-        folders.update(p for p in target.parents if root in p.resolve().parents)
+    for name in (names := written_files(out)):
+        check_no_links(out, name)  # a link there was not made by winclip: refused before anything is removed
+    for name in names:
+        if (out / name).is_file():  # never a folder
+            (out / name).unlink()
+            folders.update(p for p in (out / name).parents if root in p.resolve().parents)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -312,9 +320,10 @@ class ResultWriter:
                 )
             self._base = (old or {}).get("cwd", self._base)
         self._kept_errors = list(errors)
-        self._manifest = (self.out / MANIFEST).open("a")
+        self._manifest = open_new(self.out, MANIFEST, "a")
         self._note(*OUTPUT_TABLES)
-        jsonl.write_text("".join(json.dumps(r) + "\n" for r in [header, *self.done]))  # drops a cut-off line
+        lines = "".join(json.dumps(r) + "\n" for r in [header, *self.done])  # drops a cut-off line
+        write_new(self.out, "results.jsonl", lines.encode(), replace=True)
         self.summary = Summary(labels=Counter(r["label"] for r in self.done), resumed=len(self.done))
 
     def _note(self, *names: str) -> None:
@@ -328,9 +337,9 @@ class ResultWriter:
         return [item for item in images if input_key(item.path) not in finished]
 
     def __enter__(self) -> ResultWriter:
-        self._jsonl = (self.out / "results.jsonl").open("a")
-        self._csv_file = (self.out / "results.csv").open("w", newline="")
-        self._err_file = (self.out / "errors.csv").open("w", newline="")
+        self._jsonl = open_new(self.out, "results.jsonl", "a")
+        self._csv_file = open_new(self.out, "results.csv", "w", newline="")
+        self._err_file = open_new(self.out, "errors.csv", "w", newline="")
         self._table, self._errors = csv.writer(self._csv_file), csv.writer(self._err_file)
         self._table.writerow(CSV_COLUMNS)
         self._table.writerows(csv_row(r) for r in self.done)
@@ -358,9 +367,7 @@ class ResultWriter:
         assert outcome.record is not None  # no error: rendered
         self._note(*outcome.files)
         for rel, data in outcome.files.items():
-            target = self.out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            write_new(self.out, rel, data, replace=True)
         self._jsonl.write(json.dumps(outcome.record) + "\n")
         self._jsonl.flush()
         self._table.writerow(csv_row(outcome.record))

@@ -1,7 +1,8 @@
 """Inputs of a run, found and checked without torch: files, folders (recursed) and globs → `InputImage`s.
 
-`discover` expands the arguments (hidden entries skipped; two inputs that would write outputs of
-the same name refused); `image_files` checks file arguments before any model loads (a missing,
+`discover` expands the arguments (hidden entries skipped; linked folders searched, each real folder
+once, one that leads back above itself an error row: winclip.files.walk; two inputs that would write
+outputs of the same name refused); `image_files` checks file arguments before any model loads (a missing,
 unreadable or non-image file is one line, at once); `check_out_not_inside` refuses an output
 folder inside an input folder (a resumed run would read its own overlays as photos).
 `winclip_output` tells a picture winclip wrote (its PNG text chunk, written by
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from ..files import walk
 from ..images import IMAGE_EXTENSIONS, ImageError, image_size
 
 OUTPUT_KEY = "winclip-output"  # PNG text chunk of every picture winclip writes: overlay, mask, composite
@@ -29,6 +31,7 @@ class InputImage:
 
     path: Path
     rel: PurePosixPath
+    problem: str | None = None  # why it cannot be inspected, found while searching (a link loop)
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ def discover(inputs: Sequence[str]) -> Discovery:
     for arg in inputs:
         path = Path(arg)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if _searched(p, path))
-            found += [InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix())) for p in files]
+            for p, why in sorted((p, why) for p, why in walk(path) if why is not None or _searched(p, path)):
+                found.append(InputImage(p, PurePosixPath(p.relative_to(path).with_suffix("").as_posix()), why))
         elif path.exists() or path.is_symlink() or not glob.has_magic(arg):
             found.append(InputImage(path, PurePosixPath(path.stem)))  # a missing file becomes an error row
         else:

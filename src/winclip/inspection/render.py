@@ -16,8 +16,9 @@ same panels with the same stops from the grayscale map (`map_image`) when its sl
 Every PNG winclip writes carries text chunks (`png_bytes`: `Software: winclip <version>`,
 `winclip-output: overlay|mask|composite`), so `profile add-good` can refuse one.
 
-Pictures are drawn `RENDER_BLOCK` pixels at a time into uint8 outputs, so the working memory of
-drawing one stays a few tens of MiB whatever the image size (the output is 3 bytes a pixel).
+Pictures are drawn `RENDER_BLOCK` pixels at a time into uint8 outputs (the overlay reads the photo a
+block at a time too), so the working memory of drawing one stays a few tens of MiB whatever the
+image size besides the output (4 bytes a pixel for an RGB image in Pillow, 1 for grey).
 """
 
 from __future__ import annotations
@@ -105,26 +106,29 @@ def heat(image: Image.Image, score_map: np.ndarray, threshold: float) -> Image.I
     return Image.fromarray(out)
 
 
-def png_bytes(image: Image.Image, kind: str, *, compress_level: int = 6) -> bytes:
-    """A picture winclip wrote as PNG bytes, marked with text chunks: Software and winclip-output = `kind`."""
+def png_info(kind: str) -> PngImagePlugin.PngInfo:
+    """The text chunks that mark a picture winclip wrote: Software and winclip-output = `kind`."""
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", f"winclip {__version__}")
     info.add_text(OUTPUT_KEY, kind)
+    return info
+
+
+def png_bytes(image: Image.Image, kind: str, *, compress_level: int = 6) -> bytes:
+    """A picture winclip wrote as PNG bytes, marked (png_info)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
+    image.save(buffer, format="PNG", pnginfo=png_info(kind), compress_level=compress_level)
     return buffer.getvalue()
 
 
 def overlay(image: Image.Image, score_map: np.ndarray, threshold: float, regions: Sequence[Region] = ()) -> Image.Image:
     """The photo blended with the coloured map (alpha OVERLAY_ALPHA), regions outlined in white."""
-    photo = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    blended = np.empty(photo.shape, np.uint8)
+    out = Image.new("RGB", image.size)
     for rows in _row_blocks(*score_map.shape):
-        mixed = (1.0 - OVERLAY_ALPHA) * photo[rows].astype(np.float32) + OVERLAY_ALPHA * colorize(
-            score_map[rows], threshold
-        )
-        blended[rows] = mixed.round()
-    out = Image.fromarray(blended)
+        band = image.crop((0, rows.start, image.width, rows.stop))  # the photo a block at a time: no full copy
+        photo = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+        mixed = (1.0 - OVERLAY_ALPHA) * photo.astype(np.float32) + OVERLAY_ALPHA * colorize(score_map[rows], threshold)
+        out.paste(Image.fromarray(mixed.round().astype(np.uint8)), (0, rows.start))
     draw = ImageDraw.Draw(out)
     line = max(1, round(min(out.size) * REGION_LINE_FRACTION))
     for r in regions:

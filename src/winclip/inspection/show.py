@@ -27,6 +27,7 @@ def read_checked(folder: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray 
     meta, tensors, roi = read_folder(folder)
     try:
         check_profile(meta, tensors, roi)
+        MethodOptions(**meta["options"])  # every option in its one range (options.OPTION_RANGES)
     except (KeyError, TypeError, ValueError) as exc:
         detail = str(exc) if isinstance(exc, ProfileFormatError) else f"{type(exc).__name__}: {exc}"
         raise ValueError(f"{folder}: malformed profile ({detail})") from None

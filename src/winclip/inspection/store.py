@@ -10,7 +10,11 @@ service's `references/`, hard-linked or copied over), then swapped with the old 
 `renameat2(RENAME_EXCHANGE)` (Linux; elsewhere two renames) and the old version removed. A
 kill at any point leaves the folder either all old or all new; a stale temporary sibling from
 a crash is never read and is removed by the next save. Every file is created with the
-process's umask (no file gets a stricter mode than another).
+process's umask (no file gets a stricter mode than another). A profile folder that is a symbolic
+link is never written (the swap would replace the link, not what it points to).
+
+Reading opens each file without blocking and refuses anything but a regular file (a FIFO named
+`roi.png` cannot hang a reader; winclip.files.open_regular), a link loop included, in one line.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors.numpy import load as safetensors_load
 
 if TYPE_CHECKING:
     import torch
+
+from ..files import NotRegularError, read_regular
+from ..images import DEFAULT_MAX_PIXELS, ImageError, check_pixels
 
 FORMAT = "winclip-profile"
 FORMAT_VERSION = 1
@@ -50,7 +57,9 @@ class ProfileExistsError(FileExistsError, ValueError):
 
 
 def check_writable(folder: Path, *, overwrite: bool) -> None:
-    """Raise ProfileExistsError if `folder` exists (unless overwrite) or is not a folder."""
+    """Raise ProfileExistsError if `folder` exists (unless overwrite), is not a folder or is a symbolic link."""
+    if folder.is_symlink():
+        raise ProfileExistsError(f"{folder}: is a symbolic link; give the profile folder itself, not a link to it")
     if folder.exists() and not overwrite:
         raise ProfileExistsError(f"{folder}: already exists; pass overwrite=True (--overwrite) to replace it")
     if folder.exists() and not folder.is_dir():
@@ -170,12 +179,23 @@ def write_folder(
     return folder
 
 
+def _read(folder: Path, name: str) -> bytes:
+    """The bytes of one file of a profile folder; ValueError in one line for a FIFO, device, loop or read error."""
+    try:
+        return read_regular(folder / name)
+    except NotRegularError as exc:
+        raise ValueError(f"{folder}: malformed profile ({name}: {str(exc).rpartition(': ')[2]})") from None
+    except OSError as exc:
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise ValueError(f"{folder}: malformed profile ({name}: {reason})") from None
+
+
 def read_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray | None]:
     """profile.json (format checked), the tensors (numpy) and the ROI (bool `(H, W)` or None) of a profile folder."""
-    if not (folder / PROFILE_JSON).is_file():
+    if not os.path.lexists(folder / PROFILE_JSON):
         raise FileNotFoundError(f"{folder}: not a winclip profile (no {PROFILE_JSON})")
     try:
-        meta = json.loads((folder / PROFILE_JSON).read_text())
+        meta = json.loads(_read(folder, PROFILE_JSON))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{folder / PROFILE_JSON}: invalid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
@@ -183,17 +203,19 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray |
             f"{folder}: not a {FORMAT} version {FORMAT_VERSION} "
             f"(found {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})"
         )
-    if not (folder / TENSORS_FILE).is_file():
+    if not os.path.lexists(folder / TENSORS_FILE):
         raise FileNotFoundError(f"{folder}: {TENSORS_FILE} is missing")
+    data = _read(folder, TENSORS_FILE)  # a FIFO, device or loop: one line already
     try:
-        tensors = load_file(str(folder / TENSORS_FILE))
+        tensors = safetensors_load(data)
     except (SafetensorError, OSError, TypeError, ValueError) as exc:
         raise ValueError(f"{folder}: malformed profile ({TENSORS_FILE}: {type(exc).__name__}: {exc})") from None
     roi = None
     if meta.get("roi") is not None:
         try:
-            with Image.open(folder / ROI_FILE) as image:
+            with Image.open(io.BytesIO(_read(folder, ROI_FILE))) as image:
+                check_pixels(image, ROI_FILE, DEFAULT_MAX_PIXELS)  # from the header, before decoding
                 roi = np.asarray(image.convert("L")) > 0
-        except (OSError, Image.DecompressionBombError) as exc:
+        except (OSError, ImageError, Image.DecompressionBombError) as exc:
             raise ValueError(f"{folder}: malformed profile ({ROI_FILE}: {exc})") from None
     return meta, tensors, roi

@@ -29,6 +29,7 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
+from ..files import LinkError, write_file, write_new
 from ..images import DEFAULT_MAX_PIXELS, file_sha256
 from ..inspection.folder_run import (
     InputImage,
@@ -199,11 +200,8 @@ class Line:
         header = header_record(served.inspector, str(self.config.profile), self.config.save_maps)
         jsonl = out / "results.jsonl"
         earlier = read_records(jsonl)[0] if jsonl.exists() else None
-        tmp = out / ".results.jsonl.tmp"
-        with tmp.open("w") as f:
-            for record in [earlier or header, *self.journal.finished()]:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, jsonl)
+        lines = "".join(json.dumps(record) + "\n" for record in [earlier or header, *self.journal.finished()])
+        write_new(out, "results.jsonl", lines.encode(), replace=True)  # never through a link (winclip.files)
         return ResultWriter(out, header, resume=True, resume_keys=RESUME_KEYS, errors=self.journal.failures())
 
     def _deliver(self, stack: ExitStack) -> None:
@@ -366,9 +364,9 @@ class Line:
                 move(path, self.config.done_dir / version.rel)
             else:
                 target = move(path, self.config.failed_dir / version.rel)
-                target.with_name(target.name + ".reason.txt").write_text(f"{reason}\n")
-        except OSError as exc:
-            print(f"winclip watch: {path}: finished, but cannot be moved or deleted ({exc}); left in place",
+                write_file(target.with_name(target.name + ".reason.txt"), f"{reason}\n".encode())
+        except (OSError, LinkError) as exc:  # LinkError: a link where the reason goes is never written through
+            print(f"winclip watch: {path}: finished, but cannot be moved, deleted or its reason written ({exc})",
                   file=self.log)  # fmt: skip
             self.watcher.finish(path, Stat.of(path))
             return

@@ -57,13 +57,27 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of `(N, H, W)` maps (truncated at 4σ, reflect padding)."""
-    radius = max(1, int(4.0 * sigma + 0.5))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=maps.device)
+def _gaussian(radius: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """A Gaussian kernel of `2 * radius + 1` taps, normalised to sum 1."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    return kernel / kernel.sum()
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of `(N, H, W)` maps (truncated at 4σ, reflect padding).
+
+    Along an axis shorter than the kernel the kernel is cut to radius `side - 1` (reflect padding cannot go
+    further) and renormalised; a 1-pixel axis is left as it is.
+    """
+    radius = max(1, int(4.0 * sigma + 0.5))
     out = maps[:, None].float()
-    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    height, width = out.shape[-2:]
+    across, down = min(radius, width - 1), min(radius, height - 1)
+    if across > 0:
+        kernel = _gaussian(across, sigma, maps.device).view(1, 1, 1, -1)
+        out = F.conv2d(F.pad(out, (across, across, 0, 0), mode="reflect"), kernel)
+    if down > 0:
+        kernel = _gaussian(down, sigma, maps.device).view(1, 1, -1, 1)
+        out = F.conv2d(F.pad(out, (0, 0, down, down), mode="reflect"), kernel)
     return out[:, 0]

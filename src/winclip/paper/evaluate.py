@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write, digest
+from ..files import atomic_write, digest, write_file
 from ..images import file_sha256
 from ..method.prompts import OBJECT_NAME_MAPS, TASK_STATES
 from ..metrics import PixelMetricAccumulator, image_metrics
@@ -341,5 +341,5 @@ def _write_outputs(
     notes = _notes(model, errors)
     write_results_csv(out / "results.csv", plan.dataset, rows)
     write_scores(out / "scores.npz", rows)
-    (out / "summary.md").write_text(summary_markdown(plan.dataset, rows, settings, notes))
+    write_file(out / "summary.md", summary_markdown(plan.dataset, rows, settings, notes).encode())
     return tuple(rows)

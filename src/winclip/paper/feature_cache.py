@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..files import atomic_write, digest
+from ..files import atomic_write, digest, write_file
 from ..images import ImageError
 from ..method.features import Features
 from ..model import WinCLIP
@@ -78,7 +78,7 @@ class FeatureCache:
         settings = feature_settings(model)
         self.folder = Path(root) / digest(settings)[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        write_file(self.folder / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
 
     @classmethod
     def open(cls, folder: Path) -> FeatureCache:

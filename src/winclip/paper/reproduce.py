@@ -25,6 +25,7 @@ import torch
 
 from ..backbones import Encoder, load_backbone
 from ..backbones.openclip import RandomWeightsWarning
+from ..files import write_file
 from ..method.prompts import PROMPT_SETS
 from ..model import WinCLIP
 from ..options import DEFAULT_EVAL_RESOLUTION, ModelSpec
@@ -213,5 +214,5 @@ def run_table(
     if random:
         notes.append("**RANDOM WEIGHTS (--pretrained none): every figure of ours is meaningless.**")
     path = out / f"table{key}.md"
-    path.write_text(table_markdown(table, tuple(outcomes), plan.dataset, notes, device=where))
+    write_file(path, table_markdown(table, tuple(outcomes), plan.dataset, notes, device=where).encode())
     return TableRun(path, tuple(outcomes))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ..files import open_new, write_file
 from .tables import (
     IMAGE_METRICS,
     PIXEL_METRICS,
@@ -144,7 +146,7 @@ def write_results_csv(path: Path, dataset: str, rows: Sequence[RowResult]) -> No
         for shots in sorted({r.shots for r in rows})
         for metric in METRICS
     }
-    with path.open("w", newline="") as handle:
+    with open_new(path.parent, path.name, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["dataset", "class", "shots", "seed", "metric", "value", "class_mean", "class_mean_seed_std"])
         for row in rows:
@@ -163,8 +165,9 @@ def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
     def column(get: Callable[[RowResult], Sequence[object]], dtype: npt.DTypeLike) -> np.ndarray:
         return np.array([v for row in rows for v in get(row)], dtype=dtype)
 
+    buffer = io.BytesIO()
     np.savez(
-        path,
+        buffer,
         **{  # type: ignore[arg-type]  # mypy matches these arrays against allow_pickle: bool; no key is that
             "class": column(lambda r: [r.cls] * len(r.paths), np.str_),
             "path": column(lambda r: r.paths, np.str_),
@@ -176,6 +179,7 @@ def write_scores(path: Path, rows: Sequence[RowResult]) -> None:
             "zero_shot": column(lambda r: r.zero_shot, np.float64),
         },
     )
+    write_file(path, buffer.getvalue())
 
 
 def seed_means(rows: Sequence[RowResult], metric: str, shots: int) -> list[tuple[int | None, float]]:

@@ -14,8 +14,10 @@ unavailable.
 
 Security (winclip.service.security): with `config.api_key` every `/v1` route and `/metrics`
 need `Authorization: Bearer <key>`; the page, `/docs`, `/openapi.json` and `/health/*` are open.
-`BrowserGuard` refuses cross-site changes and, without a key, a non-loopback `Host`, and puts
-`nosniff` and a Content-Security-Policy on every response.
+`BrowserGuard` decides from the headers, before any body is read or spooled: the key (401),
+cross-site changes and, without a key, a non-loopback `Host` (403); it puts `nosniff` and a
+Content-Security-Policy on every response. `RequestLimit` bounds each body and the bodies being
+received at once (winclip.service.uploads); the memory budget counts bytes (winclip.service.budget).
 
 Replicas: several processes on one database and one profiles folder serve the same profiles
 (winclip.service.revisions, winclip.service.sync); each has its own metrics
@@ -95,6 +97,7 @@ def create_app(
             metrics=state.metrics,
             batch_size=config.batch_size,
             min_area=config.min_area,
+            reserved=config.reserved_names,
             on_recorded=on_recorded,
         )
         state.batcher = Batcher(
@@ -122,8 +125,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.winclip = state
-    app.add_middleware(RequestLimit, limit=config.request_limit)
-    app.add_middleware(BrowserGuard, loopback_only=config.loopback_only)  # every response, 500s included
+    app.add_middleware(RequestLimit, limit=config.request_limit, in_flight=config.body_bytes_in_flight)
+    # before anything reads the body: Host, Origin and the key, from the headers; every response's headers
+    app.add_middleware(BrowserGuard, loopback_only=config.loopback_only, api_key=config.api_key)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: times and counts every refusal too
     # starlette types a handler as taking any Exception; each is called with its own (Kludex/starlette#2417)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -143,7 +147,7 @@ def _watch(state: AppState) -> None:
     assert station is not None and batcher is not None  # the lifespan built them just before
     state.metrics.watch(
         queue=lambda: batcher.depth,
-        pixels=lambda: state.budget.in_flight,
+        memory=lambda: state.budget.in_flight,
         served=lambda: (len(station.profiles), len(station.refused)),
     )
     if keeper is not None:

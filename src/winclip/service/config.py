@@ -6,12 +6,23 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..images import DEFAULT_MAX_PIXELS
+from ..images import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET
 from ..inspection.decisions import LABELS
 from ..options import DEFAULT_BATCH_SIZE, ModelSpec
+from .budget import MIN_BYTES_PER_PIXEL
+from .names import DATABASE_FILE, KEEP_FOLDER
 
 MiB = 1 << 20
+GiB = 1 << 30
 MAX_WINDOW_MS = 10_000.0  # a batch window longer than this would hold every answer back
+# Upper bounds of the settings: far beyond any sensible value, below what would overflow or stall.
+MAX_BATCH = 4096  # images per forward pass or batch
+MAX_IMAGES = 1024  # images per request
+MAX_FILE_BYTES = 4 * GiB  # per uploaded file
+MAX_PIXELS = 1_000_000_000  # decoded pixels per image (1000 megapixels)
+MAX_BYTES = 1 << 40  # memory budget, upload bytes in flight (1 TiB)
+MAX_KEEP_BYTES = 10**15  # the keep folder's budget (1 PB)
+MAX_SECONDS = 3600.0  # database timeouts, polling interval
 
 
 def _option(name: str) -> dict[str, str]:
@@ -35,9 +46,11 @@ class ServiceConfig:
     max_images: int = field(default=16, metadata=_option("--max-images"))  # images per request at most
     max_file_bytes: int = field(default=20 * MiB, metadata=_option("--max-upload-mb"))  # per uploaded file
     max_request_bytes: int | None = None  # None = max_images * max_file_bytes + 1 MiB
+    # bytes of the request bodies being received at once (None = 2 * request_limit)
+    max_body_bytes_in_flight: int | None = field(default=None, metadata=_option("--uploads-mb-in-flight"))
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=_option("--max-megapixels"))  # per decoded image
-    # decoded pixels of all requests being served at once
-    max_pixels_in_flight: int = field(default=2 * DEFAULT_MAX_PIXELS, metadata=_option("--megapixels-in-flight"))
+    # memory of all requests being served at once: decoded images, maps and pictures (winclip.service.budget)
+    max_bytes_in_flight: int = field(default=DEFAULT_MEMORY_BUDGET, metadata=_option("--memory-budget-mb"))
     max_states: int = 32  # extra normal (and anomalous) states per profile
     max_state_chars: int = 200  # characters per state
     min_area: int = field(default=0, metadata=_option("--min-area"))  # regions smaller than this (pixels) are dropped
@@ -52,24 +65,26 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         for name, low, high in (
-            ("batch_size", 1, None),
-            ("max_batch", 1, None),
-            ("max_images", 1, None),
-            ("max_file_bytes", 1, None),
-            ("max_pixels", 1, None),
-            ("max_pixels_in_flight", self.max_pixels, None),
-            ("max_states", 0, None),
-            ("max_state_chars", 1, None),
-            ("min_area", 0, None),
-            ("db_busy_timeout_ms", 0, None),
-            ("keep_max_bytes", 0, None),
+            ("batch_size", 1, MAX_BATCH),
+            ("max_batch", 1, MAX_BATCH),
+            ("max_images", 1, MAX_IMAGES),
+            ("max_file_bytes", 1, MAX_FILE_BYTES),
+            ("max_pixels", 1, MAX_PIXELS),
+            ("max_bytes_in_flight", self.max_pixels * MIN_BYTES_PER_PIXEL, MAX_BYTES),
+            ("max_states", 0, 1024),
+            ("max_state_chars", 1, 10_000),
+            ("min_area", 0, self.max_pixels),
+            ("db_busy_timeout_ms", 0, MAX_SECONDS * 1000),
+            ("keep_max_bytes", 0, MAX_KEEP_BYTES),
             ("window_ms", 0.0, MAX_WINDOW_MS),
         ):
             self._check(name, low, high, low_open=False)
         for name in ("db_connect_timeout_s", "sync_interval_s"):
-            self._check(name, 0.0, None, low_open=True)
-        if self.max_request_bytes is not None and self.max_request_bytes < 1:
-            raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+            self._check(name, 0.0, MAX_SECONDS, low_open=True)
+        if self.max_request_bytes is not None:
+            self._check("max_request_bytes", 1, MAX_BYTES, low_open=False)
+        if self.max_body_bytes_in_flight is not None:
+            self._check("max_body_bytes_in_flight", self.request_limit, MAX_BYTES, low_open=False)
         unknown = sorted(set(self.keep) - set(LABELS))
         if unknown:
             raise ValueError(f"--keep (keep): {', '.join(unknown)}: give labels among {', '.join(LABELS)}")
@@ -82,17 +97,36 @@ class ServiceConfig:
         value = getattr(self, name)
         option = next(f.metadata.get("option") for f in fields(self) if f.name == name)
         label = f"{option} ({name})" if option else name
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{label} must be a finite number, got {value}")
+        finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if isinstance(value, bool) or not finite:
+            raise ValueError(f"{label} must be a finite number, got {value!r}")
         if value < low or (low_open and value == low):
-            raise ValueError(f"{label} must be {'>' if low_open else '>='} {low}, got {value}")
+            raise ValueError(f"{label} must be {'>' if low_open else '>='} {low:,}, got {value:,}")
         if high is not None and value > high:
-            raise ValueError(f"{label} must be <= {high}, got {value}")
+            raise ValueError(f"{label} must be <= {high:,}, got {value:,}")
 
     @property
     def request_limit(self) -> int:
         """The largest request body accepted."""
         return self.max_request_bytes or self.max_images * self.max_file_bytes + MiB
+
+    @property
+    def body_bytes_in_flight(self) -> int:
+        """The most bytes of request bodies received at once."""
+        return self.max_body_bytes_in_flight or 2 * self.request_limit
+
+    @property
+    def reserved_names(self) -> frozenset[str]:
+        """Names in the profiles folder that are the service's own (the database and keep folder when there)."""
+        own = {path.name for path in (self.sqlite_file, self.keep_folder) if path and path.parent == self.profiles}
+        return frozenset(own)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None for another database."""
+        if self.db_url is None:
+            return self.profiles / DATABASE_FILE
+        return Path(self.db_url[len("sqlite:///") :]) if self.db_url.startswith("sqlite:///") else None
 
     @property
     def loopback_only(self) -> bool:
@@ -102,9 +136,9 @@ class ServiceConfig:
     @property
     def keep_folder(self) -> Path:
         """Where kept photos go."""
-        return self.keep_dir or self.profiles / "kept"
+        return self.keep_dir or self.profiles / KEEP_FOLDER
 
     @property
     def database(self) -> str:
         """The database URL in use."""
-        return self.db_url or f"sqlite:///{(self.profiles / 'inspections.sqlite').resolve()}"
+        return self.db_url or f"sqlite:///{(self.profiles / DATABASE_FILE).resolve()}"

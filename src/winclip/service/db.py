@@ -28,10 +28,11 @@ import csv
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -42,6 +43,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from ..spreadsheet import safe_cell
 from .config import ServiceConfig
 from .migrate import SchemaError, upgrade
+
+if TYPE_CHECKING:
+    from ..inspection.inspector import Inspection
 
 metadata = sa.MetaData()
 KEPT_CHARS = 1024  # the longest path of a kept photo
@@ -97,6 +101,24 @@ class Record(BaseModel, frozen=True):
     regions: list[dict]
     latency_ms: float
     kept: str | None = None
+
+    @classmethod
+    def of(cls, now: datetime, profile: str, upload: tuple[str, str, float], r: Inspection) -> Record:
+        """The row of one decided inspection of an upload (file name, sha256, time.perf_counter when received)."""
+        assert r.score is not None and r.threshold is not None and r.label is not None and r.confidence is not None
+        filename, sha256, received = upload
+        return cls(
+            time=now,
+            profile=profile,
+            filename=filename,
+            image_sha256=sha256,
+            score=float(r.score),
+            threshold=float(r.threshold),
+            label=r.label,
+            confidence=float(r.confidence),
+            regions=[g.as_dict() for g in r.regions],
+            latency_ms=(time.perf_counter() - received) * 1000.0,
+        )
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,9 @@ class Metrics:
         self.not_recorded = Counter(
             "winclip_images_not_recorded", "images inspected whose rows could not be written (answered 503)", registry=r
         )
-        self.pixels_in_flight = Gauge("winclip_pixels_in_flight", "decoded pixels of requests being served", registry=r)
+        self.memory_in_flight = Gauge(
+            "winclip_memory_in_flight_bytes", "memory budget held by the requests being served (bytes)", registry=r
+        )
         self.profiles = Gauge("winclip_profiles", "profiles served and refused", ["state"], registry=r)
         self.revision = Gauge(
             "winclip_profile_revision", "the revision of each served profile", ["profile"], registry=r
@@ -78,11 +80,11 @@ class Metrics:
         self.keep_failures = Counter("winclip_keep_failures", "photos that could not be kept", registry=r)
 
     def watch(
-        self, *, queue: Callable[[], float], pixels: Callable[[], float], served: Callable[[], tuple[int, int]]
+        self, *, queue: Callable[[], float], memory: Callable[[], float], served: Callable[[], tuple[int, int]]
     ) -> None:
         """Gauges read at scrape time: the worker's queue, the memory budget, the profiles (served, refused)."""
         self.queue_depth.set_function(queue)
-        self.pixels_in_flight.set_function(pixels)
+        self.memory_in_flight.set_function(memory)
         self.profiles.labels("served").set_function(lambda: served()[0])
         self.profiles.labels("refused").set_function(lambda: served()[1])
 

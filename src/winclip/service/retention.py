@@ -123,7 +123,8 @@ class Keeper:
         files = [(day / f"{stem}{extension}", data), (day / f"{stem}{OVERLAY_SUFFIX}", overlay)]
         entry = Kept(order_key(stamp(time), record_id), record_id, [], 0)
         with self._mutex:
-            day.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            for folder in (day.parent, day):  # each level its own mode: mkdir(parents=True) gives parents 0777 - umask
+                folder.mkdir(mode=FOLDER_MODE, exist_ok=True)
             try:
                 for path, content in files:
                     _write_new(path, content)

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..images import ImageError
 from ..inspection.profile import ProfileMismatchError
 from .batcher import Batcher, ShuttingDownError
-from .budget import RETRY_AFTER_S, PixelBudget
+from .budget import RETRY_AFTER_S, MemoryBudget
 from .config import ServiceConfig
 from .db import DatabaseUnavailableError, Recorder
 from .metrics import Metrics
@@ -23,6 +23,7 @@ from .names import check_name
 from .retention import Keeper
 from .security import key_matches
 from .station import (
+    InspectionError,
     PreconditionFailedError,
     PredictItem,
     ProfileConflictError,
@@ -47,13 +48,13 @@ class AppState:
     batcher: Batcher | None = None
     recorder: Recorder | None = None
     keeper: Keeper | None = None  # photos kept for audit (None: not asked for)
-    budget: PixelBudget = field(init=False)
+    budget: MemoryBudget = field(init=False)
     metrics: Metrics = field(init=False)
     ready: bool = False
     error: str | None = None  # why the service cannot answer (load failure, shutting down)
 
     def __post_init__(self) -> None:
-        self.budget = PixelBudget(self.config.max_pixels_in_flight)
+        self.budget = MemoryBudget(self.config.max_bytes_in_flight)
         self.metrics = Metrics()
 
     def live_station(self) -> Station:
@@ -67,7 +68,7 @@ class AppState:
     def served(self, name: str) -> Served:
         """A served profile by name: 422 for an invalid name, 409 when refused, 404 when unknown."""
         try:
-            check_name(name)
+            check_name(name, self.config.reserved_names)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         station = self.live_station()
@@ -119,6 +120,8 @@ async def outcome(future: Future[T]) -> T:
         raise HTTPException(422, str(exc)) from None
     except DatabaseUnavailableError as exc:
         raise unavailable(exc) from None
+    except InspectionError as exc:
+        raise HTTPException(500, str(exc)) from None
 
 
 def unavailable(exc: DatabaseUnavailableError) -> HTTPException:
@@ -132,7 +135,10 @@ def app_state(request: Request) -> AppState:
 
 
 def authorized(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """FastAPI dependency of every /v1 route: 401 unless `Authorization: Bearer <key>` (when a key is set)."""
+    """FastAPI dependency of every /v1 route: 401 unless `Authorization: Bearer <key>` (when a key is set).
+
+    BrowserGuard refuses such a request from its headers before its body is read; this dependency declares the
+    key in the OpenAPI schema (Swagger UI's "Authorize") and checks it once more."""
     key = app_state(request).config.api_key
     if key is None or key_matches(key, request.headers.get("authorization")):
         return

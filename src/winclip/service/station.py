@@ -26,9 +26,10 @@ changed (winclip.service.sync polls for them).
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import sys
-import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +75,10 @@ class ProfileConflictError(ValueError):
 
 class PreconditionFailedError(ValueError):
     """`If-Match` named another revision than the stored one (HTTP 412)."""
+
+
+class InspectionError(RuntimeError):
+    """A served profile failed on an image (HTTP 500 for that image only)."""
 
 
 class RecordingError(DatabaseUnavailableError):
@@ -141,8 +146,7 @@ class Served:
     def of(cls, name: str, profile: Profile, folder: Path, model: WinCLIP, min_area: int, revision: int) -> Served:
         """Bind `profile` to its own configuration of `model`'s backbone."""
         inspector = Inspector(profile, model, min_area=min_area)
-        note = evidence_note(profile, inspector.path)
-        return cls(name, profile, folder, inspector, profile.digest(), revision, note)
+        return cls(name, profile, folder, inspector, profile.digest(), revision, evidence_note(profile, inspector.path))
 
     def reference_file(self, index: int) -> Path | None:
         """Reference image `index` when the service saved it inside the profile folder with an image
@@ -166,6 +170,7 @@ class Station:
         metrics: Metrics,
         batch_size: int,
         min_area: int = 0,
+        reserved: frozenset[str] = frozenset(),
         on_recorded: Callable[[Served, Record, int], None] | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
@@ -177,6 +182,7 @@ class Station:
         self.revisions = Revisions(recorder)
         self.metrics = metrics
         self.min_area = int(min_area)
+        self.reserved = reserved  # names of the service's own files in the folder (winclip.service.names)
         self.log = log
         self.base: WinCLIP | None = None
         self.profiles: dict[str, Served] = {}
@@ -188,8 +194,10 @@ class Station:
     def load(self) -> dict[str, int]:
         """Build the model (banner and random-weights warning to the log), load and warm every profile."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        folders = [p for p in sorted(self.folder.iterdir()) if (p / PROFILE_JSON).is_file()]
-        folders = [p for p in folders if not p.name.startswith(".")]  # hidden: a save in progress or killed
+        # every folder with an entry named profile.json: a FIFO, a device or a link loop there is refused, not skipped
+        # (a hidden one is a save in progress or killed: profile_store)
+        found = sorted(p for p in self.folder.iterdir() if os.path.lexists(p / PROFILE_JSON) and p.is_dir())
+        folders = [p for p in found if not p.name.startswith(".")]
         self.spec = shared_spec(folders, self.spec)  # auto: the path their evidence agrees on
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner says it louder
@@ -204,7 +212,7 @@ class Station:
         name = folder.name
         stored = None
         try:
-            check_name(name)
+            check_name(name, self.reserved)
             with self.revisions.locked(name) as row:
                 profile = Profile.load(folder)
                 digest = profile.digest()
@@ -212,8 +220,8 @@ class Station:
             assert self.base is not None  # load() built it first
             served = Served.of(name, profile, folder, self.base, self.min_area, stored.revision)
             self._warm(served)
-        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
-            self._refuse(name, one_line(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc))
+        except Exception as exc:  # noqa: BLE001 - one profile's failure (torch's included) refuses it alone
+            self._refuse(name, _why(exc))
             if stored is not None:
                 self.passed[name] = stored  # registered, but this replica cannot serve it: refresh skips it
             return
@@ -244,7 +252,8 @@ class Station:
     # -- prediction (worker thread) --------------------------------------------------------
 
     def predict_batch(self, items: Sequence[PredictItem]) -> list[Scored | BaseException]:
-        """Score a batch, grouped by profile; record every result in one transaction."""
+        """Score a batch, grouped by profile; record every result in one transaction. A profile that fails, or a
+        result that is not finite, fails only its own images (InspectionError), never another profile's."""
         self.metrics.batch_size.observe(len(items))
         results: list[Inspection | BaseException] = [
             UnknownProfileError(f"profile {it.profile!r} not found") for it in items
@@ -252,18 +261,17 @@ class Station:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.profile, []).append(i)
-        records: list[Record] = []
-        served_by: list[Served] = []
-        now = datetime.now(timezone.utc)
+        serving: dict[str, Served] = {}
         for name, indices in groups.items():
             served = self.profiles.get(name)
-            if served is None:
-                continue
-            for i, r in zip(indices, served.inspector.inspect([items[i].image for i in indices]), strict=True):
-                results[i] = r if r.error is None else r.error
-                if r.error is None:
-                    records.append(_record(now, name, items[i], r))
-                    served_by.append(served)
+            if served is not None:
+                serving[name] = served
+                self._inspect(served, [(i, items[i]) for i in indices], results)
+        now = datetime.now(timezone.utc)
+        done = [(i, r) for i, r in enumerate(results) if isinstance(r, Inspection)]
+        records = [Record.of(now, items[i].profile, (items[i].filename, items[i].sha256, items[i].received), r)
+                   for i, r in done]  # fmt: skip
+        served_by = [serving[items[i].profile] for i, _ in done]
         try:
             ids = self.recorder.record(records)
         except Exception as exc:  # noqa: BLE001 - the database's own error types vary by driver
@@ -278,6 +286,25 @@ class Station:
                 self.on_recorded(owner, record, record_id)
         row_ids = iter(ids)
         return [Scored(r, next(row_ids), now) if isinstance(r, Inspection) else r for r in results]
+
+    def _inspect(self, served: Served, items: list[tuple[int, PredictItem]], results: list) -> None:
+        """One profile's images of a batch into `results` (by index): each its Inspection or its own error."""
+        try:
+            inspected = served.inspector.inspect([item.image for _, item in items])
+        except Exception as exc:  # noqa: BLE001 - this profile's images fail, the batch goes on
+            failure = InspectionError(f"profile {served.name!r} could not inspect the image: {_why(exc)}")
+            print(f"winclip serve: {len(items)} image(s) not inspected: {failure}", file=self.log)
+            for i, _ in items:
+                results[i] = failure
+            return
+        for (i, item), r in zip(items, inspected, strict=True):
+            numbers = (r.score, r.model_score, r.zero_shot, r.confidence, *(g.peak for g in r.regions))
+            if r.error is None and not all(x is not None and math.isfinite(x) for x in numbers):
+                results[i] = InspectionError(
+                    f"{item.filename}: profile {served.name!r} gave a score that is not a number"
+                )
+                continue
+            results[i] = r if r.error is None else r.error
 
     # -- changing profiles (worker thread) -------------------------------------------------
 
@@ -295,7 +322,7 @@ class Station:
         """Save the good images (name, bytes, extension of the decoded format) under `<name>/references/`,
         encode prompts and references a step at a time (a generator for Batcher.steps), write and serve the profile."""
         assert self.base is not None
-        check_name(name)
+        check_name(name, self.reserved)
         folder = self.folder / name
         try:
             folder.mkdir()
@@ -372,19 +399,21 @@ class Station:
         for name in self.stale(current):
             served, stored = self.profiles.get(name), current[name]
             try:
-                profile = Profile.load(self.folder / check_name(name))
+                profile = Profile.load(self.folder / check_name(name, self.reserved))
                 if profile.digest() != stored.digest:
                     continue  # between two saves, or changed outside the service: the next poll reads it again
                 assert self.base is not None  # load() built it first
                 fresh = Served.of(name, profile, self.folder / name, self.base, self.min_area, stored.revision)
                 if served is None:
                     self._warm(fresh)
-            except (ValueError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - as at start-up: this profile alone is refused
                 self.passed[name] = stored
                 if served is None:
-                    self._refuse(name, str(exc))
+                    self._refuse(name, _why(exc))
                 else:
-                    print(f"winclip serve: revision {stored.revision} of {name!r} not served: {exc}", file=self.log)
+                    print(
+                        f"winclip serve: revision {stored.revision} of {name!r} not served: {_why(exc)}", file=self.log
+                    )
                 continue
             self._serve(fresh)
             self.metrics.reloads.labels(name).inc()
@@ -412,18 +441,10 @@ class Station:
         return served
 
 
-def _record(now: datetime, name: str, item: PredictItem, r: Inspection) -> Record:
-    """The database row of one inspection."""
-    assert r.score is not None and r.threshold is not None and r.label is not None and r.confidence is not None
-    return Record(
-        time=now,
-        profile=name,
-        filename=item.filename,
-        image_sha256=item.sha256,
-        score=float(r.score),
-        threshold=float(r.threshold),
-        label=r.label,
-        confidence=float(r.confidence),
-        regions=[g.as_dict() for g in r.regions],
-        latency_ms=(time.perf_counter() - item.received) * 1000.0,
-    )
+def _why(exc: Exception) -> str:
+    """One line saying why a profile failed."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return one_line(exc)
+    if isinstance(exc, (ValueError, OSError)):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

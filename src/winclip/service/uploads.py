@@ -1,8 +1,13 @@
 """Uploads at the edge of the service: size limits, decoding into images, one-line errors naming the part.
 
 Only the formats of `winclip.images.IMAGE_FORMATS` are decoded (PNG, JPEG, BMP, TIFF, WebP,
-GIF); every image is sized from its header first, its pixels are reserved from the memory
-budget (winclip.service.budget), and only then decoded.
+GIF); every image is sized from its header first (pixels, sides, bit depth), the memory it will
+take is reserved from the memory budget (winclip.service.budget), and only then decoded.
+
+`RequestLimit` bounds the bodies themselves: one request at most `limit` bytes (413), and all
+bodies being received at once at most `in_flight` bytes (503 + Retry-After), which bounds what the
+multipart parser spools to disk. A request refused before its body is read is answered with
+`Connection: close`, so the unread body is dropped with the connection.
 """
 
 from __future__ import annotations
@@ -17,15 +22,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import HTTPException, UploadFile
-from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..images import IMAGE_FORMATS, ImageError, check_pixels, load_image
-from .budget import PixelBudget
+from ..images import IMAGE_FORMATS, ImageError, check_size, load_image
+from .budget import RETRY_AFTER_S, MemoryBudget, estimate_bytes
 from .config import ServiceConfig
-from .security import HttpMiddleware
+from .security import HttpMiddleware, unread_refusal
 
 T = TypeVar("T")
 PART_NAME_LIMIT = 200  # characters of an uploaded file name kept in messages
@@ -42,7 +46,7 @@ class UploadError(Exception):
 
 def part_name(upload: UploadFile, index: int, field: str) -> str:
     """How an uploaded part is named in messages: its file name, else `<field>[i]` (one line)."""
-    name = (upload.filename or f"{field}[{index}]").replace("\r", " ").replace("\n", " ")
+    name = "".join(c if c.isprintable() else " " for c in upload.filename or f"{field}[{index}]")  # no NUL, no CR
     return name[:PART_NAME_LIMIT]
 
 
@@ -52,14 +56,15 @@ ACCEPTED = ", ".join(IMAGE_FORMATS)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def probe_upload(data: bytes, name: str, *, max_pixels: int) -> tuple[int, str]:
-    """(pixels, Pillow format) of one upload from its header alone; UploadError 415/413/422 naming `name`."""
-    return _opened(data, name, max_pixels, _pixels_and_format)
+def probe_upload(data: bytes, name: str, *, min_size: int, max_pixels: int, include: frozenset[str]) -> tuple[int, str]:
+    """(bytes of memory it will take, Pillow format) of one upload from its header alone (budget.estimate_bytes,
+    plus the upload itself); UploadError 415/413/422 naming `name`."""
 
+    def probe(image: Image.Image) -> tuple[int, str]:
+        assert image.format is not None  # Image.open names the plugin that read the file
+        return estimate_bytes(image, include) + len(data), image.format
 
-def _pixels_and_format(image: Image.Image) -> tuple[int, str]:
-    assert image.format is not None  # Image.open names the plugin that read the file
-    return image.width * image.height, image.format
+    return _opened(data, name, min_size, max_pixels, probe)
 
 
 def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> Image.Image:
@@ -69,19 +74,19 @@ def decode_upload(data: bytes, name: str, *, min_size: int, max_pixels: int) -> 
         opened.load()
         return load_image(opened, name, min_size)
 
-    return _opened(data, name, max_pixels, decode)
+    return _opened(data, name, min_size, max_pixels, decode)
 
 
-def _opened(data: bytes, name: str, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
-    """`use(image)` on the upload opened lazily (size checked first), Pillow's errors as UploadErrors."""
+def _opened(data: bytes, name: str, min_size: int, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
+    """`use(image)` on the upload opened lazily (sides and pixels checked first), Pillow's errors as UploadErrors."""
     if not data:
         raise UploadError(422, f"{name}: file is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as opened:
             try:
-                check_pixels(opened, name, max_pixels)
+                check_size(opened, name, min_size, max_pixels)
             except ImageError as exc:
-                raise UploadError(413, str(exc)) from None
+                raise UploadError(413 if "more than the limit" in exc.reason else 422, str(exc)) from None
             return use(opened)
     except UnidentifiedImageError:
         raise UploadError(415, f"{name}: not an image file (format not recognised; accepted: {ACCEPTED})") from None
@@ -117,18 +122,27 @@ async def read_uploads(
     uploads: Sequence[UploadFile],
     field: str,
     config: ServiceConfig,
-    budget: PixelBudget,
+    budget: MemoryBudget,
     min_size: int,
     *,
     at_least: int = 1,
+    include: frozenset[str] = frozenset(),
 ) -> AsyncIterator[list[Upload]]:
-    """Read, size-check, reserve and decode uploads (off the event loop); the pixels stay reserved for the block.
+    """Read, size-check, reserve and decode uploads (off the event loop); the memory stays reserved for the block.
 
-    UploadError on the first bad upload; BudgetError (413, or 503 with Retry-After) when the budget cannot take them.
+    `include`: the pictures the answer will draw of each (their memory is reserved too). UploadError on the first
+    bad upload; BudgetError (413, or 503 with Retry-After) when the budget cannot take them.
     """
     raw = await _read(uploads, field, config, at_least)
-    probed = await run_in_threadpool(lambda: [probe_upload(d, n, max_pixels=config.max_pixels) for n, d in raw])
-    with budget.reserve(sum(pixels for pixels, _ in probed), field):
+
+    def probe() -> list[tuple[int, str]]:
+        sizes = config.max_pixels
+        return [probe_upload(d, n, min_size=min_size, max_pixels=sizes, include=include) for n, d in raw]
+
+    probed = await run_in_threadpool(probe)
+    for (name, _), (need, _) in zip(raw, probed, strict=True):
+        budget.check(need, name)  # one image larger than the whole budget: 413 naming it
+    with budget.reserve(sum(need for need, _ in probed), field):
 
         def decode() -> list[Upload]:
             return [
@@ -166,32 +180,59 @@ async def _read(
 
 
 class RequestLimit(HttpMiddleware):
-    """ASGI middleware: 413 for a body over `limit` bytes (declared length, or counted while read).
+    """ASGI middleware: 413 for a body over `limit` bytes (declared length, or counted while read); 503 with
+    Retry-After when the bodies being received at once would exceed `in_flight` bytes (module docstring).
 
     It also stamps the arrival time into the scope (`winclip.received`) for the recorded latency.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, in_flight: int) -> None:
         super().__init__(app)
         self.limit = limit
+        self.in_flight_limit = in_flight
+        self.in_flight = 0  # bytes of the bodies being received (the event loop is the only user)
+
+    def _busy(self, more: int) -> str | None:
+        if self.in_flight + more <= self.in_flight_limit:
+            return None
+        return (
+            f"busy: {self.in_flight:,} bytes of uploads being received, {more:,} more would exceed the limit of "
+            f"{self.in_flight_limit:,}; retry in {RETRY_AFTER_S} s"
+        )
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["winclip.received"] = time.perf_counter()  # latency is measured from here
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = JSONResponse(
-                {"detail": f"request body of {int(declared):,} bytes; the limit is {self.limit:,}"}, status_code=413
-            )
-            await response(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        length = None  # the server itself refuses a Content-Length that is not a number
+        if declared.isdigit():
+            length = int(declared) if len(declared) <= 18 else self.limit + 1
+        if length is not None and length > self.limit:
+            why = f"request body of {declared[:40].decode()} bytes; the limit is {self.limit:,}"
+            await unread_refusal(413, why)(scope, receive, send)
             return
+        busy = self._busy(length or 0)
+        if busy is not None:
+            await unread_refusal(503, busy, {"Retry-After": str(RETRY_AFTER_S)})(scope, receive, send)
+            return
+        held = length or 0
+        self.in_flight += held
         seen = 0
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, held
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 raise HTTPException(413, f"request body over the limit of {self.limit:,} bytes")
+            if seen > held:  # a body without a declared length: reserved as it comes
+                busy = self._busy(seen - held)
+                if busy is not None:
+                    raise HTTPException(503, busy, headers={"Retry-After": str(RETRY_AFTER_S)})
+                self.in_flight += seen - held
+                held = seen
             return message
 
-        await self.app(scope, counted, send)
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.in_flight -= held

@@ -140,20 +140,50 @@ def read_manifest(folder: str | Path) -> dict:
     )
 
 
+def recorded_files(folder: str | Path) -> list[dict]:
+    """The files a manifest records, each `{path, sha256, bytes}` checked for its types and for a path inside the
+    folder (relative, no `..`, not leading out through a link); ValueError in one line naming the first fault."""
+    root = Path(folder)
+    manifest = read_manifest(root)
+    where = root / MANIFEST
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{where}: malformed ({what})")
+
+    entries = manifest.get("entries")
+    need(isinstance(entries, list), "entries must be a list")
+    assert isinstance(entries, list)  # need() raised otherwise
+    files = []
+    for i, entry in enumerate(entries):
+        need(isinstance(entry, dict) and isinstance(entry.get("files"), list), f"entries[{i}].files must be a list")
+        for j, rec in enumerate(entry["files"]):
+            at = f"entries[{i}].files[{j}]"
+            need(isinstance(rec, dict), f"{at} must be an object")
+            need(isinstance(rec.get("path"), str) and rec["path"] != "", f"{at}.path must be a file name")
+            need(isinstance(rec.get("sha256"), str) and len(rec["sha256"]) == 64, f"{at}.sha256 must be 64 hex digits")
+            need(type(rec.get("bytes")) is int and rec["bytes"] >= 0, f"{at}.bytes must be a whole number")
+            parts = Path(rec["path"]).parts
+            inside = not Path(rec["path"]).is_absolute() and ".." not in parts
+            need(inside and root.resolve() in (root / rec["path"]).resolve().parents, f"{at}.path leads out of {root}")
+            files.append(rec)
+    need(bool(files), "it records no file")
+    return files
+
+
 def verify(folder: str | Path) -> list[tuple[str, str]]:
     """(file, "ok" or what is wrong) for every file the manifest records, checked by size and sha256."""
     root = Path(folder)
     results = []
-    for entry in read_manifest(root)["entries"]:
-        for rec in entry["files"]:
-            path = root / rec["path"]
-            if not path.is_file():
-                status = "MISSING"
-            elif path.stat().st_size != rec["bytes"]:
-                status = f"WRONG SIZE: {path.stat().st_size:,} bytes, recorded {rec['bytes']:,}"
-            elif file_sha256(path) != rec["sha256"]:
-                status = "WRONG SHA256: the file changed since it was fetched"
-            else:
-                status = "ok"
-            results.append((rec["path"], status))
+    for rec in recorded_files(root):
+        path = root / rec["path"]
+        if not path.is_file():
+            status = "MISSING"
+        elif path.stat().st_size != rec["bytes"]:
+            status = f"WRONG SIZE: {path.stat().st_size:,} bytes, recorded {rec['bytes']:,}"
+        elif file_sha256(path) != rec["sha256"]:
+            status = "WRONG SHA256: the file changed since it was fetched"
+        else:
+            status = "ok"
+        results.append((rec["path"], status))
     return results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...inspection.decisions import LABELS
-from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line
+from ..db import MAX_OFFSET, MAX_PAGE, DatabaseUnavailableError, Filters, one_line, utc
 from ..names import check_name
 from ..schemas import Detail, InspectionPage, InspectionRow
 from ..state import AppState, app_state, unavailable
@@ -19,10 +19,28 @@ from ..state import AppState, app_state, unavailable
 router = APIRouter(prefix="/v1", tags=["inspections"], responses={422: {"model": Detail}, 503: {"model": Detail}})
 State = Annotated[AppState, Depends(app_state)]
 DEFAULT_PAGE = 100
+# The times a filter may name, in UTC: every time both databases store and Python can shift between time zones.
+EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+def in_utc(field: str, t: datetime | None) -> datetime | None:
+    """A filter's time in UTC (naive = UTC already); 422 naming the field outside EARLIEST..LATEST."""
+    if t is None:
+        return None
+    try:
+        shifted = utc(t)
+    except OverflowError:
+        shifted = None
+    if shifted is None or not EARLIEST <= shifted <= LATEST:
+        raise HTTPException(
+            422, f"{field}: {t.isoformat()} is out of range; give a time from 0001-01-01 to 9999-12-31 UTC"
+        )
+    return shifted
 
 
 def filters(profile: str | None, label: str | None, since: datetime | None, until: datetime | None) -> Filters:
-    """Validated query filters (422 naming the bad one)."""
+    """Validated query filters (422 naming the bad one), times in UTC."""
     if profile is not None:
         try:
             check_name(profile)
@@ -30,7 +48,7 @@ def filters(profile: str | None, label: str | None, since: datetime | None, unti
             raise HTTPException(422, f"profile: {exc}") from None
     if label is not None and label not in LABELS:
         raise HTTPException(422, f"label: {label!r} is not one of {', '.join(LABELS)}")
-    return Filters(profile, label, since, until)
+    return Filters(profile, label, in_utc("since", since), in_utc("until", until))
 
 
 @router.get("/inspections", summary="Recorded inspections, newest first, with filters")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
@@ -12,15 +14,16 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ...inspection.inspector import Inspection
-from ...inspection.render import map_image, mask_image, overlay
+from ...inspection.render import map_image, mask_image, overlay, png_info
 from ...inspection.render import png_bytes as marked_png
+from ..budget import PICTURES
 from ..db import DatabaseUnavailableError
 from ..schemas import Detail, PredictOut, PredictResult
 from ..state import AppState, app_state, outcome
 from ..station import PredictItem, Scored
 from ..uploads import Upload, read_uploads
 
-INCLUDES = ("mask", "overlay", "map")
+INCLUDES = PICTURES  # drawn in this order (the memory budget counts on it)
 PNG_COMPRESS_LEVEL = 1  # fast: these pictures go straight to a browser
 
 router = APIRouter(prefix="/v1/profiles", tags=["predict"], responses={503: {"model": Detail}})
@@ -32,13 +35,17 @@ def png_bytes(image: Image.Image, kind: str) -> bytes:
     return marked_png(image, kind, compress_level=PNG_COMPRESS_LEVEL)
 
 
-def png_base64(image: Image.Image, kind: str) -> str:
-    """A PNG as base64 text."""
-    return base64.b64encode(png_bytes(image, kind)).decode("ascii")
+def png_base64(draw: Callable[[], Image.Image], kind: str) -> str:
+    """The picture `draw()` makes as a marked PNG (png_bytes), as base64 text (the picture is freed once encoded, the
+    PNG never copied)."""
+    buffer = io.BytesIO()
+    draw().save(buffer, format="PNG", pnginfo=png_info(kind), compress_level=PNG_COMPRESS_LEVEL)
+    with buffer.getbuffer() as png:
+        return base64.b64encode(png).decode("ascii")
 
 
 def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str, str]:
-    """The base64 PNGs asked for, drawn at the threshold the decision was made at."""
+    """The base64 PNGs asked for, drawn at the threshold the decision was made at, one after the other."""
     score_map, threshold = r.map, r.threshold
     assert score_map is not None and threshold is not None  # a recorded inspection is a decided one
     makers = {
@@ -46,7 +53,7 @@ def pictures(upload: Upload, r: Inspection, include: frozenset[str]) -> dict[str
         "overlay": lambda: overlay_of(upload, r),
         "map": lambda: map_image(score_map),
     }
-    return {k: png_base64(makers[k](), k) for k in INCLUDES if k in include}
+    return {k: png_base64(makers[k], k) for k in INCLUDES if k in include}
 
 
 @router.post(
@@ -76,7 +83,8 @@ async def predict(
             422, f"include: unknown {', '.join(sorted(wanted - set(INCLUDES)))}; use {', '.join(INCLUDES)}"
         )
     target = state.served(name)
-    async with read_uploads(images, "images", state.config, state.budget, target.inspector.model.min_size) as uploads:
+    min_size = target.inspector.model.min_size
+    async with read_uploads(images, "images", state.config, state.budget, min_size, include=wanted) as uploads:
         futures = [state.submit(PredictItem(name, u.image, u.name, u.sha256, received)) for u in uploads]
         results = [await outcome(f) for f in futures]
 

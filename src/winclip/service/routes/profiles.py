@@ -33,13 +33,17 @@ def etag(revision: int) -> str:
     return f'"{revision}"'
 
 
+MAX_REVISION_DIGITS = 18  # a revision is a 64-bit integer in the record
+
+
 def if_match_revision(value: str | None) -> int | None:
-    """The revision an If-Match header names (`"7"`, or `7`); None when absent or `*`; 422 when malformed."""
+    """The revision an If-Match header names (`"7"`, or `7`); None when absent or `*`; 422 when malformed (ASCII
+    digits only, at most MAX_REVISION_DIGITS of them)."""
     if value is None or value.strip() == "*":
         return None
     tag = value.strip()
     tag = tag[1:-1] if len(tag) > 1 and tag[0] == tag[-1] == '"' else tag
-    if not tag.isdigit():
+    if not (tag.isascii() and tag.isdigit() and len(tag) <= MAX_REVISION_DIGITS):
         raise HTTPException(422, f'If-Match: {value[:40]!r} is not a profile\'s ETag (its revision in quotes: "7")')
     return int(tag)
 
@@ -100,7 +104,7 @@ async def create_profile(
     threshold: Annotated[float, Form(gt=0.0, le=1.0)] = 0.5,
 ) -> ProfileOut:
     try:
-        check_name(name)
+        check_name(name, state.config.reserved_names)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     if not object_name.strip():
