@@ -1,9 +1,7 @@
-"""mkdocs hooks: the command-line reference rendered from winclip's own parsers, and stand-ins for pages in flight.
+"""mkdocs hook: the command-line reference rendered from winclip's own parsers.
 
 `on_files` adds `cli.md`, rendered by `cli_markdown` from `winclip.cli.build_parser()` (which imports
-no torch), so the reference is the parsers' own help and cannot drift from them. For each page of
-`PENDING` that docs/ does not hold yet (written in parallel by other work), it adds a short page
-saying so, so the navigation and the links to it hold; the real file replaces it as soon as it exists.
+no torch), so the reference is the parsers' own help and cannot drift from them.
 """
 
 from __future__ import annotations
@@ -20,9 +18,6 @@ if TYPE_CHECKING:
     from mkdocs.structure.files import Files
 
 ROOT = Path(__file__).resolve().parent.parent
-PENDING = {
-    "line.md": ("The line: watch folder and MQTT", "`winclip watch` and publishing results to the line"),
-}
 WIDTH = 100  # columns of the rendered help
 
 
@@ -61,24 +56,12 @@ def cli_markdown(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines)
 
 
-def pending_page(title: str, what: str) -> str:
-    """The stand-in of a page that is being written."""
-    return (
-        f"# {title}\n\n"
-        f"This page ({what}) is being written alongside this site and replaces this note when it lands. "
-        "Until then, `winclip --help` and the [command line reference](cli.md) list every option.\n"
-    )
-
-
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """mkdocs' hook: add the generated reference and the stand-ins."""
+    """mkdocs' hook: add the generated reference."""
     from mkdocs.structure.files import File
 
     sys.path.insert(0, str(ROOT / "src"))
     from winclip.cli import build_parser
 
     files.append(File.generated(config, "cli.md", content=cli_markdown(build_parser())))
-    for name, (title, what) in PENDING.items():
-        if files.get_file_from_path(name) is None:
-            files.append(File.generated(config, name, content=pending_page(title, what)))
     return files
