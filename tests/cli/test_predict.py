@@ -285,3 +285,28 @@ def test_predict_logs_plain_lines_off_a_terminal_and_counts_in_the_right_number(
     assert "\r" not in err and "it/s" not in err and "img/s" not in err  # no tqdm frames in a log
     assert "predict: 1 image -> " in err and "0 references" in err
     assert "predict: 1 of 1 image, " in err and "predict: 1 image: " in err
+
+
+def test_on_ray_auto_runs_what_predict_runs_here_but_never_a_path_chosen_for_this_cpu(monkeypatch):
+    import dataclasses
+
+    from winclip.cli import cluster
+    from winclip.cli.requests import RayRequest
+    from winclip.inspection import precision_check
+
+    profile = Profile.create(make_model(), "bottle", [])
+    args = build_parser().parse_args(["predict", "a.png", "--out", "o", "--profile", "p", "--backbone", TINY,
+                                      "--pretrained", "none", "--ray", "127.0.0.1:1"])  # fmt: skip
+    request, ray = PredictRequest.of(args), RayRequest.of(args)
+    assert ray is not None
+    here = precision_check.resolve(profile, request.model.spec(profile))  # no evidence: fp32, and why
+    job = cluster._model_job(request, ray, profile.options, profile)
+    assert (job.spec.precision, job.spec.precision_reason) == ("fp32", here.precision_reason)
+    assert "no precision evidence" in str(here.precision_reason)
+
+    def evidence_picks_bf16(profile: Profile, spec):
+        return dataclasses.replace(spec, precision="bf16", precision_reason="auto: bf16, evidence on this CPU")
+
+    monkeypatch.setattr(precision_check, "resolve", evidence_picks_bf16)
+    job = cluster._model_job(request, ray, profile.options, profile)
+    assert job.spec.precision == "fp32" and "not necessarily the workers'" in str(job.spec.precision_reason)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,18 @@ class Watch:
             raise RuntimeError(f"winclip watch exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
         return self.log.read_text().count(READY) > self.mark
 
+    def freeze_when(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Stop the process (SIGSTOP) at a moment `condition` holds, so a kill lands there and not just after;
+        False (and running) if it never held within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.proc.send_signal(signal.SIGSTOP)
+            if condition():
+                return True
+            self.proc.send_signal(signal.SIGCONT)
+            time.sleep(0.002)
+        return False
+
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
@@ -163,7 +176,7 @@ def soak(
                 break
             time.sleep(rnd.uniform(0.05, kill_window_s))  # a random moment: waiting, reading, scoring, ...
             if k % 2 == 0:  # ... or, every other kill, the moment a photo is half done (steps 1-3 of the journal)
-                wait_until(lambda: half_done(out), 10, step=0.001)
+                watch.freeze_when(lambda: half_done(out), 10)
             watch.kill()
             watch = Watch(args, log)
             result.starts += 1

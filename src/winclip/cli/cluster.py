@@ -6,6 +6,7 @@ imported inside them, so the command line parses without them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,14 @@ def _model_job(
     from ..distributed.workers import ModelJob
 
     spec = request.model.spec(profile)
+    if profile is not None:  # as predict does here; a path evidence chose for this CPU is not the workers' to run
+        from ..inspection.precision_check import resolve
+
+        resolved = resolve(profile, spec)
+        if spec.precision == "auto" and (resolved.precision, resolved.runtime) != ("fp32", spec.runtime):
+            why = "the profile's evidence holds for this machine's CPU, not necessarily the workers' (--precision)"
+            resolved = dataclasses.replace(spec, precision="fp32", precision_reason=f"auto: fp32 on Ray, {why}")
+        spec = resolved
     return ModelJob(spec, options, request.model.batch_size, ray.cluster.threads)
 
 
