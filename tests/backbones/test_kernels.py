@@ -47,6 +47,7 @@ def fake(times: dict[str, float], calls: list[str]):
 @needs_onednn
 def test_the_choice_is_measured_once_per_machine_then_read_from_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
+    monkeypatch.delenv("WINCLIP_KERNELS", raising=False)
     products = [Product(8, 16), Product(8, 32, gelu=True)]
     calls: list[str] = []
     first = choose(products, fake({"aten": 2.0, "onednn": 1.0, "onednn-gelu": 3.0}, calls))
@@ -68,6 +69,7 @@ def test_the_choice_is_measured_once_per_machine_then_read_from_the_cache(monkey
 
 def test_a_corrupt_cache_or_an_unknown_kernel_is_measured_again(monkeypatch, tmp_path):
     monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
+    monkeypatch.delenv("WINCLIP_KERNELS", raising=False)
     (tmp_path / "kernels.json").write_text("{not json")
     calls: list[str] = []
     choose([Product(8, 16)], fake({"aten": 1.0, "onednn": 2.0}, calls))
@@ -91,6 +93,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("winner", ["aten", "onednn", "onednn-gelu"])
 def test_the_fused_fp32_path_runs_the_measured_kernels_and_stays_exact(monkeypatch, tmp_path, winner):
     monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
+    monkeypatch.delenv("WINCLIP_KERNELS", raising=False)
     times = {"aten": 2.0, "onednn": 2.0, "onednn-gelu": 2.0, winner: 1.0}
     monkeypatch.setattr(kernels, "time_candidates", fake(times, []))
     backbone = load_tiny(precision="fp32")
@@ -113,8 +116,30 @@ def test_the_fused_fp32_path_runs_the_measured_kernels_and_stays_exact(monkeypat
 
 def test_bf16_and_the_baseline_do_not_measure(monkeypatch, tmp_path):
     monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
+    monkeypatch.delenv("WINCLIP_KERNELS", raising=False)
     calls: list[str] = []
     monkeypatch.setattr(kernels, "time_candidates", fake({"aten": 1.0, "onednn": 1.0, "onednn-gelu": 1.0}, calls))
     assert load_tiny(precision="fp32", fused=False).tower.matmuls.kernels is None
     assert load_tiny(precision="bf16").tower.matmuls.kernels is None
     assert calls == []
+
+
+def test_winclip_kernels_pins_every_product_without_measuring(monkeypatch, tmp_path):
+    monkeypatch.setenv("WINCLIP_CACHE", str(tmp_path))
+    products = [Product(8, 16), Product(8, 32, gelu=True)]
+
+    def never(product: Product) -> dict[str, list[float]]:
+        raise AssertionError("pinned: nothing is measured")
+
+    monkeypatch.setenv("WINCLIP_KERNELS", "aten")
+    assert choose(products, never).kernels == {"8x16": "aten", "8x32+gelu": "aten"}
+    monkeypatch.setenv("WINCLIP_KERNELS", "onednn")
+    pinned = choose(products, never)
+    if kernels.ONEDNN:
+        assert pinned.kernels == {"8x16": "onednn", "8x32+gelu": "onednn-gelu"}
+    else:
+        assert pinned.kernels == {"8x16": "aten", "8x32+gelu": "aten"}  # oneDNN absent: ATen
+    assert "WINCLIP_KERNELS=onednn" in pinned.summary() and not list(tmp_path.iterdir())
+    monkeypatch.setenv("WINCLIP_KERNELS", "mkl")
+    with pytest.raises(ValueError, match="WINCLIP_KERNELS='mkl': use one of aten, onednn"):
+        choose(products, never)

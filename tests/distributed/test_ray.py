@@ -164,10 +164,13 @@ def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_pa
         os.kill(pid, signal.SIGSTOP)
     at_kill = _rows(jsonl)
     os.kill(victim, signal.SIGKILL)  # a worker process dies mid-run
-    os.kill(survivor, signal.SIGCONT)
-    _wait_for(
-        lambda: any("died; its chunks go to the others" in line for line in lines), "the driver saw it", driver, lines
-    )
+    try:
+        _wait_for(
+            lambda: any("died; its chunks go to the others" in line for line in lines), "the driver saw it", driver,
+            lines,
+        )  # fmt: skip
+    finally:
+        os.kill(survivor, signal.SIGCONT)  # only now: the survivor cannot finish the run while the driver reacts
     _wait_for(lambda: _rows(jsonl) >= at_kill + 20, "rows came after the kill", driver, lines)
     driver.send_signal(signal.SIGINT)  # then the driver is interrupted
     driver.wait(timeout=RUN_SECONDS)

@@ -8,7 +8,9 @@ here, but lost on an AVX2-only AMD EPYC (issue 23). So nothing is assumed: on th
 a model on a CPU, each candidate is timed at the tower's own shapes, interleaved (medians), and
 the fastest is kept in a small JSON under the user's cache dir (`cache_file()`), keyed by the
 CPU model, torch version and capability, the ISA caps in the environment, the thread count and
-the shapes; later loads read it. Delete the file to measure again.
+the shapes; later loads read it. Delete the file to measure again. `WINCLIP_KERNELS=aten` (or `onednn`:
+oneDNN everywhere, the GELU fused where one follows) pins every product instead, nothing measured: the
+same numerics in every process of a run (the candidates differ in summation order, about 1e-6).
 
 The candidates compute the same product up to summation order (tests/backbones/test_kernels.py).
 """
@@ -33,6 +35,7 @@ WITH_GELU = ("aten", "onednn", "onednn-gelu")  # kernels of a product followed b
 MEASURE_ROWS = 2048  # rows timed per product (the fused path's MLP chunk, tower.MLP_CHUNK_ROWS)
 MEASURE_ROUNDS = 5  # interleaved rounds per product; the median decides
 CACHE_NAME = "kernels.json"
+PIN_VARIABLE = "WINCLIP_KERNELS"  # aten | onednn: every product runs that kernel, nothing measured
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -166,8 +169,16 @@ class KernelChoice:
 def choose(
     products: Iterable[Product], measure: Callable[[Product], dict[str, list[float]]] | None = None
 ) -> KernelChoice:
-    """The fastest kernel of each product on this machine: from the cache, else measured now and cached."""
+    """The fastest kernel of each product on this machine: from the cache, else measured now and cached
+    (or what `WINCLIP_KERNELS` pins)."""
     products = list(products)
+    pinned = os.environ.get(PIN_VARIABLE, "")
+    if pinned:
+        if pinned not in PLAIN:
+            raise ValueError(f"{PIN_VARIABLE}={pinned!r}: use one of {', '.join(PLAIN)} (or unset it to measure)")
+        wanted = {p.key: "onednn-gelu" if pinned == "onednn" and p.gelu else pinned for p in products}
+        kernels = {p.key: wanted[p.key] if wanted[p.key] in p.candidates else "aten" for p in products}
+        return KernelChoice(kernels, f"pinned by {PIN_VARIABLE}={pinned}")
     path = cache_file()
     data = _read(path)
     machine = data.setdefault(machine_key(), {})
