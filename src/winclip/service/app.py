@@ -45,6 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..progress import plural
 from .batcher import Batcher
 from .budget import BudgetError
 from .config import ServiceConfig
@@ -162,7 +163,7 @@ def _loaded(state: AppState, future: Future, on_fatal: Callable[[str], None] | N
     if future.exception() is None:
         state.ready = True
         print(
-            f"winclip serve: ready ({len(station.profiles)} profile(s), {len(station.refused)} refused)",
+            f"winclip serve: ready ({plural(len(station.profiles), 'profile')}, {len(station.refused)} refused)",
             file=sys.stderr,
         )
         return
