@@ -172,7 +172,15 @@ def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_pa
     finally:
         os.kill(survivor, signal.SIGCONT)  # only now: the survivor cannot finish the run while the driver reacts
     _wait_for(lambda: _rows(jsonl) >= at_kill + 20, "rows came after the kill", driver, lines)
-    driver.send_signal(signal.SIGINT)  # then the driver is interrupted
+    workers = cluster.worker_pids("InspectWorker")  # the survivor and the restarted one
+    for pid in workers:  # frozen again, so the run cannot end between this moment and the interrupt
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        driver.send_signal(signal.SIGINT)  # then the driver is interrupted
+        time.sleep(1.0)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
     driver.wait(timeout=RUN_SECONDS)
     reader.join(timeout=RUN_SECONDS)
     err = "".join(lines)
