@@ -150,9 +150,11 @@ def test_killed_worker_and_interrupted_driver_still_write_each_image_once(tmp_pa
     inputs = photos(tmp_path / "in", n, bad=False)
     common = ["predict", str(inputs), "--object", "widget", *TINY_MODEL, "--batch-size", "2", "--no-progress"]
     out = tmp_path / "ray"
+    # preexec_fn: a suite started in the background of a script ignores SIGINT, and the driver would inherit that
     driver = subprocess.Popen(
         [sys.executable, "-m", "winclip", *common, "--out", str(out), "--ray", cluster.address],
         env={**cluster.env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     jsonl = out / "results.jsonl"
     lines: list[str] = []
