@@ -153,15 +153,8 @@ class Journal:
 
     def begin(self, entry: Entry) -> None:
         """Step 1: the row in state `scoring` (module docstring)."""
-        v = entry.version
         with transaction(self.conn):
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO photos ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.message_id, v.rel, v.size, v.mtime_ns, v.sha256, SCORING, entry.time, None, None,
-                    json.dumps(entry.record), json.dumps(entry.message),
-                ),
-            )  # fmt: skip
+            self._insert(entry, None)
 
     def commit(self, message_id: str, record_id: int | None, sinks: Sequence[str]) -> dict:
         """Step 4: `done` with the record's row id, and the message (with that id) in the outbox of every sink, in
@@ -174,16 +167,20 @@ class Journal:
 
     def fail(self, entry: Entry, reason: str, sinks: Sequence[str]) -> None:
         """A photo that cannot be read: finished in state `failed` with its reason and message, at once."""
-        v = entry.version
         with transaction(self.conn):
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO photos ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.message_id, v.rel, v.size, v.mtime_ns, v.sha256, SCORING, entry.time, None, reason,
-                    json.dumps(entry.record), json.dumps(entry.message),
-                ),
-            )  # fmt: skip
+            self._insert(entry, reason)
             self._finish(entry.message_id, FAILED, None, reason, entry.message, sinks)
+
+    def _insert(self, entry: Entry, reason: str | None) -> None:
+        """The photo's row in state `scoring` (inside the caller's transaction)."""
+        v = entry.version
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO photos ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.message_id, v.rel, v.size, v.mtime_ns, v.sha256, SCORING, entry.time, None, reason,
+                json.dumps(entry.record), json.dumps(entry.message),
+            ),
+        )  # fmt: skip
 
     def _finish(
         self,
