@@ -20,3 +20,17 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "winclip", "--help"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("usage: winclip")
     assert build_parser().prog == "winclip"
+
+
+def test_a_missing_extra_is_one_line_naming_the_extra_and_its_install(monkeypatch):
+    import sys
+
+    from winclip.cli.common import require_extra
+
+    monkeypatch.setitem(sys.modules, "watchdog", None)  # as if not installed
+    with pytest.raises(ValueError) as caught:
+        require_extra("watch", "line", ("json", "watchdog"))
+    assert str(caught.value) == (
+        "winclip watch needs the 'line' extra (watchdog is missing): pip install \"winclip-anomaly[line]\""
+    )
+    require_extra("watch", "line", ("json",))  # all there: nothing said

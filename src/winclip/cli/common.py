@@ -6,6 +6,7 @@ Imports nothing heavy at module level (the command line parses without torch).
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 import warnings
@@ -212,6 +213,18 @@ def interrupted(out: str) -> int:
     """One line for Ctrl-C: what is kept and how to go on; exit status 130."""
     print(f"winclip: interrupted; finished results are in {out}; rerun with --resume to continue", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:
+    """Import `modules` now, or one line naming the extra that brings the missing one (a usage error)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(
+                f"winclip {command} needs the '{extra}' extra ({exc.name} is missing): "
+                f'pip install "winclip-anomaly[{extra}]"'
+            ) from None
 
 
 def unwritable(out: str, exc: OSError) -> int:

@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..images import DEFAULT_MEMORY_BUDGET
-from .common import add_command, add_model_options, add_runtime_options, finite_float
+from .common import add_command, add_model_options, add_runtime_options, finite_float, require_extra
 from .requests import GIGA, KEY_ENV, MiB, ServeRequest
 from .watch import add_sink_options
 
@@ -139,15 +139,7 @@ def open_stores(config: ServiceConfig) -> tuple[Recorder, Keeper | None]:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and the database, then serve until interrupted."""
-    try:
-        import alembic  # noqa: F401 - the record's migrations
-        import prometheus_client  # noqa: F401 - /metrics
-        import sqlalchemy  # noqa: F401 - the record
-        import uvicorn  # noqa: F401 - the server
-    except ImportError as exc:
-        raise ValueError(
-            f"winclip serve needs the 'serve' extra ({exc.name} is missing): pip install \"winclip-anomaly[serve]\""
-        ) from None
+    require_extra("serve", "serve", ("alembic", "prometheus_client", "sqlalchemy", "uvicorn"))
     return serve(ServeRequest.of(args))
 
 

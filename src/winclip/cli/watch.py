@@ -16,7 +16,16 @@ import sys
 import threading
 
 from ..images import DEFAULT_MAX_PIXELS
-from .common import MAX_COUNT, add_command, add_model_options, add_runtime_options, count, load_model, number
+from .common import (
+    MAX_COUNT,
+    add_command,
+    add_model_options,
+    add_runtime_options,
+    count,
+    load_model,
+    number,
+    require_extra,
+)
 from .requests import MAX_MEGAPIXELS, MAX_THREADS, MEGA, WatchRequest
 
 MAX_SECONDS = 3600.0  # --settle-seconds and --sync-interval at most
@@ -76,14 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`winclip watch`: the request, then watch until interrupted."""
-    try:
-        import paho.mqtt  # noqa: F401 - MQTT out
-        import sqlalchemy  # noqa: F401 - the record
-        import watchdog  # noqa: F401 - inotify
-    except ImportError as exc:
-        raise ValueError(
-            f"winclip watch needs the 'line' extra ({exc.name} is missing): pip install \"winclip-anomaly[line]\""
-        ) from None
+    require_extra("watch", "line", ("paho.mqtt", "sqlalchemy", "watchdog"))  # MQTT out, the record, inotify
     return watch(WatchRequest.of(args))
 
 
